@@ -1,0 +1,57 @@
+# Two commands: `make run` (the pipeline on the shipped data) and `make test`.
+# Both create .venv with a Python 3.10/3.9 found on this machine (PATH or
+# pyenv) and install the locked working set into it first.
+
+SHELL := /bin/bash
+# TFX 1.16 needs Keras 2: every process must start with this set.
+export TF_USE_LEGACY_KERAS := 1
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test venv lock bench clean help
+
+help:
+	@echo "make run    - run the whole pipeline locally (ARGS='--verbose' etc.)"
+	@echo "make test   - run the test suite"
+	@echo "make bench  - time a cold and a cached pipeline run"
+	@echo "make clean  - remove pipeline outputs and pushed models"
+
+venv: $(INSTALLED)
+
+$(INSTALLED): requirements.txt requirements.lock setup.py
+	@set -e; \
+	if [ ! -x $(PY) ]; then \
+	  python=$$(scripts/find_python.sh); \
+	  echo "Creating $(VENV) with $$python"; \
+	  $$python -m venv $(VENV); \
+	fi; \
+	echo "Installing the locked dependencies into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"; \
+	if ! { $(PY) -m pip install -q --upgrade 'pip<25' wheel && \
+	       $(PY) -m pip install -r requirements.txt -c requirements.lock && \
+	       $(PY) -m pip install --no-deps -e .; } > $(VENV)/install.log 2>&1; then \
+	  tail -20 $(VENV)/install.log; echo "Install failed: see $(VENV)/install.log"; exit 1; \
+	fi
+	@touch $(INSTALLED)
+
+run: $(INSTALLED)
+	$(PY) local_runner.py $(ARGS)
+
+test: $(INSTALLED)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+bench: $(INSTALLED)
+	$(PY) bench/pipeline_bench.py
+
+# Re-pins requirements.lock from a fresh resolve of requirements.txt.
+lock:
+	rm -rf .venv-lock && $$(scripts/find_python.sh) -m venv .venv-lock
+	.venv-lock/bin/pip install -q -r requirements.txt -c requirements.lock
+	{ head -2 requirements.lock; .venv-lock/bin/pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .venv-lock
+
+clean:
+	rm -rf tfx_output serving_model

@@ -1,0 +1,170 @@
+"""The big-tipper classifier: a wide-and-deep tf-keras model, and the Trainer
+and Tuner entry points (`run_fn`, `tuner_fn`) that TFX calls."""
+
+import json
+import os
+from typing import Dict, List
+
+import keras_tuner
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from models import features
+from models import signatures
+
+# The checked-in hyperparameters (written by `local_runner.py --tune`). The
+# pipeline passes their content to the Trainer, so an edit re-trains.
+HPARAMS_FILE = os.path.join(os.path.dirname(__file__), 'hyperparameters.json')
+SEED = 42  # Same data, same code: same model.
+
+
+def default_hparams() -> Dict:
+  with open(HPARAMS_FILE) as f:
+    return json.load(f)
+
+
+def _input_fn(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
+              tf_transform_output: tft.TFTransformOutput, batch_size: int,
+              shuffle: bool = True) -> tf.data.Dataset:
+  """Batches of (transformed features, label) read from Transform's output."""
+  return data_accessor.tf_dataset_factory(
+      file_pattern,
+      tfxio.TensorFlowDatasetOptions(
+          batch_size=batch_size, label_key=features.LABEL_KEY, shuffle=shuffle,
+          shuffle_seed=SEED, num_epochs=None if shuffle else 1),
+      tf_transform_output.transformed_metadata.schema).prefetch(tf.data.AUTOTUNE)
+
+
+def _num_ids(spec: features.Feature) -> int:
+  if spec.kind == 'vocab':
+    return features.VOCAB_SIZE + features.OOV_BUCKETS
+  return spec.num_buckets
+
+
+def _model_inputs() -> Dict[str, keras.Input]:
+  inputs = {}
+  for name, spec in features.model_features().items():
+    dtype = tf.float32 if spec.kind in ('numeric', 'log_numeric') else tf.int64
+    xf = features.transformed_name(name)
+    inputs[xf] = keras.Input(shape=(), name=xf, dtype=dtype)
+  return inputs
+
+
+def _bucketize_standardized(x, num_buckets: int):
+  """Cuts a z-scored value into equal bins over [-2.5, 2.5] standard deviations."""
+  return keras.layers.Discretization(
+      bin_boundaries=list(np.linspace(-2.5, 2.5, num_buckets - 1)))(x)
+
+
+def _crosses(hparams) -> List[List[str]]:
+  """'a*b,c*d' -> [['a', 'b'], ['c', 'd']]."""
+  return [c.split('*') for c in str(hparams.get('crosses', '')).split(',') if c]
+
+
+def build_model(hparams: Dict) -> keras.Model:
+  """Wide (one-hot linear) plus deep (embeddings and MLP) classifier.
+
+  The wide part sees every category, binned numerics and the configured
+  feature crosses (e.g. payment_type x fare: how much a fare is tipped
+  depends on how it is paid); the deep part learns the rest.
+  """
+  inputs = _model_inputs()
+  num_buckets = int(hparams.get('numeric_buckets') or 0)
+  wide_parts, deep_parts, ids = [], [], {}
+  for name, spec in features.model_features().items():
+    x = inputs[features.transformed_name(name)]
+    if spec.kind in ('numeric', 'log_numeric'):
+      column = keras.layers.Reshape((1,))(x)
+      wide_parts.append(column)
+      deep_parts.append(column)
+      ids[name] = _bucketize_standardized(x, num_buckets or 10)
+      if num_buckets:
+        wide_parts.append(keras.layers.CategoryEncoding(
+            num_buckets, output_mode='one_hot')(ids[name]))
+    else:
+      ids[name] = x
+      wide_parts.append(
+          keras.layers.CategoryEncoding(_num_ids(spec), output_mode='one_hot')(x))
+      deep_parts.append(
+          keras.layers.Embedding(_num_ids(spec), int(hparams['embedding_dim']))(x))
+  for a, b in _crosses(hparams):
+    wide_parts.append(keras.layers.HashedCrossing(
+        num_bins=int(hparams.get('cross_bins', 256)), output_mode='one_hot')(
+            (ids[a], ids[b])))
+  deep = keras.layers.concatenate(deep_parts)
+  for units in str(hparams['hidden_units']).split(','):
+    deep = keras.layers.Dense(int(units), activation='relu')(deep)
+    deep = keras.layers.Dropout(float(hparams['dropout']))(deep)
+  both = keras.layers.concatenate([keras.layers.concatenate(wide_parts), deep])
+  output = keras.layers.Dense(1, activation='sigmoid', name='probability')(both)
+  model = keras.Model(inputs=inputs, outputs=output)
+  model.compile(
+      optimizer=keras.optimizers.Adam(float(hparams['learning_rate'])),
+      loss='binary_crossentropy',
+      metrics=[keras.metrics.AUC(name='auc'), keras.metrics.BinaryAccuracy(name='accuracy')])
+  return model
+
+
+def hparams_from(fn_args) -> Dict:
+  """Tuner's best values when wired in, else the checked-in ones."""
+  custom = fn_args.custom_config or {}
+  hparams = json.loads(custom['hyperparameters']) if 'hyperparameters' in custom \
+      else default_hparams()
+  if fn_args.hyperparameters:
+    tuned = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters)
+    hparams.update(tuned.values)
+  return hparams
+
+
+def run_fn(fn_args: tfx.components.FnArgs):
+  """Trainer entry point: trains, then exports the serving SavedModel."""
+  hparams = hparams_from(fn_args)
+  keras.utils.set_random_seed(SEED)
+  tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+  batch_size = int(hparams['batch_size'])
+  train = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                    batch_size)
+  evaluation = _input_fn(fn_args.eval_files, fn_args.data_accessor,
+                         tf_transform_output, batch_size, shuffle=False)
+  model = build_model(hparams)
+  model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
+            validation_data=evaluation, verbose=0)
+  signatures.export(model, tf_transform_output, fn_args.serving_model_dir)
+
+
+def _search_space(hp: keras_tuner.HyperParameters) -> Dict:
+  """The tuned knobs; the others keep their checked-in values."""
+  hparams = default_hparams()
+  hparams.update({
+      'learning_rate': hp.Choice('learning_rate', [0.001, 0.003, 0.01]),
+      'hidden_units': hp.Choice('hidden_units', ['64,32', '128,64', '256,128']),
+      'embedding_dim': hp.Choice('embedding_dim', [4, 8, 16]),
+      'dropout': hp.Choice('dropout', [0.1, 0.3, 0.5]),
+      'numeric_buckets': hp.Choice('numeric_buckets', [0, 10, 20]),
+  })
+  return hparams
+
+
+def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
+  """Tuner entry point: a small random search over the model's knobs."""
+  tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+  batch_size = int(default_hparams()['batch_size'])
+  tuner = keras_tuner.RandomSearch(
+      lambda hp: build_model(_search_space(hp)),
+      objective=keras_tuner.Objective('val_auc', 'max'),
+      max_trials=int((fn_args.custom_config or {}).get('max_trials', 6)),
+      directory=fn_args.working_dir, project_name='taxi', seed=42)
+  fit_kwargs = {
+      'x': _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                     batch_size),
+      'validation_data': _input_fn(fn_args.eval_files, fn_args.data_accessor,
+                                   tf_transform_output, batch_size, shuffle=False),
+      'steps_per_epoch': fn_args.train_steps,
+      'epochs': 1,
+      'verbose': 0,
+  }
+  return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs=fit_kwargs)

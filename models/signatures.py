@@ -1,0 +1,131 @@
+"""The serving signatures of the exported SavedModel.
+
+- `serving_default`: serialized tf.Examples in `examples`; what gRPC Predict
+  clients and the Evaluator send.
+- `classification` / `regression`: the same examples under TF Serving's
+  Classify/Regress conventions (`inputs` -> `classes`+`scores` / `outputs`).
+- `predict_raw`: one named tensor per raw feature, so a REST client can POST
+  plain JSON rows; every input has a default, so any may be left out.
+- `transform_features`: raw examples to transformed features, for TFMA.
+
+Every signature runs the Transform graph inside the model, so clients send
+raw values and never re-implement preprocessing.
+"""
+
+import os
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from tensorflow.core.protobuf import saved_model_pb2
+
+from models import features
+
+OUTPUT_PROBABILITY = 'probability'
+OUTPUT_CLASS = 'class'
+CLASSIFY_METHOD = 'tensorflow/serving/classify'
+REGRESS_METHOD = 'tensorflow/serving/regress'
+_TF_DTYPES = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
+
+
+def _serving_feature_spec(tf_transform_output):
+  spec = tf_transform_output.raw_feature_spec()
+  spec.pop(features.TIPS_KEY, None)
+  return spec
+
+
+def _raw_to_sparse(value, batch_size):
+  """A [n] tensor as the [batch, 1] sparse column tf.Transform expects.
+
+  n is the batch size, or 0 when the client left the feature out.
+  """
+  n = tf.size(value, out_type=tf.int64)
+  tf.debugging.assert_equal(
+      (n == 0) | (n == batch_size), True,
+      message='every raw input must have one value per example, or none')
+  rows = tf.range(n, dtype=tf.int64)
+  indices = tf.stack([rows, tf.zeros_like(rows)], axis=1)
+  return tf.SparseTensor(indices, value, tf.stack([batch_size, 1]))
+
+
+def _outputs(probability):
+  probability = tf.reshape(probability, [-1])
+  return {
+      OUTPUT_PROBABILITY: probability,
+      OUTPUT_CLASS: tf.cast(probability > 0.5, tf.int64),
+  }
+
+
+def make_signatures(model, tf_transform_output):
+  """The signature functions, keyed by signature name."""
+  model.tft_layer = tf_transform_output.transform_features_layer()
+  feature_spec = _serving_feature_spec(tf_transform_output)
+
+  def predict_examples(serialized):
+    parsed = tf.io.parse_example(serialized, feature_spec)
+    return model(model.tft_layer(parsed))
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  def serving_default(examples):
+    return _outputs(predict_examples(examples))
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='inputs')])
+  def classification(inputs):
+    probability = tf.reshape(predict_examples(inputs), [-1, 1])
+    batch = tf.shape(probability)[0]
+    return {
+        'classes': tf.tile(tf.constant([['0', '1']]), [batch, 1]),
+        'scores': tf.concat([1.0 - probability, probability], axis=1),
+    }
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='inputs')])
+  def regression(inputs):
+    return {'outputs': tf.reshape(predict_examples(inputs), [-1])}
+
+  raw_spec = {
+      name: tf.TensorSpec([None], _TF_DTYPES[spec.dtype], name=name)
+      for name, spec in features.RAW_FEATURES.items()
+  }
+  # An empty default marks "not sent": Transform then fills the feature's
+  # default, exactly as for a missing value in a tf.Example.
+  raw_defaults = {name: tf.constant([], s.dtype) for name, s in raw_spec.items()}
+
+  @tf.function(input_signature=[raw_spec])
+  def predict_raw(raw=raw_defaults):
+    sizes = [tf.size(v, out_type=tf.int64) for v in raw.values()]
+    batch_size = tf.reduce_max(tf.stack(sizes))
+    sparse = {name: _raw_to_sparse(v, batch_size) for name, v in raw.items()}
+    return _outputs(model(model.tft_layer(sparse)))
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  def transform_features(examples):
+    parsed = tf.io.parse_example(examples, tf_transform_output.raw_feature_spec())
+    return model.tft_layer(parsed)
+
+  return {
+      'serving_default': serving_default,
+      'classification': classification,
+      'regression': regression,
+      'predict_raw': predict_raw,
+      'transform_features': transform_features,
+  }
+
+
+def set_method_names(export_dir):
+  """Marks the classify/regress signatures so TF Serving's Classify and
+  Regress APIs accept them (TF2 writes every signature as 'predict')."""
+  path = os.path.join(export_dir, 'saved_model.pb')
+  saved_model = saved_model_pb2.SavedModel()
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    saved_model.ParseFromString(f.read())
+  signature_defs = saved_model.meta_graphs[0].signature_def
+  signature_defs['classification'].method_name = CLASSIFY_METHOD
+  signature_defs['regression'].method_name = REGRESS_METHOD
+  with tf.io.gfile.GFile(path, 'wb') as f:
+    f.write(saved_model.SerializeToString())
+
+
+def export(model, tf_transform_output, export_dir):
+  """Saves the model with all serving signatures to export_dir."""
+  model.save(export_dir, save_format='tf',
+             signatures=make_signatures(model, tf_transform_output))
+  set_method_names(export_dir)

@@ -1,0 +1,138 @@
+"""The few pieces the standard TFX components leave to the pipeline author:
+
+- CuratedSchemaGen: ImportSchemaGen whose cache key includes the schema's
+  content, so editing schema/ re-runs validation and everything after it.
+- AnomaliesGate: stops the run before Transform when ExampleValidator found
+  anomalies, naming each one.
+- AtomicPusher: the standard Pusher, but a version directory appears in the
+  serving directory only once it is complete (written aside, then renamed).
+"""
+
+import os
+import shutil
+import time
+from typing import List
+
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx import types
+from tfx.components.pusher import executor as pusher_executor
+from tfx.dsl.components.base import executor_spec
+from tfx.dsl.component.experimental.decorators import component
+from tfx.dsl.component.experimental.annotations import InputArtifact
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils
+from tfx.types import component_spec
+from tfx.types import standard_artifacts
+from tfx.types import standard_component_specs
+from tfx.utils import io_utils
+from tfx.utils import proto_utils
+from tfx.v1.components import ImportSchemaGen, Pusher
+
+ANOMALIES_FILE = 'SchemaDiff.pb'  # What ExampleValidator writes per split.
+
+
+class DataValidationError(RuntimeError):
+  """The data does not match the curated schema; the run must stop."""
+
+
+# ---------------------------------------------------------------- schema ----
+
+class _CuratedSchemaGenSpec(standard_component_specs.ImportSchemaGenSpec):
+  PARAMETERS = {
+      **standard_component_specs.ImportSchemaGenSpec.PARAMETERS,
+      # Unused by the executor; part of the cache key.
+      'content_fingerprint': component_spec.ExecutionParameter(type=str),
+  }
+
+
+class CuratedSchemaGen(ImportSchemaGen):
+  """ImportSchemaGen that re-runs when the schema file's content changes."""
+
+  SPEC_CLASS = _CuratedSchemaGenSpec
+
+  def __init__(self, schema_file: str, content_fingerprint: str):
+    spec = _CuratedSchemaGenSpec(
+        schema_file=schema_file,
+        content_fingerprint=content_fingerprint,
+        schema=types.Channel(type=standard_artifacts.Schema))
+    # Skip ImportSchemaGen.__init__, which builds the plain spec.
+    super(ImportSchemaGen, self).__init__(spec=spec)
+
+
+# ------------------------------------------------------------- anomalies ----
+
+def describe_anomalies(anomalies: anomalies_pb2.Anomalies) -> List[str]:
+  """One line per anomalous feature: 'fare: Unexpected data type ...'."""
+  lines = []
+  for feature, info in sorted(anomalies.anomaly_info.items()):
+    reasons = '; '.join(r.description or r.short_description for r in info.reason)
+    lines.append(f'{feature}: {reasons or info.description}')
+  if anomalies.HasField('dataset_anomaly_info'):
+    info = anomalies.dataset_anomaly_info
+    lines.append('dataset: ' + '; '.join(r.description for r in info.reason))
+  return lines
+
+
+def read_anomalies(artifact: types.Artifact) -> List[str]:
+  """Anomaly lines of every split of an ExampleAnomalies artifact."""
+  lines = []
+  for split in artifact_utils.decode_split_names(artifact.split_names):
+    path = os.path.join(artifact.uri, f'Split-{split}', ANOMALIES_FILE)
+    anomalies = anomalies_pb2.Anomalies()
+    anomalies.ParseFromString(io_utils.read_bytes_file(path))
+    lines += [f'[{split}] {line}' for line in describe_anomalies(anomalies)]
+  return lines
+
+
+@component
+def AnomaliesGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies]):
+  """Fails the run when the data has anomalies against the curated schema."""
+  problems = read_anomalies(anomalies)
+  if problems:
+    raise DataValidationError(
+        'the data does not match schema/schema.pbtxt:\n  ' + '\n  '.join(problems))
+
+
+# --------------------------------------------------------------- pushing ----
+
+class _AtomicPusherExecutor(pusher_executor.Executor):
+  """Writes the version next to its final place, then renames it in.
+
+  TF Serving polls the model directory and tries to load every numeric
+  subdirectory it sees; a version copied in place is visible half-written.
+  A rename within one filesystem is atomic, and TF Serving ignores the
+  non-numeric temporary name.
+  """
+
+  def Do(self, input_dict, output_dict, exec_properties):
+    self._log_startup(input_dict, output_dict, exec_properties)
+    model_push = artifact_utils.get_single_instance(
+        output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+    if not self.CheckBlessing(input_dict):
+      self._MarkNotPushed(model_push)
+      return
+    base_dir = self._base_directory(exec_properties)
+    version = str(int(time.time()))
+    final_dir = os.path.join(base_dir, version)
+    while os.path.exists(final_dir):  # Two pushes within one second.
+      version = str(int(version) + 1)
+      final_dir = os.path.join(base_dir, version)
+    staging_dir = os.path.join(base_dir, f'.{version}.incomplete')
+    os.makedirs(base_dir, exist_ok=True)
+    shutil.rmtree(staging_dir, ignore_errors=True)
+    shutil.copytree(self.GetModelPath(input_dict), staging_dir)
+    os.rename(staging_dir, final_dir)
+    io_utils.copy_dir(final_dir, model_push.uri)  # TFX keeps an archive copy.
+    self._MarkPushed(model_push, pushed_destination=final_dir, pushed_version=version)
+
+  @staticmethod
+  def _base_directory(exec_properties) -> str:
+    destination = pusher_pb2.PushDestination()
+    proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
+    return destination.filesystem.base_directory
+
+
+class AtomicPusher(Pusher):
+  """Pusher to a local or mounted serving directory, never half-written."""
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(_AtomicPusherExecutor)

@@ -1,0 +1,141 @@
+"""Every knob of the pipeline, in one place.
+
+Each field can be overridden by an environment variable named TAXI_<FIELD>
+(e.g. TAXI_TRAIN_STEPS=500) and, for the common ones, by a local_runner.py
+flag. Paths are relative to the repository root unless absolute.
+"""
+
+import dataclasses
+import os
+from typing import Dict, List, Optional
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV_PREFIX = 'TAXI_'
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+  # Names. KFP wants [a-z0-9-] for pipelines; TF Serving any path-safe name.
+  pipeline_name: str = 'taxi-big-tipper'
+  model_name: str = 'taxi_big_tipper'
+
+  # Where things live.
+  data_root: str = 'data/taxi'
+  # New data arrives as span-<N>/ folders; ExampleGen reads the latest one.
+  input_pattern: str = 'span-{SPAN}/*.csv'
+  output_root: str = 'tfx_output'  # Pipeline artifacts and MLMD (git-ignored).
+  serving_dir: str = 'serving_model'  # Pushed models: <serving_dir>/<model_name>/<version>.
+  schema_file: str = 'schema/schema.pbtxt'
+  hyperparameters_file: str = 'models/hyperparameters.json'
+
+  # Code the components run, by import path (no local files in compiled specs).
+  preprocessing_fn: str = 'models.preprocessing.preprocessing_fn'
+  run_fn: str = 'models.model.run_fn'
+  tuner_fn: str = 'models.model.tuner_fn'
+
+  # Split: hash buckets, train:eval = 2:1 (a one-third holdout).
+  train_buckets: int = 2
+  eval_buckets: int = 1
+
+  # Training.
+  train_steps: int = 300  # About 8 epochs of the shipped data; more overfits.
+  eval_steps: int = 0  # 0: the whole eval split.
+  tune: bool = False
+  tuner_trials: int = 8
+  tuner_steps: int = 300
+
+  # Blessing: absolute floors and the allowed change against the last blessed model.
+  # Floors that catch a broken model; the default run reaches AUC ~0.947,
+  # accuracy ~0.891 (README, "Quality").
+  min_auc: float = 0.93
+  min_accuracy: float = 0.88
+  # A candidate whose AUC is below the baseline's by more than this is not blessed.
+  max_auc_drop: float = 0.0
+  slice_features: str = 'trip_start_hour,payment_type'
+
+  # Beam: 'local' (in-memory DirectRunner) or 'dataflow'.
+  beam_profile: str = 'local'
+
+  # Google Cloud (Vertex AI Pipelines, Dataflow).
+  gcp_project: str = ''
+  gcp_region: str = 'us-central1'
+  gcs_bucket: str = ''
+  pipeline_image: str = 'gcr.io/PROJECT/taxi-big-tipper:latest'
+  dataflow_machine_type: str = 'n1-standard-4'
+  dataflow_max_workers: int = 10
+
+  # ---- derived paths --------------------------------------------------------
+
+  def path(self, relative: str) -> str:
+    return relative if os.path.isabs(relative) or '://' in relative else os.path.join(
+        REPO_ROOT, relative)
+
+  @property
+  def pipeline_root(self) -> str:
+    return os.path.join(self.path(self.output_root), self.pipeline_name)
+
+  @property
+  def metadata_path(self) -> str:
+    return os.path.join(self.path(self.output_root), 'metadata.sqlite')
+
+  @property
+  def push_dir(self) -> str:
+    return os.path.join(self.path(self.serving_dir), self.model_name)
+
+  @property
+  def slices(self) -> List[str]:
+    return [s for s in self.slice_features.split(',') if s]
+
+  def beam_pipeline_args(self) -> List[str]:
+    return BEAM_PROFILES[self.beam_profile](self)
+
+
+def _local_beam_args(_: PipelineConfig) -> List[str]:
+  # Measured on 2 cores (bench/pipeline_bench.py): in-memory beats
+  # multi_processing about 2x for data of this size, which pays pickling and
+  # worker start-up for nothing.
+  return ['--direct_running_mode=in_memory', '--direct_num_workers=1']
+
+
+def _dataflow_beam_args(c: PipelineConfig) -> List[str]:
+  temp = f'gs://{c.gcs_bucket}/beam-tmp'
+  return [
+      '--runner=DataflowRunner',
+      f'--project={c.gcp_project}',
+      f'--region={c.gcp_region}',
+      f'--temp_location={temp}',
+      f'--staging_location=gs://{c.gcs_bucket}/beam-staging',
+      f'--machine_type={c.dataflow_machine_type}',
+      f'--max_num_workers={c.dataflow_max_workers}',
+      '--autoscaling_algorithm=THROUGHPUT_BASED',
+      '--experiments=use_runner_v2',
+      f'--sdk_container_image={c.pipeline_image}',
+      # Workers install this package (models/, pipeline/) from setup.py.
+      f'--setup_file={os.path.join(REPO_ROOT, "setup.py")}',
+  ]
+
+
+BEAM_PROFILES = {'local': _local_beam_args, 'dataflow': _dataflow_beam_args}
+
+
+def _coerce(text: str, like):
+  if isinstance(like, bool):
+    return text.strip().lower() in ('1', 'true', 'yes', 'on')
+  return type(like)(text)
+
+
+def load(overrides: Optional[Dict] = None, environ=os.environ) -> PipelineConfig:
+  """Defaults, then TAXI_* environment variables, then explicit overrides."""
+  config = PipelineConfig()
+  for field in dataclasses.fields(config):
+    text = environ.get(ENV_PREFIX + field.name.upper())
+    if text is not None:
+      setattr(config, field.name, _coerce(text, getattr(config, field.name)))
+  for name, value in (overrides or {}).items():
+    if value is not None:
+      if not hasattr(config, name):
+        raise KeyError(f'unknown config field {name!r}')
+      setattr(config, name, value)
+  if config.beam_profile not in BEAM_PROFILES:
+    raise ValueError(f'beam_profile must be one of {sorted(BEAM_PROFILES)}')
+  return config

@@ -1,0 +1,176 @@
+"""The taxi big-tipper pipeline: one definition for every runner.
+
+local_runner.py runs it with LocalDagRunner; kubeflow_v2_runner.py compiles
+the same definition for Vertex AI Pipelines / Kubeflow Pipelines.
+"""
+
+import hashlib
+import importlib.util
+import json
+import os
+from typing import List, Optional
+
+import tensorflow_model_analysis as tfma
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+from models import features
+from pipeline import components
+from pipeline.configs import PipelineConfig
+
+# The code each step runs. Listing it here makes an edit invalidate exactly
+# the cached steps it affects (TFX alone does not see edits to code given by
+# import path).
+TRANSFORM_CODE = ('models.features', 'models.preprocessing')
+TRAINER_CODE = ('models.features', 'models.model', 'models.signatures')
+
+
+def source_fingerprint(module_names=(), files=()) -> str:
+  """A short hash of the named modules' and files' source text."""
+  digest = hashlib.sha256()
+  paths = [importlib.util.find_spec(m).origin for m in module_names] + list(files)
+  for path in paths:
+    with open(path, 'rb') as f:
+      digest.update(f.read())
+  return digest.hexdigest()[:16]
+
+
+def _eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+  # AUC and accuracy gate the blessing; the rest are reported.
+  auc_threshold = tfma.MetricThreshold(
+      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': config.min_auc}),
+      change_threshold=tfma.GenericChangeThreshold(
+          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+          absolute={'value': -config.max_auc_drop - 1e-10}))
+  accuracy_threshold = tfma.MetricThreshold(
+      value_threshold=tfma.GenericValueThreshold(
+          lower_bound={'value': config.min_accuracy}))
+  metrics = [
+      tfma.MetricConfig(class_name='ExampleCount'),
+      tfma.MetricConfig(class_name='AUC', threshold=auc_threshold),
+      tfma.MetricConfig(class_name='BinaryAccuracy', threshold=accuracy_threshold),
+      tfma.MetricConfig(class_name='Precision'),
+      tfma.MetricConfig(class_name='Recall'),
+      tfma.MetricConfig(class_name='AUCPrecisionRecall'),
+      tfma.MetricConfig(class_name='Calibration'),
+      tfma.MetricConfig(class_name='MeanLabel'),
+      tfma.MetricConfig(class_name='MeanPrediction'),
+      tfma.MetricConfig(class_name='CalibrationPlot'),
+      tfma.MetricConfig(class_name='ConfusionMatrixPlot'),
+  ]
+  slices = [tfma.SlicingSpec()] + [
+      tfma.SlicingSpec(feature_keys=[f]) for f in config.slices]
+  return tfma.EvalConfig(
+      model_specs=[tfma.ModelSpec(
+          signature_name='serving_default',
+          prediction_key='probability',
+          label_key=features.LABEL_KEY,
+          preprocessing_function_names=['transform_features'])],
+      slicing_specs=slices,
+      metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
+
+
+def _read_hyperparameters(config: PipelineConfig) -> str:
+  path = config.path(config.hyperparameters_file)
+  if not os.path.exists(path):
+    return '{}'
+  with open(path) as f:
+    return json.dumps(json.load(f), sort_keys=True)
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    enable_cache: bool = True,
+    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+) -> tfx.dsl.Pipeline:
+  """Builds every component and wires them into one pipeline."""
+  example_gen = tfx.components.CsvExampleGen(
+      input_base=config.path(config.data_root),
+      input_config=tfx.proto.Input(splits=[
+          tfx.proto.Input.Split(name='all', pattern=config.input_pattern)]),
+      output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
+          tfx.proto.SplitConfig.Split(name='train', hash_buckets=config.train_buckets),
+          tfx.proto.SplitConfig.Split(name='eval', hash_buckets=config.eval_buckets),
+      ])))
+
+  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
+
+  # Inferred schema, only for review: diff it against the curated one.
+  inferred_schema_gen = tfx.components.SchemaGen(
+      statistics=statistics_gen.outputs['statistics'], infer_feature_shape=False)
+
+  schema_path = config.path(config.schema_file)
+  schema_gen = components.CuratedSchemaGen(
+      schema_file=schema_path,
+      content_fingerprint=source_fingerprint(files=[schema_path])).with_id(
+          'CuratedSchemaGen')
+
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema_gen.outputs['schema'])
+
+  anomalies_gate = components.AnomaliesGate(
+      anomalies=example_validator.outputs['anomalies'])
+
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs['examples'],
+      schema=schema_gen.outputs['schema'],
+      preprocessing_fn=config.preprocessing_fn,
+      disable_statistics=True,  # StatisticsGen already described the data.
+      custom_config={'code_fingerprint': source_fingerprint(TRANSFORM_CODE)})
+  transform.add_upstream_node(anomalies_gate)
+
+  trainer_code = source_fingerprint(TRAINER_CODE)
+  tuner = None
+  if config.tune:
+    tuner = tfx.components.Tuner(
+        tuner_fn=config.tuner_fn,
+        examples=transform.outputs['transformed_examples'],
+        transform_graph=transform.outputs['transform_graph'],
+        train_args=tfx.proto.TrainArgs(num_steps=config.tuner_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps or None),
+        custom_config={'max_trials': config.tuner_trials, 'code_fingerprint': trainer_code})
+
+  trainer = tfx.components.Trainer(
+      run_fn=config.run_fn,
+      examples=transform.outputs['transformed_examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      schema=schema_gen.outputs['schema'],
+      hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
+      train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
+      eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps or None),
+      custom_config={
+          'hyperparameters': _read_hyperparameters(config),
+          'code_fingerprint': trainer_code,
+      })
+
+  model_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id('LatestBlessedModelResolver')
+
+  evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs['examples'],
+      model=trainer.outputs['model'],
+      baseline_model=model_resolver.outputs['model'],
+      eval_config=_eval_config(config))
+
+  pusher = components.AtomicPusher(
+      model=trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(
+              base_directory=config.push_dir))).with_id('Pusher')
+
+  nodes: List = [example_gen, statistics_gen, inferred_schema_gen, schema_gen,
+                 example_validator, anomalies_gate, transform]
+  nodes += [tuner] if tuner else []
+  nodes += [trainer, model_resolver, evaluator, pusher]
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=config.pipeline_root,
+      components=nodes,
+      enable_cache=enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=config.beam_pipeline_args())

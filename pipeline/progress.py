@@ -1,0 +1,228 @@
+"""Quiet progress for pipeline runs: one line per component and its key result.
+
+Each component's line gives its time (or 'cached') and what it produced,
+read from its output artifacts in MLMD.
+"""
+
+import contextlib
+import os
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx.orchestration.portable import launcher
+
+from pipeline import components
+
+
+
+class Outputs:
+  """The output artifacts of a node's latest execution, read from MLMD."""
+
+  def __init__(self, store: metadata_store.MetadataStore, pipeline_name: str,
+               node_id: str):
+    self.by_key: Dict[str, List[metadata_store_pb2.Artifact]] = {}
+    self.execution: Optional[metadata_store_pb2.Execution] = None
+    context = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
+    if context is None:
+      return
+    executions = store.get_executions_by_context(context.id)
+    if not executions:
+      return
+    self.execution = max(executions, key=lambda e: e.id)
+    events = store.get_events_by_execution_ids([self.execution.id])
+    outputs = [e for e in events if e.type in (
+        metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in outputs])}
+    for event in outputs:
+      key = event.path.steps[0].key if event.path.steps else ''
+      self.by_key.setdefault(key, []).append(artifacts[event.artifact_id])
+
+  def one(self, key: str) -> Optional[metadata_store_pb2.Artifact]:
+    found = self.by_key.get(key)
+    return found[0] if found else None
+
+
+def custom_property(artifact, name, default=None):
+  if artifact is None or name not in artifact.custom_properties:
+    return default
+  value = artifact.custom_properties[name]
+  return getattr(value, value.WhichOneof('value'))
+
+
+# ---- key results, per component type --------------------------------------
+
+def _example_counts(statistics_uri: str) -> Dict[str, int]:
+  import tensorflow_data_validation as tfdv
+  counts = {}
+  for split in sorted(os.listdir(statistics_uri)):
+    if split.startswith('Split-'):
+      stats = tfdv.load_stats_binary(
+          os.path.join(statistics_uri, split, 'FeatureStats.pb'))
+      counts[split[len('Split-'):]] = stats.datasets[0].num_examples
+  return counts
+
+
+def _statistics_result(out: Outputs) -> str:
+  counts = _example_counts(out.one('statistics').uri)
+  return ', '.join(f'{split} {n:,}' for split, n in counts.items()) + ' examples'
+
+
+def _example_gen_result(out: Outputs) -> str:
+  examples = out.one('examples')
+  span = custom_property(examples, 'span', 0)
+  return f'span {span}, splits {examples.properties["split_names"].string_value}'
+
+
+def _schema_result(out: Outputs) -> str:
+  from tfx.utils import io_utils
+  from tensorflow_metadata.proto.v0 import schema_pb2
+  schema = io_utils.parse_pbtxt_file(
+      os.path.join(out.one('schema').uri, 'schema.pbtxt'), schema_pb2.Schema())
+  return f'{len(schema.feature)} features'
+
+
+def _anomalies_result(out: Outputs) -> str:
+  from tfx.types import standard_artifacts
+  artifact = standard_artifacts.ExampleAnomalies()
+  artifact.set_mlmd_artifact(out.one('anomalies'))
+  problems = components.read_anomalies(artifact)
+  return 'no anomalies' if not problems else f'{len(problems)} anomalies'
+
+
+def _tuner_result(out: Outputs) -> str:
+  return 'best hyperparameters in ' + out.one('best_hyperparameters').uri
+
+
+def _trainer_result(out: Outputs) -> str:
+  return 'model exported'
+
+
+def _resolver_result(out: Outputs) -> str:
+  model = out.one('model')
+  return f'baseline model #{model.id}' if model else 'no blessed baseline yet'
+
+
+def _evaluator_result(out: Outputs) -> str:
+  metrics = evaluation_metrics(out.one('evaluation').uri)
+  blessed = custom_property(out.one('blessing'), 'blessed', 0) == 1
+  shown = ', '.join(f'{k} {v:.4f}' for k, v in metrics.items() if k in ('auc', 'accuracy'))
+  return f'{shown}; {"BLESSED" if blessed else "NOT blessed"}'
+
+
+def _pusher_result(out: Outputs) -> str:
+  pushed = out.one('pushed_model')
+  if custom_property(pushed, 'pushed', 0) != 1:
+    return 'nothing pushed (model not blessed)'
+  return 'pushed to ' + custom_property(pushed, 'pushed_destination', '?')
+
+
+RESULTS: Dict[str, Callable[[Outputs], str]] = {
+    'CsvExampleGen': _example_gen_result,
+    'StatisticsGen': _statistics_result,
+    'SchemaGen': _schema_result,
+    'CuratedSchemaGen': _schema_result,
+    'ExampleValidator': _anomalies_result,
+    'Tuner': _tuner_result,
+    'Trainer': _trainer_result,
+    'LatestBlessedModelResolver': _resolver_result,
+    'Evaluator': _evaluator_result,
+    'Pusher': _pusher_result,
+}
+
+
+def evaluation_metrics(evaluation_uri: str) -> Dict[str, float]:
+  """Overall (unsliced) metrics of an Evaluator output, by short name."""
+  import tensorflow_model_analysis as tfma
+  result = tfma.load_eval_result(evaluation_uri)
+  for slice_key, by_output in result.slicing_metrics:
+    if slice_key == ():
+      values = by_output.get('', {}).get('', {})
+      names = {'binary_accuracy': 'accuracy', 'example_count': 'examples'}
+      return {names.get(k, k): v.get('doubleValue', float('nan'))
+              for k, v in values.items() if 'doubleValue' in v}
+  return {}
+
+
+class ProgressPrinter:
+  """Prints a line as each component starts and ends; keeps a summary."""
+
+  def __init__(self, pipeline_name: str, metadata_path: str, stream=sys.stdout):
+    self._pipeline_name = pipeline_name
+    self._metadata_path = metadata_path
+    self._stream = stream
+    self._current: Optional[str] = None
+    self._started = 0.0
+    self.components: List[Dict] = []
+
+  @contextlib.contextmanager
+  def watching(self):
+    """Reports every component LocalDagRunner launches inside the block.
+
+    LocalDagRunner offers no callbacks; it builds one Launcher per component,
+    so a Launcher that reports around launch() sees each of them.
+    """
+    original = launcher.Launcher
+    printer = self
+
+    class ReportingLauncher(original):
+
+      def launch(self):
+        printer.start(self._pipeline_node.node_info.id)
+        result = super().launch()
+        printer.finish()
+        return result
+
+    launcher.Launcher = ReportingLauncher
+    try:
+      yield self
+    finally:
+      launcher.Launcher = original
+
+  def start(self, node_id: str):
+    self._current, self._started = node_id, time.time()
+    if self._stream.isatty():  # Overwritten by the finished line.
+      self._write(f'  {node_id:<28} running ...', end='')
+
+  def finish(self):
+    seconds = time.time() - self._started
+    outputs = self._outputs(self._current)
+    cached = (outputs is not None and outputs.execution is not None and
+              outputs.execution.last_known_state == metadata_store_pb2.Execution.CACHED)
+    result = self._result(self._current, outputs)
+    status = 'cached' if cached else f'{seconds:5.1f}s'
+    self._write(f'\r  {self._current:<28} {status:>7}  {result}')
+    self.components.append({'component': self._current, 'seconds': round(seconds, 2),
+                            'cached': cached, 'result': result})
+    self._current = None
+
+  def fail(self, error: BaseException):
+    """Ends the running component's line with the error."""
+    if self._current:
+      seconds = time.time() - self._started
+      self._write(f'\r  {self._current:<28} {seconds:5.1f}s  FAILED')
+      self.components.append({'component': self._current, 'seconds': round(seconds, 2),
+                              'cached': False, 'result': 'failed: ' + str(error)[:200]})
+
+  def _outputs(self, node_id: str) -> Optional[Outputs]:
+    try:
+      config = metadata_store_pb2.ConnectionConfig()
+      config.sqlite.filename_uri = self._metadata_path
+      return Outputs(metadata_store.MetadataStore(config), self._pipeline_name, node_id)
+    except Exception:  # A progress line must never break the run.
+      return None
+
+  def _result(self, node_id: str, outputs: Optional[Outputs]) -> str:
+    describe = RESULTS.get(node_id)
+    if describe is None or outputs is None:
+      return ''
+    try:
+      return describe(outputs)
+    except Exception as e:  # A progress line must never break the run.
+      return f'(result unavailable: {e})'
+
+  def _write(self, text: str, end: str = '\n'):
+    self._stream.write(text + end)
+    self._stream.flush()

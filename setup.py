@@ -1,0 +1,26 @@
+"""The taxi big-tipper pipeline package.
+
+Also what Dataflow workers install (`--setup_file`) so that Beam steps can
+import models/ and pipeline/.
+"""
+
+import setuptools
+
+setuptools.setup(
+    name='taxi-big-tipper',
+    version='0.1.0',
+    description='TFX pipeline that trains, validates and serves a taxi tip classifier',
+    python_requires='>=3.9,<3.11',
+    packages=setuptools.find_packages(include=['models', 'pipeline', 'serving']),
+    py_modules=['local_runner'],
+    package_data={'models': ['hyperparameters.json']},
+    # Workers get exact versions from requirements.lock; this only names them.
+    install_requires=[
+        'tfx==1.16.0',
+        'keras-tuner==1.3.5',
+        'tensorflow-serving-api==2.16.1',
+    ],
+    entry_points={'console_scripts': [
+        'taxi-pipeline=local_runner:main',
+    ]},
+)
