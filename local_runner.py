@@ -48,9 +48,9 @@ def _configure_logging(verbose: bool):
     absl_logging.set_verbosity(absl_logging.INFO)
     return
   # Failures still reach the user: as the exception the runner reports.
-  absl_logging.set_verbosity(absl_logging.ERROR)
+  absl_logging.set_verbosity(absl_logging.FATAL)
   for name in ('absl', 'apache_beam', 'tensorflow', ''):
-    logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _save_tuned_hyperparameters(config, printer):

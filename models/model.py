@@ -120,19 +120,40 @@ def hparams_from(fn_args) -> Dict:
   return hparams
 
 
+def train(model: keras.Model, dataset: tf.data.Dataset, steps: int) -> float:
+  """Runs `steps` optimizer steps; returns the last batch's loss.
+
+  A plain loop rather than model.fit(): fit() first spends ~18 s (on 2
+  cores) having AutoGraph convert Keras' training internals, while this
+  step has no Python control flow to convert and compiles in ~2 s.
+  """
+  loss_fn = keras.losses.BinaryCrossentropy()
+
+  @tf.function(autograph=False, reduce_retracing=True)
+  def step(x, y):
+    with tf.GradientTape() as tape:
+      probability = model(x, training=True)
+      loss = loss_fn(tf.reshape(tf.cast(y, tf.float32), [-1, 1]), probability)
+    gradients = tape.gradient(loss, model.trainable_variables)
+    model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+    return loss
+
+  loss = float('nan')
+  for x, y in dataset.take(steps):
+    loss = step(x, y)
+  return float(loss)
+
+
 def run_fn(fn_args: tfx.components.FnArgs):
   """Trainer entry point: trains, then exports the serving SavedModel."""
   hparams = hparams_from(fn_args)
   keras.utils.set_random_seed(SEED)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  batch_size = int(hparams['batch_size'])
-  train = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                    batch_size)
-  evaluation = _input_fn(fn_args.eval_files, fn_args.data_accessor,
-                         tf_transform_output, batch_size, shuffle=False)
+  dataset = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                      int(hparams['batch_size']))
   model = build_model(hparams)
-  model.fit(train, steps_per_epoch=fn_args.train_steps, epochs=1,
-            validation_data=evaluation, verbose=0)
+  train(model, dataset, fn_args.train_steps)
+  # Quality is measured by the Evaluator on the eval split, not here.
   signatures.export(model, tf_transform_output, fn_args.serving_model_dir)
 
 

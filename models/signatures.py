@@ -126,6 +126,8 @@ def set_method_names(export_dir):
 
 def export(model, tf_transform_output, export_dir):
   """Saves the model with all serving signatures to export_dir."""
-  model.save(export_dir, save_format='tf',
+  # save_traces=False: the signatures are what serving calls; tracing every
+  # layer's call() for Keras-side reloading only costs export time.
+  model.save(export_dir, save_format='tf', save_traces=False,
              signatures=make_signatures(model, tf_transform_output))
   set_method_names(export_dir)

@@ -64,6 +64,8 @@ class CuratedSchemaGen(ImportSchemaGen):
 def describe_anomalies(anomalies: anomalies_pb2.Anomalies) -> List[str]:
   """One line per anomalous feature: 'fare: Unexpected data type ...'."""
   lines = []
+  if anomalies.data_missing:
+    lines.append('dataset: no examples (is the input empty?)')
   for feature, info in sorted(anomalies.anomaly_info.items()):
     reasons = '; '.join(r.description or r.short_description for r in info.reason)
     lines.append(f'{feature}: {reasons or info.description}')

@@ -45,10 +45,17 @@ def _eval_config(config: PipelineConfig) -> tfma.EvalConfig:
   accuracy_threshold = tfma.MetricThreshold(
       value_threshold=tfma.GenericValueThreshold(
           lower_bound={'value': config.min_accuracy}))
+  def overall_only(threshold):
+    # Thresholds judge the whole eval split; slices are reported, not gated
+    # (a slice of three 'Dispute' trips has no meaningful AUC).
+    return [tfma.PerSliceMetricThreshold(
+        slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
+
   metrics = [
       tfma.MetricConfig(class_name='ExampleCount'),
-      tfma.MetricConfig(class_name='AUC', threshold=auc_threshold),
-      tfma.MetricConfig(class_name='BinaryAccuracy', threshold=accuracy_threshold),
+      tfma.MetricConfig(class_name='AUC', per_slice_thresholds=overall_only(auc_threshold)),
+      tfma.MetricConfig(class_name='BinaryAccuracy',
+                        per_slice_thresholds=overall_only(accuracy_threshold)),
       tfma.MetricConfig(class_name='Precision'),
       tfma.MetricConfig(class_name='Recall'),
       tfma.MetricConfig(class_name='AUCPrecisionRecall'),

@@ -1,0 +1,80 @@
+"""Shared fixtures: a small sample of the shipped data and one real pipeline
+run on it, reused by every test that needs a trained, pushed model."""
+
+import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')  # Before TensorFlow loads.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+import csv  # pylint: disable=g-import-not-at-top
+import io
+import pathlib
+
+import pytest
+
+from pipeline import configs
+
+REPO = pathlib.Path(configs.REPO_ROOT)
+SHIPPED_CSV = REPO / 'data' / 'taxi' / 'span-1' / 'data.csv'
+SAMPLE_EVERY = 6  # ~2,500 rows: enough to train, quick to run.
+
+
+def read_shipped_rows():
+  with open(SHIPPED_CSV, newline='') as f:
+    rows = list(csv.reader(f))
+  return rows[0], rows[1:]
+
+
+def write_csv(path: pathlib.Path, header, rows):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  buffer = io.StringIO()
+  csv.writer(buffer, lineterminator='\n').writerows([header] + rows)
+  path.write_text(buffer.getvalue())
+
+
+def sample_rows():
+  header, rows = read_shipped_rows()
+  return header, rows[::SAMPLE_EVERY]
+
+
+def small_config(tmp: pathlib.Path, data_root: pathlib.Path, **overrides):
+  """A config for quick runs: own output/serving dirs, short training, floors
+  a small sample can meet."""
+  values = dict(data_root=str(data_root), output_root=str(tmp / 'tfx_output'),
+                serving_dir=str(tmp / 'serving_model'), train_steps=120,
+                min_auc=0.8, min_accuracy=0.8)
+  values.update(overrides)
+  return configs.load(values, environ={})
+
+
+@pytest.fixture(scope='session')
+def sample_data_root(tmp_path_factory):
+  root = tmp_path_factory.mktemp('data')
+  header, rows = sample_rows()
+  write_csv(root / 'span-1' / 'data.csv', header, rows)
+  return root
+
+
+@pytest.fixture(scope='session')
+def pipeline_run(tmp_path_factory, sample_data_root):
+  """One real LocalDagRunner run of the whole pipeline on the sample."""
+  import local_runner
+  tmp = tmp_path_factory.mktemp('run')
+  config = small_config(tmp, sample_data_root)
+  summary = local_runner.run(config, stream=io.StringIO())
+  assert summary['succeeded'], summary['error']
+  return config, summary
+
+
+@pytest.fixture(scope='session')
+def pushed_model(pipeline_run):
+  """Serving base dir (<serving_dir>/<model_name>) holding one pushed version."""
+  config, summary = pipeline_run
+  assert summary['pushed'], summary
+  return config.push_dir
+
+
+@pytest.fixture(scope='session')
+def pushed_version_dir(pipeline_run):
+  _, summary = pipeline_run
+  return summary['pushed_path']

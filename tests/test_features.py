@@ -1,0 +1,67 @@
+"""models/features.py is the single source of the feature definitions."""
+
+import pathlib
+import re
+
+import pytest
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from models import features
+from tests.conftest import REPO, read_shipped_rows
+
+SCHEMA_TYPES = {'float': schema_pb2.FLOAT, 'int': schema_pb2.INT,
+                'string': schema_pb2.BYTES}
+
+
+@pytest.fixture(scope='module')
+def schema():
+  return tfdv.load_schema_text(str(REPO / 'schema' / 'schema.pbtxt'))
+
+
+def test_csv_header_is_the_feature_list():
+  header, _ = read_shipped_rows()
+  assert header == features.csv_columns()
+
+
+def test_schema_declares_every_feature_with_its_type(schema):
+  declared = {f.name: f.type for f in schema.feature}
+  expected = {name: SCHEMA_TYPES[spec.dtype] for name, spec in features.RAW_FEATURES.items()}
+  expected[features.TIPS_KEY] = schema_pb2.FLOAT
+  assert declared == expected
+
+
+def test_required_features_are_required_by_the_schema(schema):
+  for feature in schema.feature:
+    if feature.name == features.TIPS_KEY:
+      continue
+    required = feature.presence.min_fraction == 1.0
+    assert required == features.RAW_FEATURES[feature.name].required, feature.name
+
+
+def test_label_source_is_absent_only_at_serving_time(schema):
+  tips = tfdv.get_feature(schema, features.TIPS_KEY)
+  assert list(tips.not_in_environment) == ['SERVING']
+  assert set(schema.default_environment) == {'TRAINING', 'SERVING'}
+
+
+def test_schema_accepts_the_shipped_data(schema):
+  stats = tfdv.generate_statistics_from_csv(
+      str(REPO / 'data' / 'taxi' / 'span-1' / 'data.csv'))
+  anomalies = tfdv.validate_statistics(stats, schema, environment='TRAINING')
+  assert not anomalies.anomaly_info, anomalies
+
+
+@pytest.mark.parametrize('module', ['preprocessing.py', 'model.py', 'signatures.py'])
+def test_no_other_model_module_names_a_raw_column(module):
+  # A column named outside features.py would be a second definition.
+  source = (REPO / 'models' / module).read_text()
+  quoted = set(re.findall(r"'([a-z_]+)'", source))
+  assert not quoted & set(features.csv_columns()), module
+
+
+def test_parse_value_types_cells_by_feature():
+  assert features.parse_value('fare', '12.5') == 12.5
+  assert features.parse_value('trip_start_hour', '7') == 7
+  assert features.parse_value('payment_type', 'Cash') == 'Cash'
+  assert features.parse_value('company', '') is None

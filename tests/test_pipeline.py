@@ -1,0 +1,109 @@
+"""The pipeline DAG, and real runs of it on a small sample."""
+
+import contextlib
+import io
+import os
+import pathlib
+
+import pytest
+
+import local_runner
+from models import features
+from pipeline import configs
+from pipeline import pipeline as taxi_pipeline
+from tests.conftest import REPO, small_config
+
+EXPECTED_UPSTREAMS = {
+    'CsvExampleGen': set(),
+    'StatisticsGen': {'CsvExampleGen'},
+    'SchemaGen': {'StatisticsGen'},
+    'CuratedSchemaGen': set(),
+    'ExampleValidator': {'StatisticsGen', 'CuratedSchemaGen'},
+    'AnomaliesGate': {'ExampleValidator'},
+    'Transform': {'CsvExampleGen', 'CuratedSchemaGen', 'AnomaliesGate'},
+    'Trainer': {'Transform', 'CuratedSchemaGen'},
+    'LatestBlessedModelResolver': set(),
+    'Evaluator': {'CsvExampleGen', 'Trainer', 'LatestBlessedModelResolver'},
+    'Pusher': {'Trainer', 'Evaluator'},
+}
+
+
+def _dag(pipeline):
+  return {c.id: {u.id for u in c.upstream_nodes} for c in pipeline.components}
+
+
+def test_dag_wires_every_standard_component():
+  pipeline = taxi_pipeline.create_pipeline(configs.load(environ={}))
+  assert _dag(pipeline) == EXPECTED_UPSTREAMS
+
+
+def test_tune_flag_puts_the_tuner_between_transform_and_trainer():
+  pipeline = taxi_pipeline.create_pipeline(configs.load({'tune': True}, environ={}))
+  dag = _dag(pipeline)
+  assert dag['Tuner'] == {'Transform'}
+  assert 'Tuner' in dag['Trainer']
+
+
+def test_env_and_overrides_reach_the_config():
+  config = configs.load({'train_steps': 7}, environ={'TAXI_TUNE': 'true',
+                                                      'TAXI_TRAIN_STEPS': '5'})
+  assert config.tune is True and config.train_steps == 7
+
+
+def test_run_pushes_a_blessed_model(pipeline_run):
+  config, summary = pipeline_run
+  assert summary['blessed'] and summary['pushed']
+  version = pathlib.Path(summary['pushed_path'])
+  assert version.parent == pathlib.Path(config.push_dir)
+  assert version.name.isdigit()
+  assert (version / 'saved_model.pb').exists()
+  # Nothing half-written is left beside it.
+  assert sorted(p.name for p in version.parent.iterdir()) == [version.name]
+  assert summary['metrics']['auc'] > 0.8
+
+
+def test_summary_reports_each_component_once(pipeline_run):
+  _, summary = pipeline_run
+  ran = [c['component'] for c in summary['components']]
+  assert sorted(ran) == sorted(EXPECTED_UPSTREAMS)
+  by_name = {c['component']: c for c in summary['components']}
+  assert 'examples' in by_name['StatisticsGen']['result']
+  assert by_name['ExampleValidator']['result'] == 'no anomalies'
+  assert by_name['Pusher']['result'].startswith('pushed to ')
+
+
+@contextlib.contextmanager
+def _edited(path: pathlib.Path):
+  """Appends a comment to a source file for the block, then restores it."""
+  original = path.read_bytes()
+  try:
+    path.write_bytes(original + b'\n# edited by a test\n')
+    yield
+  finally:
+    path.write_bytes(original)
+
+
+def _rerun(config):
+  summary = local_runner.run(config, stream=io.StringIO())
+  assert summary['succeeded'], summary['error']
+  return {c['component'] for c in summary['components'] if not c['cached']}
+
+
+def test_reruns_exactly_what_an_edit_affects(pipeline_run):
+  # One test, in order, to share the runs: each step starts from the cache
+  # the previous one left.
+  config, _ = pipeline_run
+  config = configs.load(dict(vars(config), max_auc_drop=1.0), environ={})
+  always = {'CuratedSchemaGen', 'LatestBlessedModelResolver', 'AnomaliesGate'}
+
+  assert _rerun(config) - always == set()  # Nothing changed: all cached.
+
+  with _edited(REPO / 'models' / 'model.py'):
+    assert _rerun(config) - always == {'Trainer', 'Evaluator', 'Pusher'}
+
+  with _edited(REPO / 'models' / 'preprocessing.py'):
+    assert _rerun(config) - always == {'Transform', 'Trainer', 'Evaluator', 'Pusher'}
+
+  with _edited(REPO / 'schema' / 'schema.pbtxt'):
+    assert _rerun(config) - always == {
+        'ExampleValidator', 'Transform', 'Trainer', 'Evaluator', 'Pusher'}
