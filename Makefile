@@ -30,8 +30,7 @@ $(INSTALLED): requirements.txt requirements.lock setup.py
 	  $$python -m venv $(VENV); \
 	fi; \
 	echo "Installing the locked dependencies into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"; \
-	if ! { $(PY) -m pip install -q --upgrade 'pip<25' wheel && \
-	       $(PY) -m pip install -r requirements.txt -c requirements.lock && \
+	if ! { $(PY) -m pip install -r requirements.txt -c requirements.lock && \
 	       $(PY) -m pip install --no-deps -e .; } > $(VENV)/install.log 2>&1; then \
 	  tail -20 $(VENV)/install.log; echo "Install failed: see $(VENV)/install.log"; exit 1; \
 	fi
