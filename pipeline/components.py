@@ -5,7 +5,8 @@
 - AnomaliesGate: stops the run before Transform when ExampleValidator found
   anomalies, naming each one.
 - AtomicPusher: the standard Pusher, but a version directory appears in the
-  serving directory only once it is complete (written aside, then renamed).
+  serving directory only once it is complete (written aside, then renamed),
+  and a model already served is not pushed again as a new version.
 """
 
 import os
@@ -97,6 +98,20 @@ def AnomaliesGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies])
 
 # --------------------------------------------------------------- pushing ----
 
+def _version_holding(model_path: str, base_dir: str):
+  """The pushed version dir whose SavedModel fingerprint equals the model's."""
+  fingerprint_file = os.path.join(model_path, 'fingerprint.pb')
+  if not os.path.exists(fingerprint_file) or not os.path.isdir(base_dir):
+    return None
+  fingerprint = io_utils.read_bytes_file(fingerprint_file)
+  for version in sorted(os.listdir(base_dir), reverse=True):
+    candidate = os.path.join(base_dir, version, 'fingerprint.pb')
+    if version.isdigit() and os.path.exists(candidate) and \
+        io_utils.read_bytes_file(candidate) == fingerprint:
+      return os.path.join(base_dir, version)
+  return None
+
+
 class _AtomicPusherExecutor(pusher_executor.Executor):
   """Writes the version next to its final place, then renames it in.
 
@@ -114,6 +129,12 @@ class _AtomicPusherExecutor(pusher_executor.Executor):
       self._MarkNotPushed(model_push)
       return
     base_dir = self._base_directory(exec_properties)
+    model_path = self.GetModelPath(input_dict)
+    already = _version_holding(model_path, base_dir)
+    if already:  # Re-blessed, unchanged model: TF Serving has it already.
+      self._MarkPushed(model_push, pushed_destination=already,
+                       pushed_version=os.path.basename(already))
+      return
     version = str(int(time.time()))
     final_dir = os.path.join(base_dir, version)
     while os.path.exists(final_dir):  # Two pushes within one second.
@@ -122,7 +143,7 @@ class _AtomicPusherExecutor(pusher_executor.Executor):
     staging_dir = os.path.join(base_dir, f'.{version}.incomplete')
     os.makedirs(base_dir, exist_ok=True)
     shutil.rmtree(staging_dir, ignore_errors=True)
-    shutil.copytree(self.GetModelPath(input_dict), staging_dir)
+    shutil.copytree(model_path, staging_dir)
     os.rename(staging_dir, final_dir)
     io_utils.copy_dir(final_dir, model_push.uri)  # TFX keeps an archive copy.
     self._MarkPushed(model_push, pushed_destination=final_dir, pushed_version=version)

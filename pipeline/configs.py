@@ -53,6 +53,12 @@ class PipelineConfig:
   max_auc_drop: float = 0.0
   slice_features: str = 'trip_start_hour,payment_type'
 
+  # Infra validation before the push: 'local' (our TF-Serving-compatible
+  # server, no Docker), 'docker' or 'kubernetes' (TFX's InfraValidator with
+  # the real TF Serving image), or 'none'.
+  infra_validator: str = 'local'
+  infra_num_examples: int = 10
+
   # Beam: 'local' (in-memory DirectRunner) or 'dataflow'.
   beam_profile: str = 'local'
 

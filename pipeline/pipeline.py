@@ -16,6 +16,7 @@ from tfx import v1 as tfx
 
 from models import features
 from pipeline import components
+from pipeline import infra_validation
 from pipeline.configs import PipelineConfig
 
 # The code each step runs. Listing it here makes an edit invalidate exactly
@@ -163,8 +164,16 @@ def create_pipeline(
       baseline_model=model_resolver.outputs['model'],
       eval_config=_eval_config(config))
 
+  infra_validator = None
+  push_inputs = {'model': trainer.outputs['model']}
+  if config.infra_validator != 'none':
+    infra_validator = infra_validation.infra_validator(
+        config, trainer.outputs['model'], example_gen.outputs['examples'])
+    # Pusher then pushes the validated copy, warmup requests included.
+    push_inputs = {'infra_blessing': infra_validator.outputs['blessing']}
+
   pusher = components.AtomicPusher(
-      model=trainer.outputs['model'],
+      **push_inputs,
       model_blessing=evaluator.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
@@ -173,7 +182,9 @@ def create_pipeline(
   nodes: List = [example_gen, statistics_gen, inferred_schema_gen, schema_gen,
                  example_validator, anomalies_gate, transform]
   nodes += [tuner] if tuner else []
-  nodes += [trainer, model_resolver, evaluator, pusher]
+  nodes += [trainer, model_resolver, evaluator]
+  nodes += [infra_validator] if infra_validator else []
+  nodes += [pusher]
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,

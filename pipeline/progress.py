@@ -112,10 +112,17 @@ def _evaluator_result(out: Outputs) -> str:
   return f'{shown}; {"BLESSED" if blessed else "NOT blessed"}'
 
 
+def _infra_result(out: Outputs) -> str:
+  blessing = out.one('blessing')
+  if custom_property(blessing, 'blessed', 0) == 1:
+    return 'serves over REST and gRPC'
+  return 'NOT servable: ' + str(custom_property(blessing, 'details', ''))[:300]
+
+
 def _pusher_result(out: Outputs) -> str:
   pushed = out.one('pushed_model')
   if custom_property(pushed, 'pushed', 0) != 1:
-    return 'nothing pushed (model not blessed)'
+    return 'nothing pushed (not blessed)'
   return 'pushed to ' + custom_property(pushed, 'pushed_destination', '?')
 
 
@@ -129,6 +136,7 @@ RESULTS: Dict[str, Callable[[Outputs], str]] = {
     'Trainer': _trainer_result,
     'LatestBlessedModelResolver': _resolver_result,
     'Evaluator': _evaluator_result,
+    'InfraValidator': _infra_result,
     'Pusher': _pusher_result,
 }
 
