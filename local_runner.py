@@ -3,6 +3,7 @@
     python local_runner.py                 # quiet: a line per component
     python local_runner.py --verbose       # full TFX / Beam logs
     python local_runner.py --tune          # re-tune hyperparameters first
+    python local_runner.py --retrain-if-needed [--monitoring-result m.json]
 
 Exit status: 0 a blessed model was pushed (or was already, cached);
 1 the run failed (bad data, error); 3 it ran but the model was not blessed.
@@ -35,6 +36,10 @@ def parse_args(argv):
   parser.add_argument('--train-steps', type=int)
   parser.add_argument('--tune', action='store_true', default=None,
                       help='run the Tuner and save what it finds')
+  parser.add_argument('--span-window', type=int, help='train on the latest N spans')
+  parser.add_argument('--retrain-if-needed', action='store_true',
+                      help='run only if a new span arrived or monitoring found skew/drift')
+  parser.add_argument('--monitoring-result', help='JSON written by pipeline.monitoring')
   parser.add_argument('--beam-profile', choices=['local', 'dataflow'])
   parser.add_argument('--no-cache', action='store_true', help='re-run every component')
   parser.add_argument('--summary-json', help='also write the run summary here')
@@ -106,6 +111,8 @@ def summarize(config, printer, error, seconds):
 
 def print_summary(summary):
   print()
+  if summary.get('report_path'):
+    print(f'Report: {summary["report_path"]}')
   if not summary['succeeded']:
     print(f'FAILED after {summary["seconds"]}s: {summary["error"]}')
     print('Nothing was pushed.')
@@ -115,6 +122,8 @@ def print_summary(summary):
   print(f'Done in {summary["seconds"]}s. Eval: {shown or "n/a"}.')
   if summary['pushed']:
     print(f'Blessed and pushed: {summary["pushed_path"]}')
+    if summary.get('labels'):
+      print(f'Serving labels: {summary["labels"]}')
   else:
     print('Model NOT blessed: nothing pushed (see the Evaluator thresholds in '
           'pipeline/configs.py).')
@@ -152,7 +161,30 @@ def run(config, enable_cache=True, verbose=False, stream=sys.stdout):
   summary = summarize(config, printer, error, time.time() - started)
   if error is None and config.tune:
     summary['hyperparameters_saved_to'] = _save_tuned_hyperparameters(config, printer)
+  summary['report_path'] = _write_report(config)
+  if summary['pushed'] and config.serving_config_file:
+    summary['labels'] = _label_canary(config, summary['pushed_path'])
   return summary
+
+
+def _label_canary(config, pushed_path):
+  """The new version becomes `canary` beside `stable` in the serving config."""
+  from pipeline import rollout
+  version = int(os.path.basename(pushed_path))
+  path = config.path(config.serving_config_file)
+  if version in rollout.labels(rollout.read_config(path), config.model_name).values():
+    return rollout.labels(rollout.read_config(path), config.model_name)  # Already labelled.
+  return rollout.canary(path, config.model_name, version)
+
+
+def _write_report(config):
+  """The run's HTML report; a report that fails to build never fails the run."""
+  from pipeline import report
+  try:
+    return report.write_run_report(config)
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'(report not written: {e})', file=sys.stderr)
+    return None
 
 
 def main(argv=None):
@@ -162,7 +194,14 @@ def main(argv=None):
       'data_root': args.data_root, 'output_root': args.output_root,
       'serving_dir': args.serving_dir, 'train_steps': args.train_steps,
       'tune': args.tune, 'beam_profile': args.beam_profile,
+      'span_window': args.span_window,
   })
+  if args.retrain_if_needed:
+    from pipeline import retrain
+    decision = retrain.decide(config, args.monitoring_result)
+    print(f'{"Retraining" if decision.run else "Not retraining"}: {decision.reason}.')
+    if not decision.run:
+      return EXIT_OK
   summary = run(config, enable_cache=not args.no_cache, verbose=args.verbose)
   print_summary(summary)
   if args.summary_json:

@@ -66,6 +66,12 @@ def features_of_kind(kind: str) -> Dict[str, Feature]:
   return {n: f for n, f in RAW_FEATURES.items() if f.kind == kind}
 
 
+def categorical_ints() -> list:
+  """Integer features that are ids, not quantities: statistics, skew and
+  drift treat them as categories (L-infinity distance, value histograms)."""
+  return [n for n, f in RAW_FEATURES.items() if f.kind == 'categorical']
+
+
 def csv_columns() -> list:
   """Columns of a training CSV: the raw features then the tips."""
   return list(RAW_FEATURES) + [TIPS_KEY]

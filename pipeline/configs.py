@@ -23,6 +23,9 @@ class PipelineConfig:
   data_root: str = 'data/taxi'
   # New data arrives as span-<N>/ folders; ExampleGen reads the latest one.
   input_pattern: str = 'span-{SPAN}/*.csv'
+  # Train on the latest N spans (a rolling window). Above 1, Transform reuses
+  # the analysis of spans it has seen (its analyzer cache).
+  span_window: int = 1
   output_root: str = 'tfx_output'  # Pipeline artifacts and MLMD (git-ignored).
   serving_dir: str = 'serving_model'  # Pushed models: <serving_dir>/<model_name>/<version>.
   schema_file: str = 'schema/schema.pbtxt'
@@ -59,16 +62,44 @@ class PipelineConfig:
   infra_validator: str = 'local'
   infra_num_examples: int = 10
 
+  # Canary rollout: when set, each newly pushed version is labelled `canary`
+  # in this TF Serving model config file while `stable` stays (see
+  # pipeline/rollout.py for promote/rollback).
+  serving_config_file: str = ''
+
   # Beam: 'local' (in-memory DirectRunner) or 'dataflow'.
   beam_profile: str = 'local'
 
-  # Google Cloud (Vertex AI Pipelines, Dataflow).
+  # Google Cloud (Vertex AI Pipelines, Kubeflow Pipelines, Dataflow).
+  # kubeflow_v2_runner.py compiles for_cloud(config): data, artifacts and
+  # models in the bucket, repository files in the image, so the compiled
+  # spec holds no path of the machine that compiled it.
   gcp_project: str = ''
   gcp_region: str = 'us-central1'
+  gcp_service_account: str = ''  # Runs the pipeline's steps; '' = the project's default.
   gcs_bucket: str = ''
+  gcs_data_root: str = ''  # '' = gs://<gcs_bucket>/data/taxi
+  gcs_output_root: str = ''  # '' = gs://<gcs_bucket>/tfx_output
+  gcs_serving_dir: str = ''  # '' = gs://<gcs_bucket>/serving_model (TF Serving on GKE reads it)
+  # Where repository files (schema, setup.py) are read at run time: '' = this
+  # checkout; for_cloud() sets image_code_root, where the Dockerfile puts them.
+  code_root: str = ''
+  image_code_root: str = '/pipeline'
   pipeline_image: str = 'gcr.io/PROJECT/taxi-big-tipper:latest'
+  pipeline_spec_file: str = 'taxi-big-tipper-pipeline.json'  # What kubeflow_v2_runner.py writes.
   dataflow_machine_type: str = 'n1-standard-4'
   dataflow_max_workers: int = 10
+  dataflow_disk_size_gb: int = 50
+  # Optional managed training and serving (pipeline/cloud.py picks the components).
+  vertex_training: bool = False  # Trainer and Tuner run as Vertex AI custom jobs.
+  vertex_training_machine_type: str = 'n1-standard-4'
+  vertex_tuner_parallel_trials: int = 1
+  vertex_serving: bool = False  # Also deploy blessed models to a Vertex AI endpoint.
+  vertex_endpoint_name: str = 'taxi-big-tipper'
+  # The newest TensorFlow CPU prediction image google-cloud-aiplatform lists.
+  vertex_serving_image: str = 'us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest'
+  vertex_serving_machine_type: str = 'n1-standard-2'
+  vertex_serving_max_replicas: int = 2
 
   # ---- derived paths --------------------------------------------------------
 
@@ -104,21 +135,46 @@ def _local_beam_args(_: PipelineConfig) -> List[str]:
 
 
 def _dataflow_beam_args(c: PipelineConfig) -> List[str]:
-  temp = f'gs://{c.gcs_bucket}/beam-tmp'
-  return [
+  args = [
       '--runner=DataflowRunner',
       f'--project={c.gcp_project}',
       f'--region={c.gcp_region}',
-      f'--temp_location={temp}',
+      f'--temp_location=gs://{c.gcs_bucket}/beam-tmp',
       f'--staging_location=gs://{c.gcs_bucket}/beam-staging',
       f'--machine_type={c.dataflow_machine_type}',
+      f'--disk_size_gb={c.dataflow_disk_size_gb}',
       f'--max_num_workers={c.dataflow_max_workers}',
       '--autoscaling_algorithm=THROUGHPUT_BASED',
       '--experiments=use_runner_v2',
+      # Workers run the pipeline image: the same TFX, Beam and our code.
       f'--sdk_container_image={c.pipeline_image}',
-      # Workers install this package (models/, pipeline/) from setup.py.
-      f'--setup_file={os.path.join(REPO_ROOT, "setup.py")}',
+      # Workers install this package (models/, pipeline/) from setup.py: the
+      # launcher's copy, which is the image's when compiled for the cloud.
+      f'--setup_file={code_path(c, "setup.py")}',
   ]
+  if c.gcp_service_account:
+    args.append(f'--service_account_email={c.gcp_service_account}')
+  return args
+
+
+def code_path(c: PipelineConfig, relative: str) -> str:
+  """A repository file where the pipeline's steps will read it."""
+  if c.code_root and not (os.path.isabs(relative) or '://' in relative):
+    return f"{c.code_root.rstrip('/')}/{relative}"  # A POSIX path in the image.
+  return c.path(relative)
+
+
+def for_cloud(c: PipelineConfig) -> PipelineConfig:
+  """The config with every path moved off this machine (see 'Google Cloud')."""
+  if not c.gcs_bucket:  # Beam's temp files and Vertex jobs need one too.
+    raise ValueError('for the cloud, set gcs_bucket (TAXI_GCS_BUCKET or --gcs-bucket)')
+  bucket = f'gs://{c.gcs_bucket}'
+  return dataclasses.replace(
+      c,
+      data_root=c.gcs_data_root or f'{bucket}/data/taxi',
+      output_root=c.gcs_output_root or f'{bucket}/tfx_output',
+      serving_dir=c.gcs_serving_dir or f'{bucket}/serving_model',
+      code_root=c.code_root or c.image_code_root)
 
 
 BEAM_PROFILES = {'local': _local_beam_args, 'dataflow': _dataflow_beam_args}

@@ -152,7 +152,7 @@ def _rows_from_input(model_input) -> List[Row]:
 def _rows_from_raw_inputs(inputs) -> List[Row]:
   """predict_raw: one tensor per raw feature, [batch] or empty (not sent)."""
   import tensorflow as tf
-  columns = {n: tf.make_ndarray(inputs[n]).reshape(-1) for n in features.RAW_FEATURES
+  columns = {n: tf.make_ndarray(inputs[n]).reshape(-1).tolist() for n in features.RAW_FEATURES
              if n in inputs}
   batch = max((len(v) for v in columns.values()), default=0)
   rows = []
@@ -160,7 +160,7 @@ def _rows_from_raw_inputs(inputs) -> List[Row]:
     row = {}
     for name, spec in features.RAW_FEATURES.items():
       values = columns.get(name)
-      value = values[i].item() if values is not None and len(values) == batch else None
+      value = values[i] if values is not None and len(values) == batch else None
       if isinstance(value, bytes):
         value = value.decode('utf-8', 'replace')
       # predict_raw takes a value for every row, so clients fill a missing

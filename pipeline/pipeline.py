@@ -78,12 +78,51 @@ def _eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
 
 
+def _categorical_stats_options():
+  """Statistics that count hours, days and areas as categories.
+
+  Only the categorical markers of models/features.py go in, not the curated
+  schema, so a schema edit leaves StatisticsGen cached.
+  """
+  import tensorflow_data_validation as tfdv
+  from tensorflow_metadata.proto.v0 import schema_pb2
+  schema = schema_pb2.Schema()
+  for name in features.categorical_ints():
+    feature = schema.feature.add(name=name, type=schema_pb2.INT)
+    feature.int_domain.is_categorical = True
+  return tfdv.StatsOptions(schema=schema)
+
+
 def _read_hyperparameters(config: PipelineConfig) -> str:
   path = config.path(config.hyperparameters_file)
   if not os.path.exists(path):
     return '{}'
   with open(path) as f:
     return json.dumps(json.load(f), sort_keys=True)
+
+
+def _span_window(config: PipelineConfig, example_gen):
+  """The Examples the model learns from, and the nodes that select them.
+
+  ExampleGen ingests the newest span; with span_window > 1 a Resolver adds
+  the previous spans' Examples, and Transform gets its last analyzer cache so
+  that it analyses only the new span.
+  """
+  if config.span_window <= 1:
+    return example_gen.outputs['examples'], None, []
+  spans = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
+      config={'range_config': tfx.proto.RangeConfig(
+          rolling_range=tfx.proto.RollingRange(num_spans=config.span_window))},
+      examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                               producer_component_id=example_gen.id),
+  ).with_id('SpanWindowResolver')
+  spans.add_upstream_node(example_gen)
+  cache = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+      cache=tfx.dsl.Channel(type=tfx.types.standard_artifacts.TransformCache),
+  ).with_id('TransformCacheResolver')
+  return spans.outputs['examples'], cache.outputs['cache'], [spans, cache]
 
 
 def create_pipeline(
@@ -101,7 +140,9 @@ def create_pipeline(
           tfx.proto.SplitConfig.Split(name='eval', hash_buckets=config.eval_buckets),
       ])))
 
-  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs['examples'],
+      stats_options=_categorical_stats_options())
 
   # Inferred schema, only for review: diff it against the curated one.
   inferred_schema_gen = tfx.components.SchemaGen(
@@ -120,8 +161,11 @@ def create_pipeline(
   anomalies_gate = components.AnomaliesGate(
       anomalies=example_validator.outputs['anomalies'])
 
+  training_examples, analyzer_cache, window_nodes = _span_window(config, example_gen)
+
   transform = tfx.components.Transform(
-      examples=example_gen.outputs['examples'],
+      examples=training_examples,
+      analyzer_cache=analyzer_cache,
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=config.preprocessing_fn,
       disable_statistics=True,  # StatisticsGen already described the data.
@@ -180,7 +224,7 @@ def create_pipeline(
               base_directory=config.push_dir))).with_id('Pusher')
 
   nodes: List = [example_gen, statistics_gen, inferred_schema_gen, schema_gen,
-                 example_validator, anomalies_gate, transform]
+                 example_validator, anomalies_gate, *window_nodes, transform]
   nodes += [tuner] if tuner else []
   nodes += [trainer, model_resolver, evaluator]
   nodes += [infra_validator] if infra_validator else []

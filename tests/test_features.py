@@ -39,6 +39,11 @@ def test_required_features_are_required_by_the_schema(schema):
     assert required == features.RAW_FEATURES[feature.name].required, feature.name
 
 
+def test_schema_marks_exactly_the_categorical_ints(schema):
+  marked = {f.name for f in schema.feature if f.int_domain.is_categorical}
+  assert marked == set(features.categorical_ints())
+
+
 def test_label_source_is_absent_only_at_serving_time(schema):
   tips = tfdv.get_feature(schema, features.TIPS_KEY)
   assert list(tips.not_in_environment) == ['SERVING']

@@ -114,3 +114,16 @@ def test_reruns_exactly_what_an_edit_affects(pipeline_run):
 
   with _edited(REPO / 'schema' / 'schema.pbtxt'):
     assert _rerun(config) - always == {'ExampleValidator', 'Transform'} | after_training
+
+
+def test_a_new_push_becomes_the_canary(tmp_path):
+  from pipeline import rollout
+  serving_config = tmp_path / 'models.config'
+  serving_config.write_text((REPO / 'serving' / 'deploy' / 'models.config').read_text())
+  config = configs.load({'serving_config_file': str(serving_config)}, environ={})
+  first = local_runner._label_canary(config, '/serving/taxi_big_tipper/1700000000')
+  assert first == {'stable': 1700000000, 'canary': 1700000000}
+  second = local_runner._label_canary(config, '/serving/taxi_big_tipper/1700003600')
+  assert second == {'stable': 1700000000, 'canary': 1700003600}
+  # The file TF Serving polls says the same.
+  assert rollout.labels(rollout.read_config(str(serving_config)), config.model_name) == second

@@ -1,0 +1,290 @@
+"""Serving speed: the local model server vs. the floor and a tutorial Flask app.
+
+Single-example requests at concurrency 1, 8 and 64, load generated in other
+processes (wrk + a Lua script for REST, a multi-process grpcio client for
+gRPC), all on loopback. Reports throughput and p50/p99 latency of:
+  floor   the model's serving_default signature called in-process, one at a time
+  flask   a minimal Flask app (app.run) answering POST /predict
+  rest    serving.server REST, batching on
+  grpc    serving.server gRPC Predict, batching on
+
+    python bench/serving_bench.py [--model_dir PUSHED_VERSION_DIR] [--seconds 5]
+
+Without --model_dir it benchmarks a stand-in with the taxi model's signatures
+(tests/serving/tiny_models.py). Not a test: numbers go to bench/README_serving.md.
+"""
+
+import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+import argparse
+import base64
+import json
+import multiprocessing
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+import portpicker
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'serving'))
+
+ROW = {'fare': 12.45, 'trip_start_month': 5, 'trip_start_hour': 19, 'trip_start_day': 6,
+       'trip_start_timestamp': 1400269500, 'trip_miles': 1.2, 'payment_type': 'Credit Card',
+       'company': 'Taxi Affiliation Services', 'trip_seconds': 420}
+
+FLASK_APP = textwrap.dedent('''
+    import os, sys
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import base64
+    import tensorflow as tf
+    from flask import Flask, jsonify, request
+
+    model = tf.saved_model.load(sys.argv[1])
+    predict = model.signatures["serving_default"]
+    app = Flask(__name__)
+
+    @app.route("/predict", methods=["POST"])
+    def handle():
+        examples = [base64.b64decode(i["b64"]) for i in request.get_json()["instances"]]
+        out = predict(examples=tf.constant(examples))
+        return jsonify({"predictions": out["probability"].numpy().tolist()})
+
+    app.run(host="127.0.0.1", port=int(sys.argv[2]))
+''')
+
+WRK_LUA = textwrap.dedent('''
+    wrk.method = "POST"
+    wrk.body = os.getenv("BODY")
+    wrk.headers["Content-Type"] = "application/json"
+    done = function(summary, latency, requests)
+      io.write(string.format("JSON {\\"requests\\": %d, \\"seconds\\": %f, \\"errors\\": %d, ",
+        summary.requests, summary.duration / 1e6,
+        summary.errors.status + summary.errors.connect + summary.errors.read +
+        summary.errors.write + summary.errors.timeout))
+      io.write(string.format("\\"p50_ms\\": %f, \\"p99_ms\\": %f}\\n",
+        latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+    end
+''')
+
+
+def example_bytes() -> bytes:
+  from serving.client import to_example
+  return to_example(ROW)
+
+
+def percentiles(latencies_s):
+  ms = np.asarray(latencies_s) * 1000
+  return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def bench_floor(model_dir, seconds):
+  import tensorflow as tf
+  predict = tf.saved_model.load(model_dir).signatures['serving_default']
+  example = tf.constant([example_bytes()])
+  for _ in range(200):
+    predict(examples=example)
+  latencies, end = [], time.perf_counter() + seconds
+  while time.perf_counter() < end:
+    start = time.perf_counter()
+    predict(examples=example)
+    latencies.append(time.perf_counter() - start)
+  batch = tf.constant([example_bytes()] * 100)
+  start = time.perf_counter()
+  for _ in range(100):
+    predict(examples=batch)
+  batch_ms = (time.perf_counter() - start) * 10
+  p50, p99 = percentiles(latencies)
+  return {'rps': len(latencies) / seconds, 'p50_ms': p50, 'p99_ms': p99,
+          'batch100_ms': batch_ms}
+
+
+def wrk(url, body, concurrency, seconds, script):
+  env = dict(os.environ, BODY=body)
+  out = subprocess.run(
+      ['wrk', f'-t{min(concurrency, 2)}', f'-c{concurrency}', f'-d{seconds}s', '--latency',
+       '-s', script, url], capture_output=True, text=True, env=env, check=True).stdout
+  result = json.loads(out.split('JSON ', 1)[1])
+  return {'rps': result['requests'] / result['seconds'], 'p50_ms': result['p50_ms'],
+          'p99_ms': result['p99_ms'], 'errors': result['errors']}
+
+
+def grpc_payload(model_name) -> bytes:
+  """A serialized PredictRequest for one example (built once, in the parent:
+  the load processes then need neither TensorFlow nor proto building)."""
+  from serving import tensors
+  from tensorflow_serving.apis import predict_pb2
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = model_name
+  request.inputs['examples'].CopyFrom(tensors.to_proto(np.array([example_bytes()], object)))
+  return request.SerializeToString()
+
+
+def _grpc_worker(target, payload, concurrency, seconds, ready, go, queue):
+  """One load-generating process: `concurrency` calls always in flight on one
+  channel, driven by asyncio (uvloop) so the client stays cheap."""
+  import asyncio
+  import grpc
+  try:
+    import uvloop
+    uvloop.install()
+  except ImportError:
+    pass
+
+  async def run():
+    latencies, errors = [], 0
+    async with grpc.aio.insecure_channel(target) as channel:
+      predict = channel.unary_unary('/tensorflow.serving.PredictionService/Predict',
+                                    request_serializer=None, response_deserializer=None)
+      await predict(payload, timeout=30)  # Connected before the clock starts.
+      ready.set()
+      while not go.is_set():
+        await asyncio.sleep(0.005)
+      end = time.perf_counter() + seconds
+
+      async def loop():
+        nonlocal errors
+        while time.perf_counter() < end:
+          start = time.perf_counter()
+          try:
+            await predict(payload, timeout=10)
+            latencies.append(time.perf_counter() - start)
+          except grpc.RpcError:
+            errors += 1
+      await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return latencies, errors
+
+  queue.put(asyncio.run(run()))
+
+
+def grpc_load(target, model_name, concurrency, seconds, processes=2):
+  ctx = multiprocessing.get_context('spawn')
+  queue, go = ctx.Queue(), ctx.Event()
+  payload = grpc_payload(model_name)
+  per_process = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
+  readies = [ctx.Event() for c in per_process if c]
+  workers = [ctx.Process(target=_grpc_worker, args=(target, payload, c, seconds, r, go, queue))
+             for c, r in zip([c for c in per_process if c], readies)]
+  for w in workers:
+    w.start()
+  for r in readies:
+    r.wait(120)
+  go.set()
+  results = [queue.get(timeout=seconds + 120) for _ in workers]
+  for w in workers:
+    w.join()
+  latencies = [l for r in results for l in r[0]]
+  p50, p99 = percentiles(latencies)
+  return {'rps': len(latencies) / seconds, 'p50_ms': p50, 'p99_ms': p99,
+          'errors': sum(r[1] for r in results)}
+
+
+def wait_http(url, timeout_s=120, method='get', **kwargs):
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline:
+    try:
+      if getattr(requests, method)(url, timeout=2, **kwargs).status_code < 500:
+        return
+    except requests.ConnectionError:
+      pass
+    time.sleep(0.25)
+  raise RuntimeError(f'{url} did not come up')
+
+
+def start(cmd, log_path):
+  with open(log_path, 'wb') as log:
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                            env=dict(os.environ, TF_USE_LEGACY_KERAS='1'))
+
+
+def stop(process):
+  process.terminate()
+  try:
+    process.wait(15)
+  except subprocess.TimeoutExpired:
+    process.kill()
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--model_dir', help='a pushed SavedModel version directory')
+  parser.add_argument('--seconds', type=int, default=5)
+  parser.add_argument('--concurrency', default='1,8,64')
+  args = parser.parse_args()
+  levels = [int(c) for c in args.concurrency.split(',')]
+  work = tempfile.mkdtemp(prefix='serving_bench_')
+  model_dir = args.model_dir
+  if not model_dir:
+    import tiny_models
+    model_dir = tiny_models.save_taxi_like_model(os.path.join(work, 'export'))
+  base = os.path.join(work, 'taxi_big_tipper')
+  shutil.copytree(model_dir, os.path.join(base, '1'))
+  script = os.path.join(work, 'post.lua')
+  with open(script, 'w') as f:
+    f.write(WRK_LUA)
+  with open(os.path.join(work, 'batching.config'), 'w') as f:
+    f.write('max_batch_size { value: 128 }\nbatch_timeout_micros { value: 0 }\n'
+            'num_batch_threads { value: 2 }\n')
+  body = json.dumps({'instances': [{'b64': base64.b64encode(example_bytes()).decode()}]})
+  results = {'floor': {1: bench_floor(model_dir, args.seconds)}}
+  print('floor', results['floor'], flush=True)
+
+  flask_port = portpicker.pick_unused_port()
+  flask_app = os.path.join(work, 'flask_app.py')
+  with open(flask_app, 'w') as f:
+    f.write(FLASK_APP)
+  flask = start([sys.executable, flask_app, model_dir, str(flask_port)], os.path.join(work, 'flask.log'))
+  try:
+    url = f'http://127.0.0.1:{flask_port}/predict'
+    wait_http(url, method='post', data=body, headers={'Content-Type': 'application/json'})
+    results['flask'] = {c: wrk(url, body, c, args.seconds, script) for c in levels}
+    print('flask', results['flask'], flush=True)
+  finally:
+    stop(flask)
+
+  grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
+  server = start([sys.executable, '-m', 'serving.server', f'--port={grpc_port}',
+                  f'--rest_api_port={rest_port}', '--model_name=taxi_big_tipper',
+                  f'--model_base_path={base}', '--enable_batching',
+                  f'--batching_parameters_file={os.path.join(work, "batching.config")}'],
+                 os.path.join(work, 'server.log'))
+  try:
+    url = f'http://127.0.0.1:{rest_port}/v1/models/taxi_big_tipper:predict'
+    wait_http(url.rsplit(':', 1)[0])
+    wrk(url, body, 8, 2, script)  # Warm up.
+    results['rest'] = {c: wrk(url, body, c, args.seconds, script) for c in levels}
+    print('rest', results['rest'], flush=True)
+    target = f'127.0.0.1:{grpc_port}'
+    results['grpc'] = {c: grpc_load(target, 'taxi_big_tipper', c, args.seconds,
+                                    processes=1 if c == 1 else 2) for c in levels}
+    print('grpc', results['grpc'], flush=True)
+  finally:
+    stop(server)
+    shutil.rmtree(work, ignore_errors=True)
+  print(report(results, levels))
+
+
+def report(results, levels) -> str:
+  lines = ['| system | concurrency | req/s | p50 ms | p99 ms |', '|---|---|---|---|---|']
+  floor = results['floor'][1]
+  lines.append(f'| in-process signature call (floor) | 1 | {floor["rps"]:.0f} |'
+               f' {floor["p50_ms"]:.2f} | {floor["p99_ms"]:.2f} |')
+  for system in ('flask', 'rest', 'grpc'):
+    for c in levels:
+      r = results[system][c]
+      lines.append(f'| {system} | {c} | {r["rps"]:.0f} | {r["p50_ms"]:.2f} | {r["p99_ms"]:.2f} |'
+                   + (f' errors: {r["errors"]}' if r.get('errors') else ''))
+  lines.append(f'\n100-example batch in-process: {floor["batch100_ms"]:.2f} ms')
+  return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+  main()

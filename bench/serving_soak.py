@@ -1,0 +1,117 @@
+"""Soak: a long fuzz of the local server's REST API, under concurrency.
+
+Random and mutated bodies (the same generators as tests/serving/
+test_serving_fuzz.py) against a server in a subprocess, for --seconds.
+Reports request count, any 5xx, and the server's RSS over time (it should
+stay flat). Loopback only; stops by itself.
+
+    python bench/serving_soak.py --seconds 300
+"""
+
+import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+import argparse
+import concurrent.futures
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import portpicker
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'serving'))
+
+import tiny_models  # noqa: E402
+
+VALID = [b'{"instances": [1.0, 2.0]}', b'{"inputs": {"x": [1.0]}}',
+         b'{"signature_name": "raw", "instances": [{"a": 1.0, "s": "q"}]}',
+         b'{"signature_name": "classification", "examples": [{"x": 1.0}]}',
+         b'{"signature_name": "regression", "context": {"x": 2}, "examples": [{}]}']
+PATHS = ['/v1/models/tiny:predict', '/v1/models/tiny:classify', '/v1/models/tiny:regress',
+         '/v1/models/tiny/versions/9:predict', '/v1/models/x:predict']
+
+
+def random_body(rng: random.Random) -> bytes:
+  body = bytearray(rng.choice(VALID))
+  for _ in range(rng.randint(0, 3)):
+    position = rng.randint(0, len(body))
+    action = rng.random()
+    if action < 0.3:
+      del body[position:]
+    elif action < 0.7:
+      body[position:position] = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 4)))
+    elif position < len(body):
+      del body[position]
+  if rng.random() < 0.05:
+    body = bytearray(json.dumps({'instances': [0.5] * rng.randint(1, 5000)}).encode())
+  return bytes(body)
+
+
+def rss_mb(pid: int) -> float:
+  with open(f'/proc/{pid}/status') as f:
+    for line in f:
+      if line.startswith('VmRSS'):
+        return int(line.split()[1]) / 1024
+  return 0.0
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--seconds', type=int, default=120)
+  parser.add_argument('--concurrency', type=int, default=16)
+  args = parser.parse_args()
+  work = tempfile.mkdtemp(prefix='serving_soak_')
+  tiny_models.save_tiny_model(os.path.join(work, 'tiny', '1'), 1)
+  rest_port, grpc_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
+  server = subprocess.Popen(
+      [sys.executable, '-m', 'serving.server', f'--port={grpc_port}', f'--rest_api_port={rest_port}',
+       '--model_name=tiny', f'--model_base_path={os.path.join(work, "tiny")}', '--enable_batching',
+       '--max_request_body_bytes=65536'],
+      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  url = f'http://127.0.0.1:{rest_port}'
+  try:
+    for _ in range(240):
+      try:
+        requests.get(url + '/v1/models/tiny', timeout=1)
+        break
+      except requests.ConnectionError:
+        time.sleep(0.25)
+    end = time.monotonic() + args.seconds
+    counts = {'requests': 0, '5xx': 0, 'errors': 0}
+    rss = [rss_mb(server.pid)]
+
+    def worker(seed):
+      rng = random.Random(seed)
+      with requests.Session() as session:
+        while time.monotonic() < end:
+          try:
+            status = session.post(url + rng.choice(PATHS), data=random_body(rng), timeout=30).status_code
+            counts['requests'] += 1
+            counts['5xx'] += status >= 500
+          except requests.RequestException:
+            counts['errors'] += 1
+
+    with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
+      futures = [pool.submit(worker, seed) for seed in range(args.concurrency)]
+      while not all(f.done() for f in futures):
+        time.sleep(min(10, args.seconds / 10))
+        rss.append(rss_mb(server.pid))
+    alive = server.poll() is None and requests.post(
+        url + '/v1/models/tiny:predict', data=VALID[0], timeout=10).status_code == 200
+    print(json.dumps({**counts, 'seconds': args.seconds, 'server_alive': alive,
+                      'rss_mb': [round(r) for r in rss]}))
+  finally:
+    server.terminate()
+    server.wait(15)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,1 @@
+"""Data tools: the taxi-like data generator (data/generate.py)."""

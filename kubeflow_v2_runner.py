@@ -1,0 +1,120 @@
+"""Compiles the pipeline for Vertex AI Pipelines / Kubeflow Pipelines 2.x.
+
+    python kubeflow_v2_runner.py --gcs-bucket B --project P             # compile only
+    python kubeflow_v2_runner.py --gcs-bucket B --project P --submit    # and run on Vertex
+    python kubeflow_v2_runner.py ... --beam-profile dataflow            # Beam steps on Dataflow
+
+The same definition as local_runner.py (pipeline/pipeline.py), compiled by
+TFX's KubeflowV2DagRunner into a PipelineJob JSON file, which Vertex AI
+Pipelines runs. For open-source KFP 2.x, write YAML (--output x.yaml): the
+same compiler then writes the bare PipelineSpec that KFP uploads, and the
+pipeline root is given when creating the run. Compiling needs no
+cloud account and no network. Paths in the spec are the bucket's and the
+image's (configs.for_cloud), never this machine's; the code comes from the
+pipeline image (Dockerfile, `make image`), so build and push it from the same
+commit. --submit sends the file with google-cloud-aiplatform's PipelineJob.
+
+Every flag has a TAXI_* environment variable (pipeline/configs.py).
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')  # Before anything imports TensorFlow.
+if '--verbose' not in sys.argv:
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+import argparse  # pylint: disable=g-import-not-at-top
+import re
+
+# What KFP and Vertex accept as a pipeline name.
+PIPELINE_NAME_PATTERN = re.compile(r'[a-z0-9][a-z0-9-]{0,127}')
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  flag = parser.add_argument
+  flag('--project', dest='gcp_project', help='Google Cloud project')
+  flag('--region', dest='gcp_region', help='Vertex AI and Dataflow region')
+  flag('--service-account', dest='gcp_service_account', help='runs the pipeline steps')
+  flag('--gcs-bucket', help='bucket for data, artifacts, models and Beam temp files')
+  flag('--gcs-data-root', help='default gs://<bucket>/data/taxi')
+  flag('--image', dest='pipeline_image', help='pipeline image (make image)')
+  flag('--beam-profile', choices=['local', 'dataflow'],
+       help='where the Beam steps run: in their step container, or on Dataflow')
+  flag('--vertex-training', action='store_true', default=None,
+       help='Trainer/Tuner as Vertex AI custom jobs')
+  flag('--vertex-serving', action='store_true', default=None,
+       help='also deploy blessed models to a Vertex AI endpoint')
+  flag('--tune', action='store_true', default=None)
+  flag('--output', dest='pipeline_spec_file',
+       help='compiled file: .json (Vertex PipelineJob) or .yaml (KFP PipelineSpec)')
+  flag('--no-cache', action='store_true', help='re-run every step')
+  flag('--submit', action='store_true', help='submit to Vertex AI Pipelines')
+  flag('--verbose', action='store_true')
+  return parser.parse_args(argv)
+
+
+def cloud_config(overrides=None, environ=os.environ):
+  """Defaults, TAXI_* variables, flags; then every path moved off this machine."""
+  from pipeline import configs
+  config = configs.for_cloud(configs.load(overrides, environ=environ))
+  if not PIPELINE_NAME_PATTERN.fullmatch(config.pipeline_name):
+    raise ValueError(f'pipeline_name {config.pipeline_name!r} must match '
+                     f'{PIPELINE_NAME_PATTERN.pattern} for KFP and Vertex')
+  return config
+
+
+def compile_pipeline(config, output_path: str, enable_cache: bool = True) -> dict:
+  """Writes the PipelineJob JSON; returns it as a dict."""
+  from tfx import v1 as tfx
+  from pipeline import pipeline as taxi_pipeline
+  # No metadata connection: Vertex and KFP bring their own ML Metadata.
+  pipeline = taxi_pipeline.create_pipeline(config, enable_cache=enable_cache)
+  runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+      config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+          default_image=config.pipeline_image),
+      output_dir=os.path.dirname(os.path.abspath(output_path)),
+      output_filename=os.path.basename(output_path))
+  return runner.run(pipeline)
+
+
+def submit(config, spec_path: str, enable_cache: bool = True):
+  """Starts a Vertex AI PipelineJob from the compiled file; returns the job."""
+  from google.cloud import aiplatform
+  aiplatform.init(project=config.gcp_project, location=config.gcp_region,
+                  staging_bucket=f'gs://{config.gcs_bucket}')
+  job = aiplatform.PipelineJob(
+      display_name=config.pipeline_name,
+      template_path=spec_path,
+      pipeline_root=config.pipeline_root,
+      enable_caching=enable_cache,
+      project=config.gcp_project,
+      location=config.gcp_region)
+  job.submit(service_account=config.gcp_service_account or None)
+  return job
+
+
+def main(argv=None):
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  overrides = {k: v for k, v in vars(args).items()
+               if k not in ('no_cache', 'submit', 'verbose')}
+  try:
+    config = cloud_config(overrides)
+  except ValueError as e:  # A missing or wrong setting: say which, no traceback.
+    raise SystemExit(f'kubeflow_v2_runner.py: {e}') from None
+  if args.submit and not config.gcp_project:
+    raise SystemExit('--submit needs a project: --project or TAXI_GCP_PROJECT')
+  spec_path = config.path(config.pipeline_spec_file)  # Relative: to the repository.
+  compile_pipeline(config, spec_path, enable_cache=not args.no_cache)
+  print(f'Compiled {config.pipeline_name} to {spec_path} '
+        f'(image {config.pipeline_image}, Beam profile {config.beam_profile}, '
+        f'pipeline root {config.pipeline_root})')
+  if args.submit:
+    job = submit(config, spec_path, enable_cache=not args.no_cache)
+    print(f'Submitted: {job.resource_name}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,189 @@
+"""Server-side batching like TF Serving's BasicBatchScheduler.
+
+Requests for the same signature (and the same input shapes past the batch
+dimension) queue into an open batch. A batch runs when it is full or its
+oldest request waited batch_timeout_micros, as soon as one of
+num_batch_threads is free; while all threads are busy the open batch keeps
+filling, so batches grow with load. Inputs are concatenated along dim 0 and
+outputs split back, so each caller gets exactly its unbatched result.
+"""
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from serving import errors, protos
+
+log = logging.getLogger(__name__)
+
+Arrays = Dict[str, np.ndarray]
+
+
+class Options:
+  """BatchingParameters values with TF Serving's defaults."""
+
+  def __init__(self, params: Optional[protos.BatchingParameters] = None):
+    params = params or protos.BatchingParameters()
+
+    def get(field, default):
+      return getattr(params, field).value if params.HasField(field) else default
+
+    self.max_batch_size = get('max_batch_size', 1000)
+    self.batch_timeout_s = get('batch_timeout_micros', 0) / 1e6
+    self.num_batch_threads = max(1, get('num_batch_threads', 4))
+    self.max_enqueued_batches = get('max_enqueued_batches', 1 << 30)
+    ignored = [f.name for f, _ in params.ListFields() if f.name in (
+        'allowed_batch_sizes', 'pad_variable_length_inputs', 'thread_pool_name',
+        'enable_large_batch_splitting', 'max_execution_batch_size')]
+    if ignored:
+      log.info('Batching parameters without effect here (ignored): %s', ignored)
+
+
+def batch_size(inputs: Arrays) -> Optional[int]:
+  """The common dim 0 of all inputs, or None when they cannot be batched."""
+  sizes = {v.shape[0] if v.ndim else None for v in inputs.values()}
+  size = sizes.pop() if len(sizes) == 1 else None
+  return size if size else None
+
+
+def batch_key(signature, inputs: Arrays):
+  return (id(signature),) + tuple(
+      (name, v.dtype.str, v.shape[1:]) for name, v in sorted(inputs.items()))
+
+
+class _Task:
+  __slots__ = ('inputs', 'size', 'future')
+
+  def __init__(self, inputs, size, future):
+    self.inputs, self.size, self.future = inputs, size, future
+
+
+class _Batch:
+  def __init__(self, call: Callable[[Arrays], Arrays], timeout_s: float):
+    self.call = call
+    self.tasks: List[_Task] = []
+    self.size = 0
+    self.deadline = time.monotonic() + timeout_s
+
+
+class BatchScheduler:
+  """Runs signature calls in batches on a pool of batch threads."""
+
+  def __init__(self, options: Options):
+    self._options = options
+    self._pool = concurrent.futures.ThreadPoolExecutor(
+        options.num_batch_threads, thread_name_prefix='batch')
+    self._free_threads = options.num_batch_threads
+    self._open: Dict[tuple, _Batch] = {}
+    self._closed: collections.deque = collections.deque()
+    self._timer = None
+    self.on_batch: Callable[[int], None] = lambda size: None
+
+  async def run(self, signature, feed: Arrays) -> Arrays:
+    """Runs signature.call(feed), possibly as part of a larger batch."""
+    loop = asyncio.get_running_loop()
+    size = batch_size(feed)
+    if size is None or size > self._options.max_batch_size:
+      return await loop.run_in_executor(self._pool, signature.call, feed)
+    key = batch_key(signature, feed)
+    batch = self._open.get(key)
+    if batch is not None and batch.size + size > self._options.max_batch_size:
+      self._close(key)
+      batch = None
+    if batch is None:
+      if len(self._closed) >= self._options.max_enqueued_batches:
+        raise errors.unavailable(
+            'The batch scheduling queue to which this task was submitted is full')
+      batch = self._open[key] = _Batch(signature.call, self._options.batch_timeout_s)
+    future = loop.create_future()
+    batch.tasks.append(_Task(feed, size, future))
+    batch.size += size
+    if batch.size >= self._options.max_batch_size:
+      self._close(key)
+    self._dispatch(loop)
+    return await future
+
+  def _close(self, key) -> None:
+    self._closed.append(self._open.pop(key))
+
+  def _next_batch(self) -> Optional[_Batch]:
+    if self._closed:
+      return self._closed.popleft()
+    now = time.monotonic()
+    for key, batch in self._open.items():
+      if batch.deadline <= now:
+        return self._open.pop(key)
+    return None
+
+  def _dispatch(self, loop) -> None:
+    while self._free_threads:
+      batch = self._next_batch()
+      if batch is None:
+        break
+      self._free_threads -= 1
+      loop.run_in_executor(self._pool, _run_batch, batch).add_done_callback(
+          lambda f, b=batch: self._finished(loop, b, f))
+    self._arm_timer(loop)
+
+  def _arm_timer(self, loop) -> None:
+    """Wakes up at the earliest deadline of an open batch."""
+    if self._timer is not None or not self._open or not self._free_threads:
+      return
+    delay = min(b.deadline for b in self._open.values()) - time.monotonic()
+    self._timer = loop.call_later(max(delay, 0), self._on_timer, loop)
+
+  def _on_timer(self, loop) -> None:
+    self._timer = None
+    self._dispatch(loop)
+
+  def _finished(self, loop, batch: _Batch, done: asyncio.Future) -> None:
+    self._free_threads += 1
+    self.on_batch(batch.size)
+    try:
+      results = done.result()
+    except Exception as e:  # A bug, not a bad request: fail this batch only.
+      log.exception('Batch failed')
+      results = [errors.ServingError(errors.grpc.StatusCode.INTERNAL, str(e))] * len(batch.tasks)
+    for task, result in zip(batch.tasks, results):
+      if task.future.done():
+        continue  # The caller went away.
+      if isinstance(result, BaseException):
+        task.future.set_exception(result)
+      else:
+        task.future.set_result(result)
+    self._dispatch(loop)
+
+  def close(self) -> None:
+    self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_batch(batch: _Batch) -> list:
+  """One call for the whole batch; per-task results (or errors)."""
+  tasks = batch.tasks
+  if len(tasks) == 1:
+    return [_call_one(batch.call, tasks[0].inputs)]
+  names = tasks[0].inputs.keys()
+  merged = {n: np.concatenate([t.inputs[n] for t in tasks]) for n in names}
+  try:
+    outputs = batch.call(merged)
+  except errors.ServingError:
+    # One bad request must not fail its neighbours: rerun them one by one.
+    return [_call_one(batch.call, t.inputs) for t in tasks]
+  if any(v.ndim == 0 or v.shape[0] != batch.size for v in outputs.values()):
+    # Outputs not batched along dim 0 cannot be split: run unbatched.
+    return [_call_one(batch.call, t.inputs) for t in tasks]
+  offsets = np.cumsum([t.size for t in tasks])[:-1]
+  split = {n: np.split(v, offsets) for n, v in outputs.items()}
+  return [{n: parts[i] for n, parts in split.items()} for i in range(len(tasks))]
+
+
+def _call_one(call, inputs):
+  try:
+    return call(inputs)
+  except errors.ServingError as e:
+    return e

@@ -1,0 +1,38 @@
+"""The deployment files parse as the protos TF Serving reads."""
+
+import os
+
+import yaml
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import flags, protos
+
+DEPLOY = os.path.join(os.path.dirname(__file__), '..', '..', 'serving', 'deploy')
+
+
+def read(name):
+  with open(os.path.join(DEPLOY, name)) as f:
+    return f.read()
+
+
+def test_config_files_parse():
+  config = text_format.Parse(read('models.config'), model_server_config_pb2.ModelServerConfig())
+  assert config.model_config_list.config[0].name == 'taxi_big_tipper'
+  batching = text_format.Parse(read('batching.config'), protos.BatchingParameters())
+  assert batching.max_batch_size.value == 128
+  monitoring = text_format.Parse(read('monitoring.config'), protos.MonitoringConfig())
+  assert monitoring.prometheus_config.path == '/monitoring/prometheus/metrics'
+
+
+def test_manifests_use_the_pinned_image_and_known_flags():
+  compose = yaml.safe_load(read('docker-compose.yml'))['services']['tf-serving']
+  deployment = yaml.safe_load(read('k8s/deployment.yaml'))
+  container = deployment['spec']['template']['spec']['containers'][0]
+  assert compose['image'] == container['image'] == 'tensorflow/serving:2.16.1'
+  assert container['readinessProbe']['httpGet']['path'] == '/v1/models/taxi_big_tipper'
+  service = yaml.safe_load(read('k8s/service.yaml'))
+  assert sorted(p['port'] for p in service['spec']['ports']) == [8500, 8501]
+  # A command line for tensorflow_model_server works with serving.server too.
+  args = flags.parser().parse_args([a for a in container['args']])
+  assert args.enable_batching and args.rest_api_port == 8501

@@ -1,0 +1,87 @@
+"""Continuous training: new spans, the rolling window, the analyzer cache, and
+the change threshold that keeps a worse model from being pushed."""
+
+import io
+import os
+
+import pytest
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+import local_runner
+from pipeline import configs
+from pipeline import retrain
+from tests.conftest import sample_rows, small_config, write_csv
+
+
+def _latest_inputs(config, node_id):
+  """{input key: [artifact]} of the node's latest execution."""
+  connection = metadata_store_pb2.ConnectionConfig()
+  connection.sqlite.filename_uri = config.metadata_path
+  store = metadata_store.MetadataStore(connection)
+  context = store.get_context_by_type_and_name('node', f'{config.pipeline_name}.{node_id}')
+  execution = max(store.get_executions_by_context(context.id), key=lambda e: e.id)
+  events = [e for e in store.get_events_by_execution_ids([execution.id])
+            if e.type == metadata_store_pb2.Event.INPUT]
+  inputs = {}
+  for event in events:
+    artifact = store.get_artifacts_by_id([event.artifact_id])[0]
+    inputs.setdefault(event.path.steps[0].key, []).append(artifact)
+  return inputs
+
+
+def _run(config):
+  summary = local_runner.run(config, stream=io.StringIO())
+  assert summary['succeeded'], summary['error']
+  return summary
+
+
+@pytest.fixture(scope='module')
+def two_spans(tmp_path_factory):
+  """Span 1 trained on; then span 2 arrives and is trained on with span 1."""
+  tmp = tmp_path_factory.mktemp('ct')
+  header, rows = sample_rows()
+  half = len(rows) // 2
+  data_root = tmp / 'data'
+  write_csv(data_root / 'span-1' / 'data.csv', header, rows[:half])
+  config = small_config(tmp, data_root, span_window=2, max_auc_drop=1.0)
+  first = _run(config)
+  before_span_2 = retrain.decide(config)
+  write_csv(data_root / 'span-2' / 'data.csv', header, rows[half:])
+  with_span_2 = retrain.decide(config)
+  second = _run(config)
+  return config, first, second, before_span_2, with_span_2
+
+
+def test_retrain_decision_follows_new_spans(two_spans):
+  config, _, _, before_span_2, with_span_2 = two_spans
+  assert not before_span_2.run and 'no new span' in before_span_2.reason
+  assert with_span_2.run and 'new span 2' in with_span_2.reason
+  assert not retrain.decide(config).run  # Span 2 is now trained on.
+
+
+def test_new_span_is_trained_with_the_previous_one(two_spans):
+  config, _, second, _, _ = two_spans
+  spans = sorted(a.custom_properties['span'].int_value
+                 for a in _latest_inputs(config, 'Transform')['examples'])
+  assert spans == [1, 2]
+  assert second['pushed']
+
+
+def test_transform_reuses_the_previous_analysis(two_spans):
+  config, _, _, _, _ = two_spans
+  caches = _latest_inputs(config, 'Transform').get('analyzer_cache', [])
+  assert len(caches) == 1
+  assert os.listdir(caches[0].uri)  # The first run's analysis, per span.
+
+
+def test_a_worse_model_is_not_pushed(two_spans):
+  config, _, second, _, _ = two_spans
+  pushed_before = sorted(os.listdir(config.push_dir))
+  # Barely trained: its AUC falls below the blessed baseline's.
+  worse = configs.load(dict(vars(config), train_steps=2, max_auc_drop=0.0), environ={})
+  summary = _run(worse)
+  assert not summary['blessed'] and not summary['pushed']
+  assert summary['metrics']['auc'] < second['metrics']['auc']
+  assert local_runner.exit_code(summary) == local_runner.EXIT_NOT_BLESSED
+  assert sorted(os.listdir(config.push_dir)) == pushed_before
