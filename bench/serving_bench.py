@@ -1,8 +1,10 @@
 """Serving speed: the local model server vs. the floor and a tutorial Flask app.
 
 Single-example requests at concurrency 1, 8 and 64, load generated in other
-processes (wrk + a Lua script for REST, a multi-process grpcio client for
-gRPC), all on loopback. Reports throughput and p50/p99 latency of:
+processes (wrk + a Lua script for REST; for gRPC h2load when installed
+(apt nghttp2-client) and 2 processes of grpc.aio calls on uvloop, both
+sending one pre-serialized request), all on loopback. Each cell also reports the server's CPU per request, steadier
+than req/s on a shared machine. Reports throughput and p50/p99 latency of:
   floor   the model's serving_default signature called in-process, one at a time
   flask   a minimal Flask app (app.run) answering POST /predict
   rest    serving.server REST, batching on
@@ -114,7 +116,8 @@ def wrk(url, body, concurrency, seconds, script):
        '-s', script, url], capture_output=True, text=True, env=env, check=True).stdout
   result = json.loads(out.split('JSON ', 1)[1])
   return {'rps': result['requests'] / result['seconds'], 'p50_ms': result['p50_ms'],
-          'p99_ms': result['p99_ms'], 'errors': result['errors']}
+          'p99_ms': result['p99_ms'], 'errors': result['errors'],
+          'seconds': result['seconds']}
 
 
 def grpc_payload(model_name) -> bytes:
@@ -184,7 +187,63 @@ def grpc_load(target, model_name, concurrency, seconds, processes=2):
   latencies = [l for r in results for l in r[0]]
   p50, p99 = percentiles(latencies)
   return {'rps': len(latencies) / seconds, 'p50_ms': p50, 'p99_ms': p99,
-          'errors': sum(r[1] for r in results)}
+          'errors': sum(r[1] for r in results), 'seconds': seconds}
+
+
+def cpu_seconds(pid) -> float:
+  """User + system CPU time of a process so far (Linux)."""
+  with open(f'/proc/{pid}/stat') as f:
+    fields = f.read().rsplit(')', 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def measured(pid, run):
+  """run()'s result plus the server's CPU per answered request and the load
+  average (the machine is shared: CPU per request is the steadier number)."""
+  load = os.getloadavg()[0]
+  before = cpu_seconds(pid)
+  result = run()
+  answered = result['rps'] * result.get('seconds', 0) or 1
+  result['cpu_us'] = (cpu_seconds(pid) - before) / answered * 1e6
+  result['load'] = load
+  return result
+
+
+def grpc_h2load(target, model_name, concurrency, seconds, metrics_url):
+  """gRPC load from h2load (nghttp2-client, C): gRPC is HTTP/2 POSTs of a
+  length-prefixed message, so h2load sends a pre-serialized Predict without
+  Python on the client side. HTTP status is 200 even for failed RPCs, so
+  failures are counted from the server's own request_count metric."""
+  import struct
+  payload = grpc_payload(model_name)
+  work = tempfile.mkdtemp(prefix='h2load_')
+  body, log = os.path.join(work, 'body'), os.path.join(work, 'log')
+  with open(body, 'wb') as f:
+    f.write(b'\x00' + struct.pack('>I', len(payload)) + payload)
+  connections = max(1, min(4, concurrency // 8))
+  ok_before = grpc_ok_count(metrics_url)
+  subprocess.run(
+      ['h2load', '-D', str(seconds), '-c', str(connections), '-t', '1',
+       '-m', str(max(1, concurrency // connections)), '-d', body, '--log-file', log,
+       '-H', 'content-type: application/grpc', '-H', 'te: trailers',
+       f'http://{target}/tensorflow.serving.PredictionService/Predict'],
+      capture_output=True, check=True)
+  with open(log) as f:
+    rows = [line.split() for line in f if line.strip()]
+  shutil.rmtree(work, ignore_errors=True)
+  latencies = [int(r[2]) / 1e6 for r in rows if r[1] == '200']
+  ok = grpc_ok_count(metrics_url) - ok_before
+  p50, p99 = percentiles(latencies)
+  return {'rps': len(latencies) / seconds, 'p50_ms': p50, 'p99_ms': p99,
+          'errors': len(rows) - len(latencies) + max(0, len(latencies) - ok),
+          'seconds': seconds}
+
+
+def grpc_ok_count(metrics_url) -> float:
+  text = requests.get(metrics_url, timeout=10).text
+  return sum(float(line.rsplit(' ', 1)[1]) for line in text.splitlines()
+             if line.startswith(':tensorflow:serving:request_count_total{')
+             and 'entrypoint="GRPC"' in line and 'status="OK"' in line)
 
 
 def wait_http(url, timeout_s=120, method='get', **kwargs):
@@ -230,11 +289,17 @@ def main():
   script = os.path.join(work, 'post.lua')
   with open(script, 'w') as f:
     f.write(WRK_LUA)
+  # One batch thread: a call of the real model costs ~0.6-0.9 ms of CPU for 1
+  # example or 32, so on 2 cores fewer, larger batches leave more CPU for the
+  # requests themselves; timeout 0 keeps c=1 latency at one model call.
   with open(os.path.join(work, 'batching.config'), 'w') as f:
     f.write('max_batch_size { value: 128 }\nbatch_timeout_micros { value: 0 }\n'
-            'num_batch_threads { value: 2 }\n')
+            'num_batch_threads { value: 1 }\n')
+  with open(os.path.join(work, 'monitoring.config'), 'w') as f:
+    f.write('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n')
   body = json.dumps({'instances': [{'b64': base64.b64encode(example_bytes()).decode()}]})
-  results = {'floor': {1: bench_floor(model_dir, args.seconds)}}
+  load = os.getloadavg()[0]
+  results = {'floor': {1: dict(bench_floor(model_dir, args.seconds), load=load)}}
   print('floor', results['floor'], flush=True)
 
   flask_port = portpicker.pick_unused_port()
@@ -245,7 +310,8 @@ def main():
   try:
     url = f'http://127.0.0.1:{flask_port}/predict'
     wait_http(url, method='post', data=body, headers={'Content-Type': 'application/json'})
-    results['flask'] = {c: wrk(url, body, c, args.seconds, script) for c in levels}
+    results['flask'] = {c: measured(flask.pid, lambda c=c: wrk(url, body, c, args.seconds, script))
+                        for c in levels}
     print('flask', results['flask'], flush=True)
   finally:
     stop(flask)
@@ -254,17 +320,26 @@ def main():
   server = start([sys.executable, '-m', 'serving.server', f'--port={grpc_port}',
                   f'--rest_api_port={rest_port}', '--model_name=taxi_big_tipper',
                   f'--model_base_path={base}', '--enable_batching',
-                  f'--batching_parameters_file={os.path.join(work, "batching.config")}'],
+                  f'--batching_parameters_file={os.path.join(work, "batching.config")}',
+                  f'--monitoring_config_file={os.path.join(work, "monitoring.config")}'],
                  os.path.join(work, 'server.log'))
   try:
     url = f'http://127.0.0.1:{rest_port}/v1/models/taxi_big_tipper:predict'
     wait_http(url.rsplit(':', 1)[0])
     wrk(url, body, 8, 2, script)  # Warm up.
-    results['rest'] = {c: wrk(url, body, c, args.seconds, script) for c in levels}
+    results['rest'] = {c: measured(server.pid, lambda c=c: wrk(url, body, c, args.seconds, script))
+                       for c in levels}
     print('rest', results['rest'], flush=True)
     target = f'127.0.0.1:{grpc_port}'
-    results['grpc'] = {c: grpc_load(target, 'taxi_big_tipper', c, args.seconds,
-                                    processes=1 if c == 1 else 2) for c in levels}
+    if shutil.which('h2load'):
+      metrics_url = f'http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics'
+      results['grpc'] = {c: measured(server.pid, lambda c=c: grpc_h2load(
+          target, 'taxi_big_tipper', c, args.seconds, metrics_url)) for c in levels}
+      print('grpc (h2load)', results['grpc'], flush=True)
+    results['grpc_py'] = {c: measured(server.pid, lambda c=c: grpc_load(
+        target, 'taxi_big_tipper', c, args.seconds, processes=1 if c == 1 else 2))
+                          for c in levels}
+    results.setdefault('grpc', results['grpc_py'])
     print('grpc', results['grpc'], flush=True)
   finally:
     stop(server)
@@ -272,17 +347,47 @@ def main():
   print(report(results, levels))
 
 
+STATED_FLOOR_RPS = 1660  # The real model one example at a time, on an idle machine.
+
+
 def report(results, levels) -> str:
-  lines = ['| system | concurrency | req/s | p50 ms | p99 ms |', '|---|---|---|---|---|']
+  lines = ['| system | concurrency | req/s | p50 ms | p99 ms | server CPU us/req | load avg |',
+           '|---|---|---|---|---|---|---|']
   floor = results['floor'][1]
   lines.append(f'| in-process signature call (floor) | 1 | {floor["rps"]:.0f} |'
-               f' {floor["p50_ms"]:.2f} | {floor["p99_ms"]:.2f} |')
-  for system in ('flask', 'rest', 'grpc'):
+               f' {floor["p50_ms"]:.2f} | {floor["p99_ms"]:.2f} | | {floor["load"]:.1f} |')
+  names = {'flask': 'flask (app.run)', 'rest': 'serving.server REST (wrk)',
+           'grpc': 'serving.server gRPC (h2load)', 'grpc_py': 'serving.server gRPC (grpc.aio clients)'}
+  if results['grpc'] is results['grpc_py']:
+    names['grpc'] = names['grpc_py']
+  for system in [s for s in ('flask', 'rest', 'grpc', 'grpc_py') if s in results]:
+    if system == 'grpc_py' and results['grpc'] is results['grpc_py']:
+      continue
     for c in levels:
       r = results[system][c]
-      lines.append(f'| {system} | {c} | {r["rps"]:.0f} | {r["p50_ms"]:.2f} | {r["p99_ms"]:.2f} |'
+      lines.append(f'| {names[system]} | {c} | {r["rps"]:.0f} | {r["p50_ms"]:.2f} | {r["p99_ms"]:.2f} |'
+                   f' {r["cpu_us"]:.0f} | {r["load"]:.1f} |'
                    + (f' errors: {r["errors"]}' if r.get('errors') else ''))
   lines.append(f'\n100-example batch in-process: {floor["batch100_ms"]:.2f} ms')
+  if 64 in levels and 1 in levels:
+    rest, grpc, flask = results['rest'][64], results['grpc'][64], results['flask'][64]
+
+    def check(name, value, target, ok):
+      lines.append(f'- {name}: {value} (target {target}) {"met" if ok else "NOT met"}')
+    lines.append('')
+    check('REST c=64 throughput / Flask', f'{rest["rps"] / flask["rps"]:.1f}x', '>= 3x',
+          rest['rps'] >= 3 * flask['rps'])
+    check('REST c=64 p99 / Flask p99', f'{rest["p99_ms"] / flask["p99_ms"]:.2f}x', '<= 0.33x',
+          rest['p99_ms'] * 3 <= flask['p99_ms'])
+    for name, r, times in (('REST', rest, 2), ('gRPC', grpc, 3)):
+      check(f'{name} c=64 / in-process one-at-a-time (this run, {floor["rps"]:.0f}/s)',
+            f'{r["rps"] / floor["rps"]:.1f}x', f'>= {times}x', r['rps'] >= times * floor['rps'])
+      check(f'{name} c=64 / stated idle-machine rate ({STATED_FLOOR_RPS}/s)',
+            f'{r["rps"] / STATED_FLOOR_RPS:.1f}x', f'>= {times}x',
+            r['rps'] >= times * STATED_FLOOR_RPS)
+    rest1 = results['rest'][1]
+    check('REST c=1 p50 - in-process p50', f'{rest1["p50_ms"] - floor["p50_ms"]:+.2f} ms',
+          '<= +1 ms', rest1['p50_ms'] <= floor['p50_ms'] + 1)
   return '\n'.join(lines)
 
 

@@ -39,9 +39,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
   @_canonical_errors
   async def Predict(self, request, context):
-    import os
-    if os.environ.get('FAKE') == '1':
-      return predict_pb2.PredictResponse()
     spec = ModelSpec.from_proto(request.model_spec)
     servable, signature_name, outputs = await self.core.predict(
         spec, lambda _: tensors.protos_to_numpy(request.inputs),

@@ -99,7 +99,9 @@ class ModelServer:
                               self.args.enable_model_warmup)
     # A loaded model is hundreds of thousands of long-lived Python objects:
     # left in the collected generations, every full collection walks them
-    # all (100+ ms pauses, the p99 under load). Freeze them out of the GC.
+    # all (100+ ms pauses, the p99 under load). Freeze them out of the GC;
+    # unfreezing first lets this collection free versions unloaded since.
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
     return servable

@@ -15,7 +15,7 @@ from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 import tiny_models
-from conftest import start_server
+from conftest import push, start_server
 
 
 def served_versions(server):
@@ -52,13 +52,6 @@ def polling_server(base):
   server = start_server('--file_system_poll_wait_seconds=1', base_path=str(base))
   yield server
   server.close()
-
-
-def push(source, base, version):
-  """What the pusher does: write a temp dir, then rename it into place."""
-  temp = base / f'.{version}.incomplete'
-  shutil.copytree(source, temp)
-  os.rename(temp, base / str(version))
 
 
 def test_hot_load_then_unload_previous(polling_server, base, model_dirs):
