@@ -40,6 +40,7 @@ run: $(INSTALLED)
 	$(PY) local_runner.py $(ARGS)
 
 test: $(INSTALLED)
+	@scripts/ensure_chromium.sh
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 bench: $(INSTALLED)
@@ -54,3 +55,5 @@ lock:
 
 clean:
 	rm -rf tfx_output serving_model
+
+include deploy.mk

@@ -12,7 +12,7 @@ setuptools.setup(
     description='TFX pipeline that trains, validates and serves a taxi tip classifier',
     python_requires='>=3.9,<3.11',
     packages=setuptools.find_packages(include=['models', 'pipeline', 'serving']),
-    py_modules=['local_runner'],
+    py_modules=['local_runner', 'kubeflow_v2_runner'],
     package_data={'models': ['hyperparameters.json']},
     # Workers get exact versions from requirements.lock; this only names them.
     install_requires=[
@@ -22,5 +22,6 @@ setuptools.setup(
     ],
     entry_points={'console_scripts': [
         'taxi-pipeline=local_runner:main',
+        'taxi-model-server=serving.server:main',
     ]},
 )

@@ -25,7 +25,7 @@ RAW_FEATURES: Dict[str, Feature] = {
     'trip_start_month': Feature('int', 'categorical', 1, num_buckets=13, required=True),
     'trip_start_hour': Feature('int', 'categorical', 0, num_buckets=24, required=True),
     'trip_start_day': Feature('int', 'categorical', 1, num_buckets=8, required=True),
-    'trip_start_timestamp': Feature('int', 'ignored', 0, required=True),
+    'trip_start_timestamp': Feature('int', 'numeric', 0, required=True),
     'pickup_latitude': Feature('float', 'bucket', 0.0, num_buckets=10),
     'pickup_longitude': Feature('float', 'bucket', 0.0, num_buckets=10),
     'dropoff_latitude': Feature('float', 'bucket', 0.0, num_buckets=10),

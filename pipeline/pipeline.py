@@ -15,7 +15,9 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from models import features
+from pipeline import cloud
 from pipeline import components
+from pipeline import configs
 from pipeline import infra_validation
 from pipeline.configs import PipelineConfig
 
@@ -148,11 +150,12 @@ def create_pipeline(
   inferred_schema_gen = tfx.components.SchemaGen(
       statistics=statistics_gen.outputs['statistics'], infer_feature_shape=False)
 
-  schema_path = config.path(config.schema_file)
+  # The step reads the schema where it runs (the image, on the cloud); its
+  # fingerprint comes from this checkout's copy, which the image is built from.
   schema_gen = components.CuratedSchemaGen(
-      schema_file=schema_path,
-      content_fingerprint=source_fingerprint(files=[schema_path])).with_id(
-          'CuratedSchemaGen')
+      schema_file=configs.code_path(config, config.schema_file),
+      content_fingerprint=source_fingerprint(files=[config.path(config.schema_file)]),
+  ).with_id('CuratedSchemaGen')
 
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
@@ -175,7 +178,8 @@ def create_pipeline(
   trainer_code = source_fingerprint(TRAINER_CODE)
   tuner = None
   if config.tune:
-    tuner = tfx.components.Tuner(
+    tuner = cloud.tuner(
+        config,
         tuner_fn=config.tuner_fn,
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
@@ -183,7 +187,8 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps or None),
         custom_config={'max_trials': config.tuner_trials, 'code_fingerprint': trainer_code})
 
-  trainer = tfx.components.Trainer(
+  trainer = cloud.trainer(
+      config,
       run_fn=config.run_fn,
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
@@ -216,12 +221,11 @@ def create_pipeline(
     # Pusher then pushes the validated copy, warmup requests included.
     push_inputs = {'infra_blessing': infra_validator.outputs['blessing']}
 
-  pusher = components.AtomicPusher(
-      **push_inputs,
-      model_blessing=evaluator.outputs['blessing'],
-      push_destination=tfx.proto.PushDestination(
-          filesystem=tfx.proto.PushDestination.Filesystem(
-              base_directory=config.push_dir))).with_id('Pusher')
+  pusher = cloud.pusher(config, **push_inputs,
+                        model_blessing=evaluator.outputs['blessing'])
+  # With vertex_serving, blessed models also go to a Vertex AI endpoint.
+  vertex_pusher = cloud.vertex_pusher(config, **push_inputs,
+                                      model_blessing=evaluator.outputs['blessing'])
 
   nodes: List = [example_gen, statistics_gen, inferred_schema_gen, schema_gen,
                  example_validator, anomalies_gate, *window_nodes, transform]
@@ -229,6 +233,7 @@ def create_pipeline(
   nodes += [trainer, model_resolver, evaluator]
   nodes += [infra_validator] if infra_validator else []
   nodes += [pusher]
+  nodes += [vertex_pusher] if vertex_pusher else []
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,
