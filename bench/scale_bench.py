@@ -136,8 +136,8 @@ def run_one(rows: int) -> dict:
     tfx.orchestration.LocalDagRunner().run(pipeline)
   components = {c['component']: {
       'seconds': c['seconds'], 'cpu_seconds': c['cpu_seconds'],
-      'rows_per_s': round(rows / c['seconds']),
-      'rows_per_cpu_s': round(rows / c['cpu_seconds']),
+      'rows_per_s': _per_second(rows, c['seconds']),
+      'rows_per_cpu_s': _per_second(rows, c['cpu_seconds']),
       'peak_rss_gb': round(sampler.peak.get(c['component'], 0) / GB, 3),
   } for c in printer.components}
   return {
@@ -151,10 +151,16 @@ def run_one(rows: int) -> dict:
   }
 
 
+def _per_second(rows: int, seconds: float):
+  return round(rows / seconds) if seconds > 0 else None  # Steps that took no time.
+
+
 def run_in_subprocess(rows: int) -> dict:
   """A fresh process per size: no memory or cache carried between sizes."""
   out = subprocess.run([sys.executable, __file__, '--child', str(rows)],
-                       check=True, capture_output=True, text=True, cwd=REPO)
+                       capture_output=True, text=True, cwd=REPO)
+  if out.returncode != 0:
+    raise RuntimeError(f'{rows:,} rows failed:\n{out.stderr[-3000:]}')
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -196,20 +202,27 @@ def table(runs) -> str:
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--rows', type=int, nargs='+', default=list(SIZES))
+  parser.add_argument('--keep', action='store_true',
+                      help="keep earlier results (scale.json) of sizes not run now")
   parser.add_argument('--child', type=int, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.child:
     print(json.dumps(run_one(args.child)))
     return 0
+  results = os.path.join(RESULTS, 'scale.json')
   runs = []
+  if args.keep and os.path.exists(results):
+    with open(results) as f:
+      runs = [r for r in json.load(f)['runs'] if r['rows'] not in args.rows]
   for rows in sorted(args.rows):
     ensure_data(rows)
     print(f'{rows:,} rows ...', file=sys.stderr, flush=True)
     runs.append(run_in_subprocess(rows))
     print(f"  {runs[-1]['seconds']}s, peak {runs[-1]['peak_rss_gb']} GB",
           file=sys.stderr, flush=True)
+    runs.sort(key=lambda r: r['rows'])
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, 'scale.json'), 'w') as f:
+    with open(results, 'w') as f:
       json.dump({'runs': runs}, f, indent=2)
   print(table(runs))
   return 0
