@@ -15,11 +15,14 @@ each chunk draws from its own seed: the same seed gives the same bytes.
 Drift knobs (for monitoring): payment mix, fare inflation, hour-of-day shift.
 """
 
-import argparse
+import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')  # Project rule; this module needs no TF.
+
+import argparse  # pylint: disable=g-import-not-at-top
 import csv
 import dataclasses
 import datetime
-import os
 import sys
 from typing import Dict, Iterator, List, Optional
 

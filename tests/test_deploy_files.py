@@ -82,8 +82,10 @@ def test_image_holds_every_package_setup_py_installs():
   packages = re.search(r"include=\[([^\]]*)\]", setup).group(1)
   for package in re.findall(r"'(\w+)'", packages):
     assert package in copied, package
-  for module in re.findall(r"py_modules=\['(\w+)'\]", setup):
-    assert f'{module}.py' in copied
+  modules = re.search(r"py_modules=\[([^\]]*)\]", setup).group(1)
+  assert re.findall(r"'(\w+)'", modules)
+  for module in re.findall(r"'(\w+)'", modules):
+    assert f'{module}.py' in copied, module
 
 
 def test_dockerignore_keeps_local_state_out():
