@@ -64,7 +64,7 @@ def _save_tuned_hyperparameters(config, printer):
   tuner_run = [c for c in printer.components if c['component'] == 'Tuner']
   if not tuner_run:
     return None
-  store = _store(config)
+  store = progress.open_store(config.metadata_path)
   artifact = progress.Outputs(store, config.pipeline_name, 'Tuner').one(
       'best_hyperparameters')
   with open(os.path.join(artifact.uri, 'best_hyperparameters.txt')) as f:
@@ -74,14 +74,6 @@ def _save_tuned_hyperparameters(config, printer):
     json.dump(values, f, indent=2, sort_keys=True)
     f.write('\n')
   return path
-
-
-def _store(config):
-  from ml_metadata import metadata_store
-  from ml_metadata.proto import metadata_store_pb2
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = config.metadata_path
-  return metadata_store.MetadataStore(connection)
 
 
 def summarize(config, printer, error, seconds):
@@ -96,12 +88,13 @@ def summarize(config, printer, error, seconds):
       'components': printer.components,
       'metrics': {}, 'blessed': False, 'pushed': False, 'pushed_path': None,
   }
+  store = progress.open_store(config.metadata_path)
   if 'Evaluator' in ran:
-    out = progress.Outputs(_store(config), config.pipeline_name, 'Evaluator')
+    out = progress.Outputs(store, config.pipeline_name, 'Evaluator')
     summary['metrics'] = progress.evaluation_metrics(out.one('evaluation').uri)
     summary['blessed'] = progress.custom_property(out.one('blessing'), 'blessed', 0) == 1
   if 'Pusher' in ran:
-    pushed = progress.Outputs(_store(config), config.pipeline_name, 'Pusher').one(
+    pushed = progress.Outputs(store, config.pipeline_name, 'Pusher').one(
         'pushed_model')
     summary['pushed'] = progress.custom_property(pushed, 'pushed', 0) == 1
     if summary['pushed']:
@@ -172,8 +165,9 @@ def _label_canary(config, pushed_path):
   from pipeline import rollout
   version = int(os.path.basename(pushed_path))
   path = config.path(config.serving_config_file)
-  if version in rollout.labels(rollout.read_config(path), config.model_name).values():
-    return rollout.labels(rollout.read_config(path), config.model_name)  # Already labelled.
+  labels = rollout.labels(rollout.read_config(path), config.model_name)
+  if version in labels.values():
+    return labels  # Already labelled: an unchanged model, not re-pushed.
   return rollout.canary(path, config.model_name, version)
 
 

@@ -262,12 +262,8 @@ class Lineage:
   """Walks MLMD from a pushed model back to what produced it."""
 
   def __init__(self, metadata_path: str):
-    from ml_metadata import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-    connection = metadata_store_pb2.ConnectionConfig()
-    connection.sqlite.filename_uri = metadata_path
-    connection.sqlite.connection_mode = 1  # READONLY: a monitor never writes.
-    self.store = metadata_store.MetadataStore(connection)
+    from pipeline import progress
+    self.store = progress.open_store(metadata_path, read_only=True)  # A monitor never writes.
     self._types = {t.id: t.name for t in self.store.get_artifact_types()}
 
   def type_of(self, artifact) -> str:

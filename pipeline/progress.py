@@ -18,6 +18,15 @@ from pipeline import components
 
 
 
+def open_store(metadata_path: str, read_only: bool = False) -> metadata_store.MetadataStore:
+  """The pipeline's ML Metadata store (SQLite at metadata_path)."""
+  connection = metadata_store_pb2.ConnectionConfig()
+  connection.sqlite.filename_uri = metadata_path
+  if read_only:
+    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+  return metadata_store.MetadataStore(connection)
+
+
 class Outputs:
   """The output artifacts of a node's latest execution, read from MLMD."""
 
@@ -216,9 +225,7 @@ class ProgressPrinter:
 
   def _outputs(self, node_id: str) -> Optional[Outputs]:
     try:
-      config = metadata_store_pb2.ConnectionConfig()
-      config.sqlite.filename_uri = self._metadata_path
-      return Outputs(metadata_store.MetadataStore(config), self._pipeline_name, node_id)
+      return Outputs(open_store(self._metadata_path), self._pipeline_name, node_id)
     except Exception:  # A progress line must never break the run.
       return None
 

@@ -266,14 +266,6 @@ def _predictions_section(result: Dict, statistics: Dict) -> str:
 # ---- run report -------------------------------------------------------------------------
 
 
-def _store(metadata_path: str):
-  from ml_metadata import metadata_store
-  from ml_metadata.proto import metadata_store_pb2
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = metadata_path
-  return metadata_store.MetadataStore(connection)
-
-
 def _statistics_section(statistics_uri: str, schema) -> str:
   import tensorflow_data_validation as tfdv
   splits = sorted(d[len('Split-'):] for d in os.listdir(statistics_uri) if d.startswith('Split-'))
@@ -431,7 +423,7 @@ def build_run_report(config) -> str:
   """The HTML of the latest run of config's pipeline, from MLMD."""
   from pipeline import progress
   import tensorflow_data_validation as tfdv
-  store = _store(config.metadata_path)
+  store = progress.open_store(config.metadata_path)
   out = lambda node: progress.Outputs(store, config.pipeline_name, node)
   schema_artifact = out('CuratedSchemaGen').one('schema')
   schema = schema_path = None

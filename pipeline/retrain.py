@@ -12,9 +12,7 @@ import os
 import re
 from typing import NamedTuple, Optional
 
-from ml_metadata import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-
+from pipeline import progress
 from pipeline.configs import PipelineConfig
 
 _SPAN_DIR = re.compile(r'span-(\d+)$')
@@ -36,9 +34,7 @@ def latest_span_ingested(config: PipelineConfig) -> Optional[int]:
   """The highest span among the Examples ExampleGen has produced (MLMD)."""
   if not os.path.exists(config.metadata_path):
     return None
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = config.metadata_path
-  store = metadata_store.MetadataStore(connection)
+  store = progress.open_store(config.metadata_path, read_only=True)
   spans = [a.custom_properties['span'].int_value
            for a in store.get_artifacts_by_type('Examples')
            if 'span' in a.custom_properties]

@@ -114,22 +114,20 @@ class ServerCore:
 
   async def classify(self, request: classification_pb2.ClassificationRequest,
                      entrypoint: str = 'GRPC') -> classification_pb2.ClassificationResponse:
-    spec = ModelSpec.from_proto(request.model_spec)
-    with self._serving(spec, 'classify', entrypoint) as servable:
-      response = await classify_on(servable, request, self.runner, self.method_name_check)
-      logger = self._logger(spec.name)
-      if logger is not None:
-        logger.log(_prediction_log(servable, request, response, 'classify_log'))
-      return response
+    return await self._example_api(request, 'classify', classify_on, entrypoint)
 
   async def regress(self, request: regression_pb2.RegressionRequest,
                     entrypoint: str = 'GRPC') -> regression_pb2.RegressionResponse:
+    return await self._example_api(request, 'regress', regress_on, entrypoint)
+
+  async def _example_api(self, request, api: str, run_on, entrypoint: str):
+    """Classify or Regress: run on the addressed servable, then log the pair."""
     spec = ModelSpec.from_proto(request.model_spec)
-    with self._serving(spec, 'regress', entrypoint) as servable:
-      response = await regress_on(servable, request, self.runner, self.method_name_check)
+    with self._serving(spec, api, entrypoint) as servable:
+      response = await run_on(servable, request, self.runner, self.method_name_check)
       logger = self._logger(spec.name)
       if logger is not None:
-        logger.log(_prediction_log(servable, request, response, 'regress_log'))
+        logger.log(_prediction_log(servable, request, response, f'{api}_log'))
       return response
 
   async def multi_inference(self, request: inference_pb2.MultiInferenceRequest,

@@ -5,20 +5,18 @@ import io
 import os
 
 import pytest
-from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 import local_runner
 from pipeline import configs
+from pipeline import progress
 from pipeline import retrain
 from tests.conftest import sample_rows, small_config, write_csv
 
 
 def _latest_inputs(config, node_id):
   """{input key: [artifact]} of the node's latest execution."""
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = config.metadata_path
-  store = metadata_store.MetadataStore(connection)
+  store = progress.open_store(config.metadata_path)
   context = store.get_context_by_type_and_name('node', f'{config.pipeline_name}.{node_id}')
   execution = max(store.get_executions_by_context(context.id), key=lambda e: e.id)
   events = [e for e in store.get_events_by_execution_ids([execution.id])
