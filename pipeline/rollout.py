@@ -87,6 +87,14 @@ def _set_labels(model, new_labels: Dict[str, int]) -> None:
     model.version_labels[label] = version
 
 
+def _relabel(config, model, config_path: str, new_labels: Dict[str, int]) -> Dict[str, int]:
+  """Writes the labels, serving exactly the labelled versions."""
+  _set_labels(model, new_labels)
+  _serve_exactly(model, new_labels.values())
+  write_config(config, config_path)
+  return new_labels
+
+
 # ---- the steps ---------------------------------------------------------------------
 
 
@@ -103,10 +111,7 @@ def canary(config_path: str, model_name: str, version: int,
   if wait_until_loaded is not None:
     wait_until_loaded(version)
   # Step 2: the label, now that the version can take it.
-  _set_labels(model, new)
-  _serve_exactly(model, new.values())
-  write_config(config, config_path)
-  return new
+  return _relabel(config, model, config_path, new)
 
 
 def canary_passed(monitoring_result: Dict) -> bool:
@@ -133,10 +138,7 @@ def promote(config_path: str, model_name: str,
     if monitoring_result['labels'].get(CANARY) != current[CANARY]:
       raise RolloutError('the monitoring result is about another canary version')
   new = {STABLE: current[CANARY], CANARY: current[CANARY]}
-  _set_labels(model, new)
-  _serve_exactly(model, new.values())
-  write_config(config, config_path)
-  return new
+  return _relabel(config, model, config_path, new)
 
 
 def rollback(config_path: str, model_name: str) -> Dict[str, int]:
@@ -147,10 +149,7 @@ def rollback(config_path: str, model_name: str) -> Dict[str, int]:
   if STABLE not in current:
     raise RolloutError('no stable version to roll back to')
   new = {STABLE: current[STABLE], CANARY: current[STABLE]}
-  _set_labels(model, new)
-  _serve_exactly(model, new.values())
-  write_config(config, config_path)
-  return new
+  return _relabel(config, model, config_path, new)
 
 
 # ---- talking to a server --------------------------------------------------------------
