@@ -9,8 +9,11 @@ than req/s on a shared machine. Reports throughput and p50/p99 latency of:
   flask   a minimal Flask app (app.run) answering POST /predict
   rest    serving.server REST, batching on
   grpc    serving.server gRPC Predict, batching on
+  rest_N / grpc_N   the same with --server_processes=N (h2load then opens 4
+          connections per process: the kernel spreads connections, not requests)
 
     python bench/serving_bench.py [--model_dir PUSHED_VERSION_DIR] [--seconds 5]
+        [--server_processes 2]
 
 Without --model_dir it benchmarks a stand-in with the taxi model's signatures
 (tests/serving/tiny_models.py). Not a test: numbers go to bench/README_serving.md.
@@ -61,6 +64,28 @@ FLASK_APP = textwrap.dedent('''
         return jsonify({"predictions": out["probability"].numpy().tolist()})
 
     app.run(host="127.0.0.1", port=int(sys.argv[2]))
+''')
+
+# The transport's ceiling: grpc.aio on uvloop answering Predict with its
+# request bytes, no model and no protobuf; several copies share the port.
+GRPC_ECHO_APP = textwrap.dedent('''
+    import asyncio, sys, grpc, uvloop
+
+    async def echo(request, context):
+        return request
+
+    async def serve():
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "tensorflow.serving.PredictionService",
+            {"Predict": grpc.unary_unary_rpc_method_handler(echo)})])
+        server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+        await server.start()
+        print("listening", flush=True)
+        await server.wait_for_termination()
+
+    uvloop.install()
+    asyncio.run(serve())
 ''')
 
 WRK_LUA = textwrap.dedent('''
@@ -191,10 +216,14 @@ def grpc_load(target, model_name, concurrency, seconds, processes=2):
 
 
 def cpu_seconds(pid) -> float:
-  """User + system CPU time of a process so far (Linux)."""
+  """User + system CPU time of a process and its children's so far (Linux):
+  with --server_processes the workers are the supervisor's children."""
   with open(f'/proc/{pid}/stat') as f:
     fields = f.read().rsplit(')', 1)[1].split()
-  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+  with open(f'/proc/{pid}/task/{pid}/children') as f:
+    children = [int(c) for c in f.read().split()]
+  return ((int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+          + sum(cpu_seconds(c) for c in children))
 
 
 def measured(pid, run):
@@ -209,19 +238,20 @@ def measured(pid, run):
   return result
 
 
-def grpc_h2load(target, model_name, concurrency, seconds, metrics_url):
+def grpc_h2load(target, model_name, concurrency, seconds, metrics_url, processes=1):
   """gRPC load from h2load (nghttp2-client, C): gRPC is HTTP/2 POSTs of a
   length-prefixed message, so h2load sends a pre-serialized Predict without
   Python on the client side. HTTP status is 200 even for failed RPCs, so
-  failures are counted from the server's own request_count metric."""
+  failures are counted from the server's own request_count metric (when
+  metrics_url is given)."""
   import struct
   payload = grpc_payload(model_name)
   work = tempfile.mkdtemp(prefix='h2load_')
   body, log = os.path.join(work, 'body'), os.path.join(work, 'log')
   with open(body, 'wb') as f:
     f.write(b'\x00' + struct.pack('>I', len(payload)) + payload)
-  connections = max(1, min(4, concurrency // 8))
-  ok_before = grpc_ok_count(metrics_url)
+  connections = max(1, min(4 * processes, concurrency // 8))
+  ok_before = grpc_ok_count(metrics_url) if metrics_url else 0
   subprocess.run(
       ['h2load', '-D', str(seconds), '-c', str(connections), '-t', '1',
        '-m', str(max(1, concurrency // connections)), '-d', body, '--log-file', log,
@@ -232,7 +262,7 @@ def grpc_h2load(target, model_name, concurrency, seconds, metrics_url):
     rows = [line.split() for line in f if line.strip()]
   shutil.rmtree(work, ignore_errors=True)
   latencies = [int(r[2]) / 1e6 for r in rows if r[1] == '200']
-  ok = grpc_ok_count(metrics_url) - ok_before
+  ok = grpc_ok_count(metrics_url) - ok_before if metrics_url else len(latencies)
   p50, p99 = percentiles(latencies)
   return {'rps': len(latencies) / seconds, 'p50_ms': p50, 'p99_ms': p99,
           'errors': len(rows) - len(latencies) + max(0, len(latencies) - ok),
@@ -258,6 +288,84 @@ def wait_http(url, timeout_s=120, method='get', **kwargs):
   raise RuntimeError(f'{url} did not come up')
 
 
+def start_model_server(work, base, grpc_port, rest_port, processes):
+  return start([sys.executable, '-m', 'serving.server', f'--port={grpc_port}',
+                f'--rest_api_port={rest_port}', '--model_name=taxi_big_tipper',
+                f'--model_base_path={base}', '--enable_batching',
+                f'--batching_parameters_file={os.path.join(work, "batching.config")}',
+                f'--monitoring_config_file={os.path.join(work, "monitoring.config")}',
+                f'--server_processes={processes}'],
+               os.path.join(work, f'server_{processes}.log'))
+
+
+def bench_processes(work, base, body, script, levels, seconds, processes):
+  """REST (wrk) and gRPC (h2load) cells against --server_processes=N."""
+  grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
+  server = start_model_server(work, base, grpc_port, rest_port, processes)
+  try:
+    url = f'http://127.0.0.1:{rest_port}/v1/models/taxi_big_tipper:predict'
+    wait_http(url.rsplit(':', 1)[0])
+    wait_workers(server, processes)
+    wrk(url, body, 8, 2, script)  # Warm up.
+    rest = {c: measured(server.pid, lambda c=c: wrk(url, body, c, seconds, script))
+            for c in levels}
+    metrics_url = f'http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics'
+    grpc = {c: measured(server.pid, lambda c=c: grpc_h2load(
+        f'127.0.0.1:{grpc_port}', 'taxi_big_tipper', c, seconds, metrics_url, processes))
+            for c in levels}
+  finally:
+    stop(server)
+  return rest, grpc
+
+
+def bench_echo(work, seconds, processes):
+  """gRPC c=64 against GRPC_ECHO_APP in `processes` processes."""
+  app = os.path.join(work, 'grpc_echo.py')
+  with open(app, 'w') as f:
+    f.write(GRPC_ECHO_APP)
+  port = portpicker.pick_unused_port()
+  logs = [os.path.join(work, f'echo_{i}.log') for i in range(processes)]
+  servers = [start([sys.executable, app, str(port)], log) for log in logs]
+  try:
+    for log in logs:
+      wait_for_line(log, 'listening')
+    grpc_h2load(f'127.0.0.1:{port}', 'taxi_big_tipper', 64, 1, None, processes)  # Warm up.
+    load, before = os.getloadavg()[0], sum(cpu_seconds(s.pid) for s in servers)
+    result = grpc_h2load(f'127.0.0.1:{port}', 'taxi_big_tipper', 64, seconds, None, processes)
+    answered = result['rps'] * seconds or 1
+    result['cpu_us'] = (sum(cpu_seconds(s.pid) for s in servers) - before) / answered * 1e6
+    result['load'] = load
+  finally:
+    for s in servers:
+      stop(s)
+  return result
+
+
+def wait_for_line(path, text, timeout_s=60):
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline:
+    with open(path) as f:
+      if text in f.read():
+        return
+    time.sleep(0.1)
+  raise RuntimeError(f'{path}: no {text!r} after {timeout_s} s')
+
+
+def wait_workers(server, processes, timeout_s=300):
+  """Until every worker answers on its own socket (the shared port answers
+  as soon as the first one listens)."""
+  import grpc
+  from serving import workers
+  from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+  request = get_model_status_pb2.GetModelStatusRequest()
+  request.model_spec.name = 'taxi_big_tipper'
+  for i in range(processes if processes > 1 else 0):
+    path = workers.socket_path(workers.work_dir(server.pid), i)
+    with grpc.insecure_channel(f'unix:{path}') as channel:
+      model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+          request, timeout=timeout_s, wait_for_ready=True)
+
+
 def start(cmd, log_path):
   with open(log_path, 'wb') as log:
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -277,6 +385,8 @@ def main():
   parser.add_argument('--model_dir', help='a pushed SavedModel version directory')
   parser.add_argument('--seconds', type=int, default=5)
   parser.add_argument('--concurrency', default='1,8,64')
+  parser.add_argument('--server_processes', type=int, default=2,
+                      help='also bench the server with this many processes (1: skip)')
   args = parser.parse_args()
   levels = [int(c) for c in args.concurrency.split(',')]
   work = tempfile.mkdtemp(prefix='serving_bench_')
@@ -317,12 +427,7 @@ def main():
     stop(flask)
 
   grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
-  server = start([sys.executable, '-m', 'serving.server', f'--port={grpc_port}',
-                  f'--rest_api_port={rest_port}', '--model_name=taxi_big_tipper',
-                  f'--model_base_path={base}', '--enable_batching',
-                  f'--batching_parameters_file={os.path.join(work, "batching.config")}',
-                  f'--monitoring_config_file={os.path.join(work, "monitoring.config")}'],
-                 os.path.join(work, 'server.log'))
+  server = start_model_server(work, base, grpc_port, rest_port, 1)
   try:
     url = f'http://127.0.0.1:{rest_port}/v1/models/taxi_big_tipper:predict'
     wait_http(url.rsplit(':', 1)[0])
@@ -343,6 +448,19 @@ def main():
     print('grpc', results['grpc'], flush=True)
   finally:
     stop(server)
+  try:
+    if shutil.which('h2load'):
+      results['echo'] = {n: bench_echo(work, args.seconds, n)
+                         for n in sorted({1, args.server_processes})}
+      print('grpc.aio echo', results['echo'], flush=True)
+    if args.server_processes > 1 and shutil.which('h2load'):
+      n = args.server_processes
+      results[f'rest_{n}'], results[f'grpc_{n}'] = bench_processes(
+          work, base, body, script, levels, args.seconds, n)
+      print(f'{n} processes', results[f'rest_{n}'], results[f'grpc_{n}'], flush=True)
+    # Again, at the end: the machine's load moves during a run.
+    results['floor_end'] = dict(bench_floor(model_dir, args.seconds), load=os.getloadavg()[0])
+  finally:
     shutil.rmtree(work, ignore_errors=True)
   print(report(results, levels))
 
@@ -360,7 +478,13 @@ def report(results, levels) -> str:
            'grpc': 'serving.server gRPC (h2load)', 'grpc_py': 'serving.server gRPC (grpc.aio clients)'}
   if results['grpc'] is results['grpc_py']:
     names['grpc'] = names['grpc_py']
-  for system in [s for s in ('flask', 'rest', 'grpc', 'grpc_py') if s in results]:
+  multi = sorted(int(s.split('_')[1]) for s in results if s.startswith('grpc_') and s != 'grpc_py')
+  for n in multi:
+    names[f'rest_{n}'] = f'serving.server REST, {n} processes (wrk)'
+    names[f'grpc_{n}'] = f'serving.server gRPC, {n} processes (h2load)'
+  systems = ['flask', 'rest', 'grpc', 'grpc_py'] + [
+      f'{kind}_{n}' for n in multi for kind in ('rest', 'grpc')]
+  for system in [s for s in systems if s in results]:
     if system == 'grpc_py' and results['grpc'] is results['grpc_py']:
       continue
     for c in levels:
@@ -368,6 +492,14 @@ def report(results, levels) -> str:
       lines.append(f'| {names[system]} | {c} | {r["rps"]:.0f} | {r["p50_ms"]:.2f} | {r["p99_ms"]:.2f} |'
                    f' {r["cpu_us"]:.0f} | {r["load"]:.1f} |'
                    + (f' errors: {r["errors"]}' if r.get('errors') else ''))
+  end = results.get('floor_end')
+  if end:
+    lines.append(f'| in-process signature call (floor), again at the end | 1 | {end["rps"]:.0f} |'
+                 f' {end["p50_ms"]:.2f} | {end["p99_ms"]:.2f} | | {end["load"]:.1f} |')
+  for n, r in results.get('echo', {}).items():
+    lines.append(f'| grpc.aio echo, no model, {n} process{"es" if n > 1 else ""} (h2load) | 64 |'
+                 f' {r["rps"]:.0f} | {r["p50_ms"]:.2f} | {r["p99_ms"]:.2f} | {r["cpu_us"]:.0f} |'
+                 f' {r["load"]:.1f} |')
   lines.append(f'\n100-example batch in-process: {floor["batch100_ms"]:.2f} ms')
   if 64 in levels and 1 in levels:
     rest, grpc, flask = results['rest'][64], results['grpc'][64], results['flask'][64]
@@ -379,7 +511,9 @@ def report(results, levels) -> str:
           rest['rps'] >= 3 * flask['rps'])
     check('REST c=64 p99 / Flask p99', f'{rest["p99_ms"] / flask["p99_ms"]:.2f}x', '<= 0.33x',
           rest['p99_ms'] * 3 <= flask['p99_ms'])
-    for name, r, times in (('REST', rest, 2), ('gRPC', grpc, 3)):
+    cells = [('REST', rest, 2), ('gRPC', grpc, 3)] + [
+        (f'gRPC {n} processes', results[f'grpc_{n}'][64], 3) for n in multi]
+    for name, r, times in cells:
       check(f'{name} c=64 / in-process one-at-a-time (this run, {floor["rps"]:.0f}/s)',
             f'{r["rps"] / floor["rps"]:.1f}x', f'>= {times}x', r['rps'] >= times * floor['rps'])
       check(f'{name} c=64 / stated idle-machine rate ({STATED_FLOOR_RPS}/s)',

@@ -82,6 +82,9 @@ OWN_FLAGS = {
                        'Address the gRPC and REST APIs bind to (ours; 0.0.0.0 for all).'),
     'max_request_body_bytes': (int, 64 * 1024 * 1024, True,
                                'Larger REST bodies are refused with 413 (ours).'),
+    'server_processes': (int, 1, True,
+                         'Server processes sharing the ports, each with its own copy of the'
+                         ' models and batcher (ours; serving/workers.py).'),
 }
 
 

@@ -24,6 +24,8 @@ from serving.servable import has_saved_model
 
 log = logging.getLogger(__name__)
 State = get_model_status_pb2.ModelVersionStatus.State
+# Plain ints for the per-request path (State.X is a Python-level lookup).
+AVAILABLE, UNLOADING = State.AVAILABLE, State.UNLOADING
 
 _VERSION_DIR = re.compile(r'^\d+$')
 
@@ -48,7 +50,7 @@ class Model:
     self.labels: Dict[str, int] = {}
 
   def available(self) -> List[int]:
-    return sorted(v for v, r in self.versions.items() if r.state == State.AVAILABLE)
+    return sorted(v for v, r in self.versions.items() if r.state == AVAILABLE)
 
 
 def list_versions(base_path: str) -> List[int]:
@@ -235,7 +237,7 @@ class ModelManager:
     finally:
       with self._lock:
         record.in_flight -= 1
-        if record.state == State.UNLOADING and record.in_flight == 0:
+        if record.state == UNLOADING and record.in_flight == 0:
           self._finish_unload(record)
 
   def _resolve(self, name: str, version: Optional[int], label: str) -> VersionRecord:
@@ -248,7 +250,7 @@ class ModelManager:
       candidates = [version] if version is not None else model.available()[-1:]
       for v in candidates:
         record = model.versions.get(v)
-        if record is not None and record.state == State.AVAILABLE:
+        if record is not None and record.state == AVAILABLE:
           return record
     request = f'Specific({name}, {version})' if version is not None else f'Latest({name})'
     raise errors.not_found(f'Servable not found for request: {request}')

@@ -1,6 +1,14 @@
-"""Prometheus metrics named after TF Serving's (':tensorflow:serving:...')."""
+"""Prometheus metrics named after TF Serving's (':tensorflow:serving:...').
+
+Under --server_processes > 1 the supervisor sets PROMETHEUS_MULTIPROC_DIR:
+prometheus_client then keeps every value in per-process files there, and a
+scrape sums them over all the server's processes.
+"""
+
+import os
 
 import prometheus_client as prom
+from prometheus_client import multiprocess
 
 _LATENCY_BUCKETS_US = (100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
                        100000, 250000, 1000000, 5000000)
@@ -36,4 +44,8 @@ class Metrics:
     children[1].observe(seconds * 1e6)
 
   def exposition(self) -> bytes:
+    if os.environ.get('PROMETHEUS_MULTIPROC_DIR'):
+      registry = prom.CollectorRegistry()
+      multiprocess.MultiProcessCollector(registry)
+      return prom.generate_latest(registry)
     return prom.generate_latest(self.registry)

@@ -5,6 +5,7 @@
 
 One process, one event loop (uvloop when installed) serving gRPC (grpc.aio)
 and REST (aiohttp); models run on threads, where TensorFlow releases the GIL.
+--server_processes=N runs N such processes on the same ports (serving/workers.py).
 """
 
 import os
@@ -23,7 +24,7 @@ from typing import Optional
 from aiohttp import web
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import batching, flags, protos
+from serving import batching, flags, protos, workers
 from serving.core import DirectRunner, ServerCore
 from serving.grpc_api import make_server
 from serving.manager import ModelManager
@@ -92,6 +93,7 @@ class ModelServer:
     self._stopping: Optional[asyncio.Event] = None
     self._loop = None
     self.ready = threading.Event()
+    self.worker = workers.WorkerInfo.from_env(args.server_processes)
 
   def _load(self, name, version, path):
     servable = self.core.load(name, version, path, self.args.saved_model_tags.split(','),
@@ -113,6 +115,12 @@ class ModelServer:
     ModelService.HandleReloadConfigRequest)."""
     self.manager.apply_config(config)
     self._update_request_loggers(config)
+
+  def _reload_config_everywhere(self, config) -> None:
+    """ModelService.HandleReloadConfigRequest: here, then in the other workers."""
+    self.reload_config(config)
+    if self.worker is not None:
+      workers.forward_reload(config, self.worker.peer_sockets)
 
   def _update_request_loggers(self, config) -> None:
     wanted = {c.name: c.logging_config for c in config.model_config_list.config
@@ -165,9 +173,14 @@ class ModelServer:
     # Like tensorflow_model_server, load the initial models before listening.
     await self._loop.run_in_executor(None, self.reload_config, config)
     host = args.listen_address
-    grpc_server = make_server(self.core, self.reload_config, f'{host}:{args.port}',
-                              _channel_args(args.grpc_channel_arguments))
-    await grpc_server.start()
+    channel_args = _channel_args(args.grpc_channel_arguments)
+    grpc_servers = [make_server(self.core, self._reload_config_everywhere,
+                                f'{host}:{args.port}', channel_args)]
+    if self.worker is not None:  # This process alone; peers forward reloads here.
+      grpc_servers.append(make_server(self.core, self.reload_config,
+                                      f'unix:{self.worker.own_socket}', channel_args))
+    for grpc_server in grpc_servers:
+      await grpc_server.start()
     log.info('Running gRPC ModelServer at %s:%d ...', host, args.port)
     runner = None
     if args.rest_api_port:
@@ -177,7 +190,8 @@ class ModelServer:
         rest = RestApi(self.core, self._metrics_path(), args.max_request_body_bytes)
         runner = web.AppRunner(rest.app(), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, host, args.rest_api_port, backlog=1024).start()
+        await web.TCPSite(runner, host, args.rest_api_port, backlog=1024,
+                          reuse_port=self.worker is not None).start()
         log.info('Exporting HTTP/REST API at %s:%d ...', host, args.rest_api_port)
     self.manager.start_polling(args.file_system_poll_wait_seconds)
     if args.model_config_file and args.model_config_file_poll_wait_seconds > 0:
@@ -189,7 +203,8 @@ class ModelServer:
     finally:
       log.info('Shutting down')
       self._stopped_event.set()
-      await grpc_server.stop(grace=2)
+      for grpc_server in grpc_servers:
+        await grpc_server.stop(grace=2)
       if runner is not None:
         await runner.cleanup()
       self.manager.stop()
@@ -258,6 +273,8 @@ def main(argv=None) -> int:
   if args.version:
     print(f'TensorFlow ModelServer: {VERSION}\nTensorFlow Library: 2.16')
     return 0
+  if args.server_processes > 1 and workers.WORKER_INDEX_ENV not in os.environ:
+    return workers.supervise(sys.argv[1:] if argv is None else list(argv), args.server_processes)
   run(ModelServer(args))
   return 0
 
