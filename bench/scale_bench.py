@@ -131,6 +131,7 @@ def run_one(rows: int) -> dict:
   printer_class = type('Printer', (_CpuPrinter, progress.ProgressPrinter), {})
   printer = printer_class(config.pipeline_name, config.metadata_path, io.StringIO())
   baseline_rss = psutil.Process().memory_info().rss
+  load_at_start = os.getloadavg()[0]
   started = time.time()
   with _MemorySampler(printer) as sampler, printer.watching():
     tfx.orchestration.LocalDagRunner().run(pipeline)
@@ -144,6 +145,7 @@ def run_one(rows: int) -> dict:
       'rows': rows, 'seconds': round(time.time() - started, 1),
       'baseline_rss_gb': round(baseline_rss / GB, 3),
       # Other work on the 2 shared cores during the run (1-minute load average).
+      'load_average_at_start': round(load_at_start, 2),
       'load_average_at_end': round(os.getloadavg()[0], 2),
       # ru_maxrss is in KiB on Linux: the whole run's high-water mark.
       'peak_rss_gb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 3),

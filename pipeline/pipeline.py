@@ -18,6 +18,7 @@ from models import features
 from pipeline import cloud
 from pipeline import components
 from pipeline import configs
+from pipeline import example_gen as taxi_example_gen
 from pipeline import infra_validation
 from pipeline.configs import PipelineConfig
 
@@ -133,7 +134,8 @@ def create_pipeline(
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
 ) -> tfx.dsl.Pipeline:
   """Builds every component and wires them into one pipeline."""
-  example_gen = tfx.components.CsvExampleGen(
+  example_gen = taxi_example_gen.csv_example_gen(
+      code_fingerprint=source_fingerprint(('pipeline.example_gen',)),
       input_base=config.path(config.data_root),
       input_config=tfx.proto.Input(splits=[
           tfx.proto.Input.Split(name='all', pattern=config.input_pattern)]),

@@ -1,0 +1,87 @@
+"""Our CsvExampleGen makes TFX's examples, split the same way."""
+
+import pathlib
+
+import pytest
+from tfx import v1 as tfx
+from tfx.components.example_gen.csv_example_gen import executor as csv_executor
+
+from pipeline import configs
+from pipeline import example_gen
+from tests.conftest import sample_rows, write_csv
+
+SPLITS = ('train', 'eval')
+
+
+def _run_example_gen(tmp: pathlib.Path, data_root: pathlib.Path, ours: bool):
+  """Runs one ExampleGen alone on the local profile; returns its output dir."""
+  kwargs = dict(
+      input_base=str(data_root),
+      input_config=tfx.proto.Input(splits=[
+          tfx.proto.Input.Split(name='all', pattern='span-{SPAN}/*.csv')]),
+      output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
+          tfx.proto.SplitConfig.Split(name='train', hash_buckets=2),
+          tfx.proto.SplitConfig.Split(name='eval', hash_buckets=1)])))
+  node = (example_gen.csv_example_gen(code_fingerprint='test', **kwargs) if ours
+          else tfx.components.CsvExampleGen(**kwargs))
+  root = tmp / ('ours' if ours else 'tfx')
+  tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+      pipeline_name='example-gen', pipeline_root=str(root), components=[node],
+      enable_cache=False,
+      metadata_connection_config=tfx.orchestration.metadata
+      .sqlite_metadata_connection_config(str(root / 'metadata.sqlite')),
+      beam_pipeline_args=configs.load(environ={}).beam_pipeline_args()))
+  [examples_dir] = (root / 'CsvExampleGen' / 'examples').iterdir()
+  return examples_dir
+
+
+def _examples(examples_dir: pathlib.Path, split: str):
+  """The split's examples, deterministically serialized (map order aside)."""
+  import tensorflow as tf
+  files = sorted(str(p) for p in (examples_dir / f'Split-{split}').glob('*.gz'))
+  return sorted(tf.train.Example.FromString(r.numpy()).SerializeToString(deterministic=True)
+                for r in tf.data.TFRecordDataset(files, compression_type='GZIP'))
+
+
+def _sample_csv(root: pathlib.Path, corrupt=None):
+  header, rows = sample_rows()
+  rows = rows[::4]  # ~600 rows; pickup_census_tract is empty in all of them.
+  if corrupt:
+    corrupt(header, rows)
+  write_csv(root / 'span-1' / 'data.csv', header, rows)
+  return root
+
+
+def _string_in_numeric_column(header, rows):
+  rows[5][header.index('fare')] = 'twelve'  # TFX then types the column as text.
+
+
+@pytest.mark.parametrize('corrupt', [None, _string_in_numeric_column],
+                         ids=['sample', 'string in a numeric column'])
+def test_same_examples_and_splits_as_tfx(tmp_path, corrupt):
+  data_root = _sample_csv(tmp_path / 'data', corrupt)
+  theirs = _run_example_gen(tmp_path, data_root, ours=False)
+  ours = _run_example_gen(tmp_path, data_root, ours=True)
+  for split in SPLITS:
+    expected = _examples(theirs, split)
+    assert expected and _examples(ours, split) == expected, split
+  assert sorted(p.name for p in ours.iterdir()) == ['Split-eval', 'Split-train']
+
+
+def test_row_with_too_few_cells_fails_clearly(tmp_path):
+  def too_few_cells(header, rows):
+    rows[7] = rows[7][:5]
+  data_root = _sample_csv(tmp_path / 'data', too_few_cells)
+  with pytest.raises(Exception, match='Columns do not match'):
+    _run_example_gen(tmp_path, data_root, ours=True)
+
+
+def test_streams_only_on_the_in_memory_runner():
+  local = configs.load(environ={})
+  dataflow = configs.load({'beam_profile': 'dataflow', 'gcs_bucket': 'b'}, environ={})
+  assert example_gen.runs_in_memory(local.beam_pipeline_args())
+  assert not example_gen.runs_in_memory(dataflow.beam_pipeline_args())
+  assert not example_gen.runs_in_memory(['--direct_running_mode=multi_processing'])
+  on_dataflow = example_gen.Executor(example_gen.Executor.Context(
+      beam_pipeline_args=dataflow.beam_pipeline_args()))
+  assert on_dataflow.GetInputSourceToExamplePTransform() is csv_executor._CsvToExample  # pylint: disable=protected-access
