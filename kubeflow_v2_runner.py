@@ -70,7 +70,8 @@ def compile_pipeline(config, output_path: str, enable_cache: bool = True) -> dic
   from tfx import v1 as tfx
   from pipeline import pipeline as taxi_pipeline
   # No metadata connection: Vertex and KFP bring their own ML Metadata.
-  pipeline = taxi_pipeline.create_pipeline(config, enable_cache=enable_cache)
+  pipeline = taxi_pipeline.create_pipeline(config, enable_cache=enable_cache,
+                                           for_kubeflow=True)
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
       config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
           default_image=config.pipeline_image),

@@ -10,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 import tensorflow_transform as tft
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
+from tfx.components.tuner.component import TunerFnResult
 from tfx_bsl.public import tfxio
 
 from models import features
@@ -27,7 +28,7 @@ def default_hparams() -> Dict:
     return json.load(f)
 
 
-def _input_fn(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
+def _input_fn(file_pattern: List[str], data_accessor: DataAccessor,
               tf_transform_output: tft.TFTransformOutput, batch_size: int,
               shuffle: bool = True) -> tf.data.Dataset:
   """Batches of (transformed features, label) read from Transform's output."""
@@ -144,7 +145,7 @@ def train(model: keras.Model, dataset: tf.data.Dataset, steps: int) -> float:
   return float(loss)
 
 
-def run_fn(fn_args: tfx.components.FnArgs):
+def run_fn(fn_args: FnArgs):
   """Trainer entry point: trains, then exports the serving SavedModel."""
   hparams = hparams_from(fn_args)
   keras.utils.set_random_seed(SEED)
@@ -170,7 +171,7 @@ def _search_space(hp: keras_tuner.HyperParameters) -> Dict:
   return hparams
 
 
-def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
+def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
   """Tuner entry point: a small random search over the model's knobs."""
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
   batch_size = int(default_hparams()['batch_size'])
@@ -188,4 +189,4 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
       'epochs': 1,
       'verbose': 0,
   }
-  return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs=fit_kwargs)
+  return TunerFnResult(tuner=tuner, fit_kwargs=fit_kwargs)

@@ -60,15 +60,23 @@ def make_signatures(model, tf_transform_output):
   model.tft_layer = tf_transform_output.transform_features_layer()
   feature_spec = _serving_feature_spec(tf_transform_output)
 
+  # Traced once and called by the three tf.Example signatures: each trace of
+  # the Transform graph and the model costs seconds at export. No Python
+  # control flow anywhere here, so AutoGraph has nothing to convert.
+  examples_spec = [tf.TensorSpec([None], tf.string)]
+
+  @tf.function(input_signature=examples_spec, autograph=False)
   def predict_examples(serialized):
     parsed = tf.io.parse_example(serialized, feature_spec)
     return model(model.tft_layer(parsed))
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')],
+               autograph=False)
   def serving_default(examples):
     return _outputs(predict_examples(examples))
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='inputs')])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='inputs')],
+               autograph=False)
   def classification(inputs):
     probability = tf.reshape(predict_examples(inputs), [-1, 1])
     batch = tf.shape(probability)[0]
@@ -77,7 +85,8 @@ def make_signatures(model, tf_transform_output):
         'scores': tf.concat([1.0 - probability, probability], axis=1),
     }
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='inputs')])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='inputs')],
+               autograph=False)
   def regression(inputs):
     return {'outputs': tf.reshape(predict_examples(inputs), [-1])}
 
@@ -89,14 +98,15 @@ def make_signatures(model, tf_transform_output):
   # default, exactly as for a missing value in a tf.Example.
   raw_defaults = {name: tf.constant([], s.dtype) for name, s in raw_spec.items()}
 
-  @tf.function(input_signature=[raw_spec])
+  @tf.function(input_signature=[raw_spec], autograph=False)
   def predict_raw(raw=raw_defaults):
     sizes = [tf.size(v, out_type=tf.int64) for v in raw.values()]
     batch_size = tf.reduce_max(tf.stack(sizes))
     sparse = {name: _raw_to_sparse(v, batch_size) for name, v in raw.items()}
     return _outputs(model(model.tft_layer(sparse)))
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')],
+               autograph=False)
   def transform_features(examples):
     parsed = tf.io.parse_example(examples, tf_transform_output.raw_feature_spec())
     return model.tft_layer(parsed)

@@ -10,13 +10,17 @@ endpoint that runs the pipeline image.
 
 from typing import Dict, Optional
 
-from tfx import v1 as tfx
-from tfx.extensions.google_cloud_ai_platform.tuner import executor as vertex_tuner
+from tfx.components import Pusher, Trainer, Tuner
+from tfx.proto import pusher_pb2, tuner_pb2
 
 from pipeline import components
 from pipeline.configs import PipelineConfig
 
-vertex = tfx.extensions.google_cloud_ai_platform
+
+def _vertex():
+  # Imported only when used: Google Cloud's client libraries take seconds to load.
+  from tfx.v1.extensions import google_cloud_ai_platform
+  return google_cloud_ai_platform
 
 
 def _job_args(config: PipelineConfig) -> Dict:
@@ -35,6 +39,7 @@ def _job_args(config: PipelineConfig) -> Dict:
 def _vertex_config(config: PipelineConfig, custom_config: Optional[Dict], **extra) -> Dict:
   # The local custom_config (hyperparameters, code fingerprint) is kept:
   # run_fn and tuner_fn read it, and it is part of the cache key.
+  vertex = _vertex()
   return {**(custom_config or {}),
           vertex.ENABLE_VERTEX_KEY: True,
           vertex.VERTEX_REGION_KEY: config.gcp_region,
@@ -44,7 +49,8 @@ def _vertex_config(config: PipelineConfig, custom_config: Optional[Dict], **extr
 def trainer(config: PipelineConfig, **kwargs):
   """tfx Trainer arguments in; the Trainer that config.vertex_training picks out."""
   if not config.vertex_training:
-    return tfx.components.Trainer(**kwargs).with_id('Trainer')
+    return Trainer(**kwargs).with_id('Trainer')
+  vertex = _vertex()
   custom_config = _vertex_config(config, kwargs.pop('custom_config', None),
                                  **{vertex.TRAINING_ARGS_KEY: _job_args(config)})
   return vertex.Trainer(custom_config=custom_config, **kwargs).with_id('Trainer')
@@ -53,15 +59,16 @@ def trainer(config: PipelineConfig, **kwargs):
 def tuner(config: PipelineConfig, **kwargs):
   """tfx Tuner arguments in; trials run in one Vertex job when vertex_training."""
   if not config.vertex_training:
-    return tfx.components.Tuner(**kwargs).with_id('Tuner')
+    return Tuner(**kwargs).with_id('Tuner')
+  from tfx.extensions.google_cloud_ai_platform.tuner import executor as vertex_tuner
   custom_config = _vertex_config(
       config, kwargs.pop('custom_config', None),
       **{vertex_tuner.TUNING_ARGS_KEY: _job_args(config),
          # Where parallel trials share their state.
          vertex_tuner.REMOTE_TRIALS_WORKING_DIR_KEY: f'gs://{config.gcs_bucket}/tuner-trials'})
-  kwargs.setdefault('tune_args', tfx.proto.TuneArgs(
+  kwargs.setdefault('tune_args', tuner_pb2.TuneArgs(
       num_parallel_trials=config.vertex_tuner_parallel_trials))
-  return vertex.Tuner(custom_config=custom_config, **kwargs).with_id('Tuner')
+  return _vertex().Tuner(custom_config=custom_config, **kwargs).with_id('Tuner')
 
 
 def pusher(config: PipelineConfig, **kwargs):
@@ -71,9 +78,9 @@ def pusher(config: PipelineConfig, **kwargs):
   rename, so there TFX's Pusher, which copies saved_model.pb last: TF
   Serving does not load a version before that file appears.
   """
-  destination = tfx.proto.PushDestination(
-      filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.push_dir))
-  push_class = tfx.components.Pusher if '://' in config.push_dir else components.AtomicPusher
+  destination = pusher_pb2.PushDestination(
+      filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.push_dir))
+  push_class = Pusher if '://' in config.push_dir else components.AtomicPusher
   return push_class(push_destination=destination, **kwargs).with_id('Pusher')
 
 
@@ -90,6 +97,7 @@ def vertex_pusher(config: PipelineConfig, **kwargs):
   }
   if config.gcp_service_account:
     serving_args['service_account'] = config.gcp_service_account
+  vertex = _vertex()
   custom_config = _vertex_config(config, None, **{
       vertex.VERTEX_CONTAINER_IMAGE_URI_KEY: config.vertex_serving_image,
       vertex.SERVING_ARGS_KEY: serving_args,

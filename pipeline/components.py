@@ -4,6 +4,8 @@
   content, so editing schema/ re-runs validation and everything after it.
 - AnomaliesGate: stops the run before Transform when ExampleValidator found
   anomalies, naming each one.
+- PreviousBlessedModelStrategy: the Evaluator's baseline, never the
+  candidate itself, so a rerun with nothing changed stays cached.
 - AtomicPusher: the standard Pusher, but a version directory appears in the
   serving directory only once it is complete (written aside, then renamed),
   and a model already served is not pushed again as a new version.
@@ -18,6 +20,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import types
 from tfx.components.pusher import executor as pusher_executor
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.input_resolution.strategies import latest_blessed_model_strategy
 from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.component.experimental.annotations import InputArtifact
 from tfx.proto import pusher_pb2
@@ -27,7 +30,8 @@ from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import proto_utils
-from tfx.v1.components import ImportSchemaGen, Pusher
+from tfx.components import Pusher
+from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 
 ANOMALIES_FILE = 'SchemaDiff.pb'  # What ExampleValidator writes per split.
 
@@ -94,6 +98,31 @@ def AnomaliesGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies])
   if problems:
     raise DataValidationError(
         'the data does not match schema/schema.pbtxt:\n  ' + '\n  '.join(problems))
+
+
+# -------------------------------------------------------------- baseline ----
+
+class PreviousBlessedModelStrategy(
+    latest_blessed_model_strategy.LatestBlessedModelStrategy):
+  """The latest blessed model other than the candidate.
+
+  With TFX's strategy, the model a run blesses becomes the next run's
+  baseline; when the Trainer is cached that is the candidate itself, and the
+  Evaluator re-runs to compare a model with itself. Excluding the candidate
+  gives the rerun the same inputs as the run before, so it stays cached.
+  Inputs: model, model_blessing (all of them) and candidate (the Trainer's).
+  """
+
+  def resolve_artifacts(self, store, input_dict):
+    candidate = input_dict['candidate']
+    candidate_ids = {model.id for model in candidate}
+    earlier = {
+        'model': [m for m in input_dict['model'] if m.id not in candidate_ids],
+        'model_blessing': input_dict['model_blessing'],
+    }
+    if not earlier['model'] or not earlier['model_blessing']:
+      return {'model': [], 'model_blessing': [], 'candidate': candidate}
+    return {**self._resolve(earlier, 'model', 'model_blessing'), 'candidate': candidate}
 
 
 # --------------------------------------------------------------- pushing ----

@@ -11,7 +11,7 @@ real TF Serving image instead (`infra_validator = 'docker' | 'kubernetes'`).
 
 import os
 
-from tfx import v1 as tfx
+from tfx.components import InfraValidator
 from tfx.components.infra_validator import request_builder
 from tfx.dsl.component.experimental.annotations import InputArtifact
 from tfx.dsl.component.experimental.annotations import OutputArtifact
@@ -82,7 +82,7 @@ def tf_serving_infra_validator(model, examples, where: str):
     platform = {'local_docker': infra_validator_pb2.LocalDockerConfig()}
   else:
     platform = {'kubernetes': infra_validator_pb2.KubernetesConfig()}
-  return tfx.components.InfraValidator(
+  return InfraValidator(
       model=model, examples=examples,
       serving_spec=infra_validator_pb2.ServingSpec(
           tensorflow_serving=infra_validator_pb2.TensorFlowServing(

@@ -11,8 +11,20 @@ import os
 from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis import constants as tfma_constants
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
+# TFX's classes by module, not through tfx.v1: importing tfx.v1 also loads
+# Google Cloud's client libraries, seconds on every run (see cloud.py).
+from tfx.components import Evaluator, ExampleValidator, SchemaGen, StatisticsGen, Transform
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy)
+from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import example_gen_pb2, range_config_pb2, trainer_pb2
+from tfx.types import standard_artifacts
+from tfx.types.channel import Channel
 
 from models import features
 from pipeline import cloud
@@ -45,7 +57,7 @@ def _eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       value_threshold=tfma.GenericValueThreshold(lower_bound={'value': config.min_auc}),
       change_threshold=tfma.GenericChangeThreshold(
           direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-          absolute={'value': -config.max_auc_drop - 1e-10}))
+          absolute={'value': -config.max_auc_drop}))
   accuracy_threshold = tfma.MetricThreshold(
       value_threshold=tfma.GenericValueThreshold(
           lower_bound={'value': config.min_accuracy}))
@@ -73,6 +85,9 @@ def _eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       tfma.SlicingSpec(feature_keys=[f]) for f in config.slices]
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(
+          # Said, not guessed: TFMA would load the model with Keras to find
+          # out, and a generic SavedModel loads faster than a Keras one.
+          model_type=tfma_constants.TF_GENERIC,
           signature_name='serving_default',
           prediction_key='probability',
           label_key=features.LABEL_KEY,
@@ -113,43 +128,64 @@ def _span_window(config: PipelineConfig, example_gen):
   """
   if config.span_window <= 1:
     return example_gen.outputs['examples'], None, []
-  spans = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
-      config={'range_config': tfx.proto.RangeConfig(
-          rolling_range=tfx.proto.RollingRange(num_spans=config.span_window))},
-      examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+  spans = Resolver(
+      strategy_class=SpanRangeStrategy,
+      config={'range_config': range_config_pb2.RangeConfig(
+          rolling_range=range_config_pb2.RollingRange(num_spans=config.span_window))},
+      examples=Channel(type=standard_artifacts.Examples,
                                producer_component_id=example_gen.id),
   ).with_id('SpanWindowResolver')
   spans.add_upstream_node(example_gen)
-  cache = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
-      cache=tfx.dsl.Channel(type=tfx.types.standard_artifacts.TransformCache),
+  cache = Resolver(
+      strategy_class=LatestArtifactStrategy,
+      cache=Channel(type=standard_artifacts.TransformCache),
   ).with_id('TransformCacheResolver')
   return spans.outputs['examples'], cache.outputs['cache'], [spans, cache]
+
+
+def _baseline_resolver(trainer, for_kubeflow: bool):
+  """The latest blessed model: the Evaluator's baseline.
+
+  Locally the candidate is excluded, so a rerun stays cached (see
+  components.PreviousBlessedModelStrategy). The Kubeflow V2 compiler knows
+  only TFX's own strategy.
+  """
+  inputs = {
+      'model': Channel(type=standard_artifacts.Model),
+      'model_blessing': Channel(type=standard_artifacts.ModelBlessing),
+  }
+  if for_kubeflow:
+    strategy = LatestBlessedModelStrategy
+  else:
+    strategy = components.PreviousBlessedModelStrategy
+    inputs['candidate'] = trainer.outputs['model']
+  return Resolver(strategy_class=strategy, **inputs).with_id(
+      'LatestBlessedModelResolver')
 
 
 def create_pipeline(
     config: PipelineConfig,
     enable_cache: bool = True,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
-) -> tfx.dsl.Pipeline:
+    for_kubeflow: bool = False,
+) -> Pipeline:
   """Builds every component and wires them into one pipeline."""
   example_gen = taxi_example_gen.csv_example_gen(
       code_fingerprint=source_fingerprint(('pipeline.example_gen',)),
       input_base=config.path(config.data_root),
-      input_config=tfx.proto.Input(splits=[
-          tfx.proto.Input.Split(name='all', pattern=config.input_pattern)]),
-      output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
-          tfx.proto.SplitConfig.Split(name='train', hash_buckets=config.train_buckets),
-          tfx.proto.SplitConfig.Split(name='eval', hash_buckets=config.eval_buckets),
+      input_config=example_gen_pb2.Input(splits=[
+          example_gen_pb2.Input.Split(name='all', pattern=config.input_pattern)]),
+      output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+          example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=config.train_buckets),
+          example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=config.eval_buckets),
       ])))
 
-  statistics_gen = tfx.components.StatisticsGen(
+  statistics_gen = StatisticsGen(
       examples=example_gen.outputs['examples'],
       stats_options=_categorical_stats_options())
 
   # Inferred schema, only for review: diff it against the curated one.
-  inferred_schema_gen = tfx.components.SchemaGen(
+  inferred_schema_gen = SchemaGen(
       statistics=statistics_gen.outputs['statistics'], infer_feature_shape=False)
 
   # The step reads the schema where it runs (the image, on the cloud); its
@@ -159,7 +195,7 @@ def create_pipeline(
       content_fingerprint=source_fingerprint(files=[config.path(config.schema_file)]),
   ).with_id('CuratedSchemaGen')
 
-  example_validator = tfx.components.ExampleValidator(
+  example_validator = ExampleValidator(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])
 
@@ -168,12 +204,16 @@ def create_pipeline(
 
   training_examples, analyzer_cache, window_nodes = _span_window(config, example_gen)
 
-  transform = tfx.components.Transform(
+  transform = Transform(
       examples=training_examples,
       analyzer_cache=analyzer_cache,
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=config.preprocessing_fn,
       disable_statistics=True,  # StatisticsGen already described the data.
+      # tf.Transform's TF1 graph path: the same outputs (identical eval
+      # metrics), ~25% less CPU here, as it traces preprocessing_fn once
+      # rather than once per analysis phase.
+      force_tf_compat_v1=True,
       custom_config={'code_fingerprint': source_fingerprint(TRANSFORM_CODE)})
   transform.add_upstream_node(anomalies_gate)
 
@@ -185,8 +225,8 @@ def create_pipeline(
         tuner_fn=config.tuner_fn,
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
-        train_args=tfx.proto.TrainArgs(num_steps=config.tuner_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps or None),
+        train_args=trainer_pb2.TrainArgs(num_steps=config.tuner_steps),
+        eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps or None),
         custom_config={'max_trials': config.tuner_trials, 'code_fingerprint': trainer_code})
 
   trainer = cloud.trainer(
@@ -196,20 +236,16 @@ def create_pipeline(
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
       hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
-      train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps or None),
+      train_args=trainer_pb2.TrainArgs(num_steps=config.train_steps),
+      eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps or None),
       custom_config={
           'hyperparameters': _read_hyperparameters(config),
           'code_fingerprint': trainer_code,
       })
 
-  model_resolver = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-  ).with_id('LatestBlessedModelResolver')
+  model_resolver = _baseline_resolver(trainer, for_kubeflow)
 
-  evaluator = tfx.components.Evaluator(
+  evaluator = Evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'],
@@ -236,7 +272,7 @@ def create_pipeline(
   nodes += [infra_validator] if infra_validator else []
   nodes += [pusher]
   nodes += [vertex_pusher] if vertex_pusher else []
-  return tfx.dsl.Pipeline(
+  return Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,
       components=nodes,

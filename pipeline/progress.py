@@ -27,12 +27,13 @@ def open_store(metadata_path: str, read_only: bool = False) -> metadata_store.Me
   return metadata_store.MetadataStore(connection)
 
 
-class Outputs:
-  """The output artifacts of a node's latest execution, read from MLMD."""
+class LatestRun:
+  """The artifacts a node's latest execution read and wrote, from MLMD."""
 
   def __init__(self, store: metadata_store.MetadataStore, pipeline_name: str,
                node_id: str):
     self.by_key: Dict[str, List[metadata_store_pb2.Artifact]] = {}
+    self.inputs_by_key: Dict[str, List[metadata_store_pb2.Artifact]] = {}
     self.execution: Optional[metadata_store_pb2.Execution] = None
     context = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
     if context is None:
@@ -42,12 +43,16 @@ class Outputs:
       return
     self.execution = max(executions, key=lambda e: e.id)
     events = store.get_events_by_execution_ids([self.execution.id])
-    outputs = [e for e in events if e.type in (
-        metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)]
-    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in outputs])}
-    for event in outputs:
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    for event in events:
       key = event.path.steps[0].key if event.path.steps else ''
-      self.by_key.setdefault(key, []).append(artifacts[event.artifact_id])
+      found = self.inputs_by_key if event.type == metadata_store_pb2.Event.INPUT else (
+          self.by_key if event.type in (metadata_store_pb2.Event.OUTPUT,
+                                        metadata_store_pb2.Event.DECLARED_OUTPUT) else {})
+      found.setdefault(key, []).append(artifacts[event.artifact_id])
+
+  def inputs(self, key: str) -> List[metadata_store_pb2.Artifact]:
+    return self.inputs_by_key.get(key, [])
 
   def one(self, key: str) -> Optional[metadata_store_pb2.Artifact]:
     found = self.by_key.get(key)
@@ -74,18 +79,18 @@ def _example_counts(statistics_uri: str) -> Dict[str, int]:
   return counts
 
 
-def _statistics_result(out: Outputs) -> str:
+def _statistics_result(out: LatestRun) -> str:
   counts = _example_counts(out.one('statistics').uri)
   return ', '.join(f'{split} {n:,}' for split, n in counts.items()) + ' examples'
 
 
-def _example_gen_result(out: Outputs) -> str:
+def _example_gen_result(out: LatestRun) -> str:
   examples = out.one('examples')
   span = custom_property(examples, 'span', 0)
   return f'span {span}, splits {examples.properties["split_names"].string_value}'
 
 
-def _schema_result(out: Outputs) -> str:
+def _schema_result(out: LatestRun) -> str:
   from tfx.utils import io_utils
   from tensorflow_metadata.proto.v0 import schema_pb2
   schema = io_utils.parse_pbtxt_file(
@@ -93,7 +98,7 @@ def _schema_result(out: Outputs) -> str:
   return f'{len(schema.feature)} features'
 
 
-def _anomalies_result(out: Outputs) -> str:
+def _anomalies_result(out: LatestRun) -> str:
   from tfx.types import standard_artifacts
   artifact = standard_artifacts.ExampleAnomalies()
   artifact.set_mlmd_artifact(out.one('anomalies'))
@@ -101,41 +106,42 @@ def _anomalies_result(out: Outputs) -> str:
   return 'no anomalies' if not problems else f'{len(problems)} anomalies'
 
 
-def _tuner_result(out: Outputs) -> str:
+def _tuner_result(out: LatestRun) -> str:
   return 'best hyperparameters in ' + out.one('best_hyperparameters').uri
 
 
-def _trainer_result(out: Outputs) -> str:
+def _trainer_result(out: LatestRun) -> str:
   return 'model exported'
 
 
-def _resolver_result(out: Outputs) -> str:
-  model = out.one('model')
-  return f'baseline model #{model.id}' if model else 'no blessed baseline yet'
+def _resolver_result(out: LatestRun) -> str:
+  return ''  # Resolved as the Evaluator's input: its line names the baseline.
 
 
-def _evaluator_result(out: Outputs) -> str:
+def _evaluator_result(out: LatestRun) -> str:
   metrics = evaluation_metrics(out.one('evaluation').uri)
   blessed = custom_property(out.one('blessing'), 'blessed', 0) == 1
   shown = ', '.join(f'{k} {v:.4f}' for k, v in metrics.items() if k in ('auc', 'accuracy'))
-  return f'{shown}; {"BLESSED" if blessed else "NOT blessed"}'
+  baseline = out.inputs('baseline_model')
+  against = f'vs baseline model #{baseline[0].id}' if baseline else 'no baseline yet'
+  return f'{shown} ({against}); {"BLESSED" if blessed else "NOT blessed"}'
 
 
-def _infra_result(out: Outputs) -> str:
+def _infra_result(out: LatestRun) -> str:
   blessing = out.one('blessing')
   if custom_property(blessing, 'blessed', 0) == 1:
     return 'serves over REST and gRPC'
   return 'NOT servable: ' + str(custom_property(blessing, 'details', ''))[:300]
 
 
-def _pusher_result(out: Outputs) -> str:
+def _pusher_result(out: LatestRun) -> str:
   pushed = out.one('pushed_model')
   if custom_property(pushed, 'pushed', 0) != 1:
     return 'nothing pushed (not blessed)'
   return 'pushed to ' + custom_property(pushed, 'pushed_destination', '?')
 
 
-RESULTS: Dict[str, Callable[[Outputs], str]] = {
+RESULTS: Dict[str, Callable[[LatestRun], str]] = {
     'CsvExampleGen': _example_gen_result,
     'StatisticsGen': _statistics_result,
     'SchemaGen': _schema_result,
@@ -150,11 +156,22 @@ RESULTS: Dict[str, Callable[[Outputs], str]] = {
 }
 
 
+def slicing_metrics(evaluation_uri: str, model_name: Optional[str] = None) -> List:
+  """[(slice key, metrics by output)] for one model of an Evaluator output.
+
+  Metrics only: tfma.load_eval_result also converts every plot to a dict,
+  which takes seconds.
+  """
+  import tensorflow_model_analysis as tfma
+  from tensorflow_model_analysis.view import util as view_util
+  converted = (view_util.convert_metrics_proto_to_dict(m, model_name=model_name)
+               for m in tfma.load_metrics(evaluation_uri))
+  return [c for c in converted if c is not None]
+
+
 def evaluation_metrics(evaluation_uri: str) -> Dict[str, float]:
   """Overall (unsliced) metrics of an Evaluator output, by short name."""
-  import tensorflow_model_analysis as tfma
-  result = tfma.load_eval_result(evaluation_uri)
-  for slice_key, by_output in result.slicing_metrics:
+  for slice_key, by_output in slicing_metrics(evaluation_uri):
     if slice_key == ():
       values = by_output.get('', {}).get('', {})
       names = {'binary_accuracy': 'accuracy', 'example_count': 'examples'}
@@ -223,13 +240,13 @@ class ProgressPrinter:
       self.components.append({'component': self._current, 'seconds': round(seconds, 2),
                               'cached': False, 'result': 'failed: ' + str(error)[:200]})
 
-  def _outputs(self, node_id: str) -> Optional[Outputs]:
+  def _outputs(self, node_id: str) -> Optional[LatestRun]:
     try:
-      return Outputs(open_store(self._metadata_path), self._pipeline_name, node_id)
+      return LatestRun(open_store(self._metadata_path), self._pipeline_name, node_id)
     except Exception:  # A progress line must never break the run.
       return None
 
-  def _result(self, node_id: str, outputs: Optional[Outputs]) -> str:
+  def _result(self, node_id: str, outputs: Optional[LatestRun]) -> str:
     describe = RESULTS.get(node_id)
     if describe is None or outputs is None:
       return ''

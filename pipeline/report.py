@@ -319,14 +319,14 @@ def _metric_values(metrics: Dict) -> Dict[str, float]:
 
 
 def _eval_results(evaluation_uri: str) -> Dict[str, object]:
-  """TFMA results by model name: 'candidate' (and 'baseline' when there is one)."""
-  import tensorflow_model_analysis as tfma
+  """Slicing metrics by role: 'candidate' (and 'baseline' when there is one)."""
+  from pipeline.progress import slicing_metrics
   with open(os.path.join(evaluation_uri, 'eval_config.json')) as f:
     names = [s.get('name', '') for s in json.load(f)['evalConfig']['modelSpecs']]
   results = {}
   for name in names:
     role = 'baseline' if name == 'baseline' else 'candidate'
-    results[role] = tfma.load_eval_result(evaluation_uri, model_name=name or None)
+    results[role] = slicing_metrics(evaluation_uri, model_name=name or None)
   return results
 
 
@@ -344,11 +344,19 @@ def _thresholds(evaluation_uri: str) -> List[List[str]]:
   return rows
 
 
+def _failure_text(failure) -> str:
+  """'auc (change vs baseline) = -0.002' from a TFMA ValidationFailure."""
+  key = failure.metric_key
+  kind = 'change vs baseline' if key.is_diff else 'value'
+  value = failure.metric_value.double_value.value
+  return f'{key.name} ({kind}) = {value:.6g}' + (f': {failure.message}' if failure.message else '')
+
+
 def _evaluation_section(evaluation_uri: str, blessing, slices: Sequence[str]) -> str:
   import tensorflow_model_analysis as tfma
   from pipeline.progress import custom_property
   results = _eval_results(evaluation_uri)
-  overall = {role: next((_metric_values(m) for key, m in r.slicing_metrics if key == ()), {})
+  overall = {role: next((_metric_values(m) for key, m in r if key == ()), {})
              for role, r in results.items()}
   shown = ['example_count', 'auc', 'accuracy', 'precision', 'recall', 'auc_precision_recall',
            'calibration', 'mean_label', 'mean_prediction', 'loss']
@@ -357,8 +365,8 @@ def _evaluation_section(evaluation_uri: str, blessing, slices: Sequence[str]) ->
           if any(m in overall[r] for r in roles)]
   blessed = custom_property(blessing, 'blessed', 0) == 1
   validation = tfma.load_validation_result(evaluation_uri)
-  failures = [esc(str(f.failure_config)) + ': ' + esc(f.message) for
-              fs in validation.metric_validations_per_slice for f in fs.failures]
+  failures = [esc(_failure_text(f)) for fs in validation.metric_validations_per_slice
+              for f in fs.failures]
   parts = [
       '<h2>Evaluation and blessing</h2>',
       f'<p>Decision: {_status(blessed, "BLESSED", "NOT BLESSED")}'
@@ -371,7 +379,7 @@ def _evaluation_section(evaluation_uri: str, blessing, slices: Sequence[str]) ->
       '</p>']
   candidate = results['candidate']
   for feature in slices:
-    per_value = sorted(((key[0][1], _metric_values(m)) for key, m in candidate.slicing_metrics
+    per_value = sorted(((key[0][1], _metric_values(m)) for key, m in candidate
                         if len(key) == 1 and key[0][0] == feature), key=lambda kv: str(kv[0]))
     if not per_value:
       continue
@@ -424,7 +432,7 @@ def build_run_report(config) -> str:
   from pipeline import progress
   import tensorflow_data_validation as tfdv
   store = progress.open_store(config.metadata_path)
-  out = lambda node: progress.Outputs(store, config.pipeline_name, node)
+  out = lambda node: progress.LatestRun(store, config.pipeline_name, node)
   schema_artifact = out('CuratedSchemaGen').one('schema')
   schema = schema_path = None
   if schema_artifact is not None:

@@ -5,7 +5,6 @@ import io
 import os
 
 import pytest
-from ml_metadata.proto import metadata_store_pb2
 
 import local_runner
 from pipeline import configs
@@ -17,15 +16,7 @@ from tests.conftest import sample_rows, small_config, write_csv
 def _latest_inputs(config, node_id):
   """{input key: [artifact]} of the node's latest execution."""
   store = progress.open_store(config.metadata_path)
-  context = store.get_context_by_type_and_name('node', f'{config.pipeline_name}.{node_id}')
-  execution = max(store.get_executions_by_context(context.id), key=lambda e: e.id)
-  events = [e for e in store.get_events_by_execution_ids([execution.id])
-            if e.type == metadata_store_pb2.Event.INPUT]
-  inputs = {}
-  for event in events:
-    artifact = store.get_artifacts_by_id([event.artifact_id])[0]
-    inputs.setdefault(event.path.steps[0].key, []).append(artifact)
-  return inputs
+  return progress.LatestRun(store, config.pipeline_name, node_id).inputs_by_key
 
 
 def _run(config):
@@ -66,6 +57,17 @@ def test_new_span_is_trained_with_the_previous_one(two_spans):
   assert second['pushed']
 
 
+def test_new_model_is_judged_against_the_blessed_one(two_spans):
+  config, first, second, _, _ = two_spans
+  baseline = _latest_inputs(config, 'Evaluator')['baseline_model']
+  first_line = [c for c in first['components'] if c['component'] == 'Evaluator']
+  second_line = [c for c in second['components'] if c['component'] == 'Evaluator']
+  assert 'no baseline yet' in first_line[0]['result']
+  assert f'vs baseline model #{baseline[0].id}' in second_line[0]['result']
+  model = _latest_inputs(config, 'Evaluator')['model'][0]
+  assert baseline[0].id != model.id
+
+
 def test_transform_reuses_the_previous_analysis(two_spans):
   config, _, _, _, _ = two_spans
   caches = _latest_inputs(config, 'Transform').get('analyzer_cache', [])
@@ -83,3 +85,7 @@ def test_a_worse_model_is_not_pushed(two_spans):
   assert summary['metrics']['auc'] < second['metrics']['auc']
   assert local_runner.exit_code(summary) == local_runner.EXIT_NOT_BLESSED
   assert sorted(os.listdir(config.push_dir)) == pushed_before
+  # The report says why.
+  with open(summary['report_path']) as f:
+    report = f.read()
+  assert 'NOT BLESSED' in report and 'auc (change vs baseline) = -' in report

@@ -58,7 +58,7 @@ def test_report_holds_every_section(run_report):
   assert f'{summary["metrics"]["auc"]:.4f}' in text  # The candidate's AUC.
   # The version the latest push points at (later tests may have pushed again).
   from pipeline import progress
-  pushed = progress.Outputs(progress.open_store(config.metadata_path), config.pipeline_name,
+  pushed = progress.LatestRun(progress.open_store(config.metadata_path), config.pipeline_name,
                             'Pusher').one('pushed_model')
   assert os.path.basename(progress.custom_property(pushed, 'pushed_destination')) in text
   assert 'Credit Card' in text and 'fare (density)' in text
