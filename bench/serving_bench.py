@@ -298,24 +298,31 @@ def start_model_server(work, base, grpc_port, rest_port, processes):
                os.path.join(work, f'server_{processes}.log'))
 
 
-def bench_processes(work, base, body, script, levels, seconds, processes):
-  """REST (wrk) and gRPC (h2load) cells against --server_processes=N."""
+def bench_server(work, base, body, script, levels, seconds, processes, python_clients=False):
+  """Cells against serving.server --server_processes=N: 'rest' (wrk), 'grpc'
+  (h2load, when installed) and, with python_clients, 'grpc_py' (grpc.aio clients)."""
   grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
   server = start_model_server(work, base, grpc_port, rest_port, processes)
+  cells = {}
   try:
     url = f'http://127.0.0.1:{rest_port}/v1/models/taxi_big_tipper:predict'
     wait_http(url.rsplit(':', 1)[0])
     wait_workers(server, processes)
     wrk(url, body, 8, 2, script)  # Warm up.
-    rest = {c: measured(server.pid, lambda c=c: wrk(url, body, c, seconds, script))
-            for c in levels}
-    metrics_url = f'http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics'
-    grpc = {c: measured(server.pid, lambda c=c: grpc_h2load(
-        f'127.0.0.1:{grpc_port}', 'taxi_big_tipper', c, seconds, metrics_url, processes))
-            for c in levels}
+    cells['rest'] = {c: measured(server.pid, lambda c=c: wrk(url, body, c, seconds, script))
+                     for c in levels}
+    target = f'127.0.0.1:{grpc_port}'
+    if shutil.which('h2load'):
+      metrics_url = f'http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics'
+      cells['grpc'] = {c: measured(server.pid, lambda c=c: grpc_h2load(
+          target, 'taxi_big_tipper', c, seconds, metrics_url, processes)) for c in levels}
+    if python_clients:
+      cells['grpc_py'] = {c: measured(server.pid, lambda c=c: grpc_load(
+          target, 'taxi_big_tipper', c, seconds, processes=1 if c == 1 else 2))
+                          for c in levels}
   finally:
     stop(server)
-  return rest, grpc
+  return cells
 
 
 def bench_echo(work, seconds, processes):
@@ -426,28 +433,10 @@ def main():
   finally:
     stop(flask)
 
-  grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
-  server = start_model_server(work, base, grpc_port, rest_port, 1)
-  try:
-    url = f'http://127.0.0.1:{rest_port}/v1/models/taxi_big_tipper:predict'
-    wait_http(url.rsplit(':', 1)[0])
-    wrk(url, body, 8, 2, script)  # Warm up.
-    results['rest'] = {c: measured(server.pid, lambda c=c: wrk(url, body, c, args.seconds, script))
-                       for c in levels}
-    print('rest', results['rest'], flush=True)
-    target = f'127.0.0.1:{grpc_port}'
-    if shutil.which('h2load'):
-      metrics_url = f'http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics'
-      results['grpc'] = {c: measured(server.pid, lambda c=c: grpc_h2load(
-          target, 'taxi_big_tipper', c, args.seconds, metrics_url)) for c in levels}
-      print('grpc (h2load)', results['grpc'], flush=True)
-    results['grpc_py'] = {c: measured(server.pid, lambda c=c: grpc_load(
-        target, 'taxi_big_tipper', c, args.seconds, processes=1 if c == 1 else 2))
-                          for c in levels}
-    results.setdefault('grpc', results['grpc_py'])
-    print('grpc', results['grpc'], flush=True)
-  finally:
-    stop(server)
+  results.update(bench_server(work, base, body, script, levels, args.seconds, 1,
+                              python_clients=True))
+  results.setdefault('grpc', results['grpc_py'])  # Without h2load.
+  print('rest', results['rest'], '\ngrpc', results['grpc'], flush=True)
   try:
     if shutil.which('h2load'):
       results['echo'] = {n: bench_echo(work, args.seconds, n)
@@ -455,8 +444,8 @@ def main():
       print('grpc.aio echo', results['echo'], flush=True)
     if args.server_processes > 1 and shutil.which('h2load'):
       n = args.server_processes
-      results[f'rest_{n}'], results[f'grpc_{n}'] = bench_processes(
-          work, base, body, script, levels, args.seconds, n)
+      cells = bench_server(work, base, body, script, levels, args.seconds, n)
+      results[f'rest_{n}'], results[f'grpc_{n}'] = cells['rest'], cells['grpc']
       print(f'{n} processes', results[f'rest_{n}'], results[f'grpc_{n}'], flush=True)
     # Again, at the end: the machine's load moves during a run.
     results['floor_end'] = dict(bench_floor(model_dir, args.seconds), load=os.getloadavg()[0])

@@ -123,12 +123,9 @@ def _from_instances(instances, signature) -> Dict[str, np.ndarray]:
   if not instances:
     raise errors.invalid_argument("No values in 'instances' array")
   if not (isinstance(instances[0], dict) and not _is_b64(instances[0])):
-    if len(dtypes) > 1:
-      raise errors.invalid_argument(
-          'instances is a plain list, but expecting list of objects as multiple'
-          ' input tensors required as per tensorinfo_map')
-    (name, dtype), = dtypes.items()
-    return {name: to_array(instances, dtype, name)}
+    return _sole_input(instances, dtypes, (
+        'instances is a plain list, but expecting list of objects as multiple'
+        ' input tensors required as per tensorinfo_map'))
   keys = set(instances[0])
   for i, row in enumerate(instances):
     if not isinstance(row, dict) or _is_b64(row):
@@ -137,29 +134,34 @@ def _from_instances(instances, signature) -> Dict[str, np.ndarray]:
       raise errors.invalid_argument(
           f"Failed to process element: {i} of 'instances' list. JSON object:"
           f' {_short(row)} keys must be equal to: {",".join(sorted(keys))}')
-  unknown = sorted(keys - set(dtypes))
-  if unknown:
-    raise errors.invalid_argument(
-        f'input tensor alias not found in signature: {unknown[0]}. Inputs expected'
-        f' to be in the set {{{",".join(sorted(dtypes))}}}.')
+  _check_aliases(keys, dtypes)
   return {k: to_array([row[k] for row in instances], dtypes[k], k) for k in keys}
 
 
 def _from_columns(inputs, signature) -> Dict[str, np.ndarray]:
   dtypes = signature.input_dtypes
   if not isinstance(inputs, dict) or _is_b64(inputs):
-    if len(dtypes) > 1:
-      raise errors.invalid_argument(
-          'inputs is a plain value/list, but expecting an object as multiple input'
-          ' tensors required as per tensorinfo_map')
-    (name, dtype), = dtypes.items()
-    return {name: to_array(inputs, dtype, name)}
-  unknown = sorted(set(inputs) - set(dtypes))
+    return _sole_input(inputs, dtypes, (
+        'inputs is a plain value/list, but expecting an object as multiple input'
+        ' tensors required as per tensorinfo_map'))
+  _check_aliases(inputs, dtypes)
+  return {k: to_array(v, dtypes[k], k) for k, v in inputs.items()}
+
+
+def _sole_input(values, dtypes, many_inputs_error: str) -> Dict[str, np.ndarray]:
+  """Values given without a name: the signature's only input, if it has one."""
+  if len(dtypes) > 1:
+    raise errors.invalid_argument(many_inputs_error)
+  (name, dtype), = dtypes.items()
+  return {name: to_array(values, dtype, name)}
+
+
+def _check_aliases(names, dtypes) -> None:
+  unknown = sorted(set(names) - set(dtypes))
   if unknown:
     raise errors.invalid_argument(
         f'input tensor alias not found in signature: {unknown[0]}. Inputs expected'
         f' to be in the set {{{",".join(sorted(dtypes))}}}.')
-  return {k: to_array(v, dtypes[k], k) for k, v in inputs.items()}
 
 
 # ---- Predict response --------------------------------------------------------------
