@@ -120,8 +120,7 @@ class PreviousBlessedModelStrategy(
         'model': [m for m in input_dict['model'] if m.id not in candidate_ids],
         'model_blessing': input_dict['model_blessing'],
     }
-    if not earlier['model'] or not earlier['model_blessing']:
-      return {'model': [], 'model_blessing': [], 'candidate': candidate}
+    # Empty lists resolve to empty lists: nothing earlier was blessed.
     return {**self._resolve(earlier, 'model', 'model_blessing'), 'candidate': candidate}
 
 

@@ -133,7 +133,7 @@ def _span_window(config: PipelineConfig, example_gen):
       config={'range_config': range_config_pb2.RangeConfig(
           rolling_range=range_config_pb2.RollingRange(num_spans=config.span_window))},
       examples=Channel(type=standard_artifacts.Examples,
-                               producer_component_id=example_gen.id),
+                       producer_component_id=example_gen.id),
   ).with_id('SpanWindowResolver')
   spans.add_upstream_node(example_gen)
   cache = Resolver(

@@ -32,7 +32,7 @@ class LatestRun:
 
   def __init__(self, store: metadata_store.MetadataStore, pipeline_name: str,
                node_id: str):
-    self.by_key: Dict[str, List[metadata_store_pb2.Artifact]] = {}
+    self.outputs_by_key: Dict[str, List[metadata_store_pb2.Artifact]] = {}
     self.inputs_by_key: Dict[str, List[metadata_store_pb2.Artifact]] = {}
     self.execution: Optional[metadata_store_pb2.Execution] = None
     context = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
@@ -45,17 +45,21 @@ class LatestRun:
     events = store.get_events_by_execution_ids([self.execution.id])
     artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
     for event in events:
+      if event.type == metadata_store_pb2.Event.INPUT:
+        by_key = self.inputs_by_key
+      elif event.type in (metadata_store_pb2.Event.OUTPUT,
+                          metadata_store_pb2.Event.DECLARED_OUTPUT):
+        by_key = self.outputs_by_key
+      else:
+        continue
       key = event.path.steps[0].key if event.path.steps else ''
-      found = self.inputs_by_key if event.type == metadata_store_pb2.Event.INPUT else (
-          self.by_key if event.type in (metadata_store_pb2.Event.OUTPUT,
-                                        metadata_store_pb2.Event.DECLARED_OUTPUT) else {})
-      found.setdefault(key, []).append(artifacts[event.artifact_id])
+      by_key.setdefault(key, []).append(artifacts[event.artifact_id])
 
   def inputs(self, key: str) -> List[metadata_store_pb2.Artifact]:
     return self.inputs_by_key.get(key, [])
 
   def one(self, key: str) -> Optional[metadata_store_pb2.Artifact]:
-    found = self.by_key.get(key)
+    found = self.outputs_by_key.get(key)
     return found[0] if found else None
 
 
@@ -169,14 +173,18 @@ def slicing_metrics(evaluation_uri: str, model_name: Optional[str] = None) -> Li
   return [c for c in converted if c is not None]
 
 
+def metric_values(by_output: Dict) -> Dict[str, float]:
+  """{metric name: value} of one slice's metrics (the model's only output)."""
+  values = by_output.get('', {}).get('', {})
+  return {k: v['doubleValue'] for k, v in values.items() if 'doubleValue' in v}
+
+
 def evaluation_metrics(evaluation_uri: str) -> Dict[str, float]:
   """Overall (unsliced) metrics of an Evaluator output, by short name."""
+  names = {'binary_accuracy': 'accuracy', 'example_count': 'examples'}
   for slice_key, by_output in slicing_metrics(evaluation_uri):
     if slice_key == ():
-      values = by_output.get('', {}).get('', {})
-      names = {'binary_accuracy': 'accuracy', 'example_count': 'examples'}
-      return {names.get(k, k): v.get('doubleValue', float('nan'))
-              for k, v in values.items() if 'doubleValue' in v}
+      return {names.get(k, k): v for k, v in metric_values(by_output).items()}
   return {}
 
 

@@ -313,11 +313,6 @@ def _schema_section(schema, schema_uri: str) -> str:
           table(['feature', 'type', 'presence', 'domain', 'comparators', 'environments'], rows))
 
 
-def _metric_values(metrics: Dict) -> Dict[str, float]:
-  values = metrics.get('', {}).get('', {})
-  return {k: v['doubleValue'] for k, v in values.items() if 'doubleValue' in v}
-
-
 def _eval_results(evaluation_uri: str) -> Dict[str, object]:
   """Slicing metrics by role: 'candidate' (and 'baseline' when there is one)."""
   from pipeline.progress import slicing_metrics
@@ -354,9 +349,9 @@ def _failure_text(failure) -> str:
 
 def _evaluation_section(evaluation_uri: str, blessing, slices: Sequence[str]) -> str:
   import tensorflow_model_analysis as tfma
-  from pipeline.progress import custom_property
+  from pipeline.progress import custom_property, metric_values
   results = _eval_results(evaluation_uri)
-  overall = {role: next((_metric_values(m) for key, m in r if key == ()), {})
+  overall = {role: next((metric_values(m) for key, m in r if key == ()), {})
              for role, r in results.items()}
   shown = ['example_count', 'auc', 'accuracy', 'precision', 'recall', 'auc_precision_recall',
            'calibration', 'mean_label', 'mean_prediction', 'loss']
@@ -379,7 +374,7 @@ def _evaluation_section(evaluation_uri: str, blessing, slices: Sequence[str]) ->
       '</p>']
   candidate = results['candidate']
   for feature in slices:
-    per_value = sorted(((key[0][1], _metric_values(m)) for key, m in candidate
+    per_value = sorted(((key[0][1], metric_values(m)) for key, m in candidate
                         if len(key) == 1 and key[0][0] == feature), key=lambda kv: str(kv[0]))
     if not per_value:
       continue
