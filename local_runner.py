@@ -130,6 +130,20 @@ def exit_code(summary) -> int:
 
 def run(config, enable_cache=True, verbose=False, stream=sys.stdout):
   """Runs the pipeline in this process; returns the summary dict."""
+  standby = config.infra_validator == 'local'
+  if standby:
+    # Its start-up (importing TF) runs on the other core while this process
+    # imports TFX; the infra check then only loads the candidate into it.
+    from serving import infra_check
+    infra_check.start_standby()
+  try:
+    return _run(config, enable_cache, verbose, stream)
+  finally:
+    if standby:
+      infra_check.stop_standby()
+
+
+def _run(config, enable_cache, verbose, stream):
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner
   from tfx.orchestration.metadata import sqlite_metadata_connection_config
   from pipeline import pipeline as taxi_pipeline

@@ -1,12 +1,18 @@
 """InfraValidator semantics without Docker: does the candidate model really
 serve?
 
-check_model() starts the local model server in a subprocess on free
-loopback ports, with a temporary base path holding the candidate as version
-1, waits until it is AVAILABLE, sends real requests over REST (predict on
+check_model() serves the candidate as version 1 of a model with the local
+model server in a subprocess on free loopback ports (loaded the way TF
+Serving's model management does it, by ModelService.HandleReloadConfigRequest),
+waits until it is AVAILABLE, sends real requests over REST (predict on
 serving_default with b64 examples, and on predict_raw if present) and gRPC
 (Predict and Classify), checks that the answers are well-formed and finite,
 and shuts the server down.
+
+A server's start-up is mostly importing TensorFlow (about 4 s of one core).
+start_standby() starts the server the next check will use ahead of need: the
+local runner calls it as a run begins, while its own process is importing on
+the other core, so the check itself only loads the model.
 """
 
 import base64
@@ -16,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Optional
 
 import grpc
 import numpy as np
@@ -25,6 +31,7 @@ import requests
 
 MODEL_NAME = 'infra_check'
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_EMPTY_CONFIG = 'model_config_list {}\n'
 
 
 class InfraCheckResult(NamedTuple):
@@ -36,20 +43,56 @@ class _CheckFailed(Exception):
   pass
 
 
+class _Server(NamedTuple):
+  process: subprocess.Popen
+  grpc_port: int
+  rest_port: int
+  workdir: str  # Its log, config file and the model it serves; removed with it.
+
+  @property
+  def rest(self) -> str:
+    return f'http://127.0.0.1:{self.rest_port}/v1/models/{MODEL_NAME}'
+
+
+_standby: Optional[_Server] = None
+
+
+def start_standby() -> None:
+  """Starts the server the next check_model() in this process will use."""
+  global _standby
+  if _standby is None or _standby.process.poll() is not None:
+    _standby = _start_server()
+
+
+def stop_standby() -> None:
+  """Stops the standby server if no check used it (a cached or failed run)."""
+  global _standby
+  server, _standby = _standby, None
+  if server is not None:
+    _stop(server)
+
+
+def _take_standby() -> Optional[_Server]:
+  global _standby
+  server, _standby = _standby, None
+  if server is not None and server.process.poll() is not None:
+    _stop(server)  # It died (its log is gone with it): start a fresh one.
+    return None
+  return server
+
+
 def check_model(model_dir: str, examples: List[bytes], timeout_s: float = 120.0) -> InfraCheckResult:
   """Blesses model_dir (ok=True) if it loads and serves examples correctly."""
   if not examples:
     return InfraCheckResult(False, 'no examples to send')
-  workdir = tempfile.mkdtemp(prefix='infra_check_')
   server = None
   try:
-    base_path = os.path.join(workdir, MODEL_NAME)
-    shutil.copytree(model_dir, os.path.join(base_path, '1'))
-    grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
-    server = _start_server(base_path, grpc_port, rest_port, workdir)
-    rest = f'http://127.0.0.1:{rest_port}/v1/models/{MODEL_NAME}'
-    _wait_until_available(server, rest, time.monotonic() + timeout_s, workdir)
-    checks = _check_rest(rest, examples) + _check_grpc(f'127.0.0.1:{grpc_port}', examples, rest)
+    server = _take_standby() or _start_server()
+    deadline = time.monotonic() + timeout_s
+    _load(server, model_dir, deadline)
+    _wait_until_available(server, deadline)
+    checks = _check_rest(server.rest, examples) + _check_grpc(
+        f'127.0.0.1:{server.grpc_port}', examples, server.rest)
     return InfraCheckResult(True, '; '.join(checks))
   except _CheckFailed as e:
     return InfraCheckResult(False, str(e))
@@ -58,41 +101,77 @@ def check_model(model_dir: str, examples: List[bytes], timeout_s: float = 120.0)
   finally:
     if server is not None:
       _stop(server)
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _start_server(base_path, grpc_port, rest_port, workdir) -> subprocess.Popen:
+def _start_server() -> _Server:
+  """A model server serving no model yet, with its own work folder."""
+  workdir = tempfile.mkdtemp(prefix='infra_check_')
+  config_file = os.path.join(workdir, 'models.config')
+  with open(config_file, 'w') as f:
+    f.write(_EMPTY_CONFIG)
+  grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
   env = dict(os.environ, TF_USE_LEGACY_KERAS='1',
              PYTHONPATH=os.pathsep.join(filter(None, [_REPO_ROOT, os.environ.get('PYTHONPATH')])))
   with open(os.path.join(workdir, 'server.log'), 'wb') as log:
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, '-m', 'serving.server', f'--port={grpc_port}',
-         f'--rest_api_port={rest_port}', f'--model_name={MODEL_NAME}',
-         f'--model_base_path={base_path}', '--file_system_poll_wait_seconds=0',
-         '--max_num_load_retries=0'],
+         f'--rest_api_port={rest_port}', f'--model_config_file={config_file}',
+         '--file_system_poll_wait_seconds=0', '--max_num_load_retries=0'],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=_REPO_ROOT)
+  return _Server(process, grpc_port, rest_port, workdir)
 
 
-def _server_log(workdir, lines=15) -> str:
-  with open(os.path.join(workdir, 'server.log'), errors='replace') as f:
+def _load(server: _Server, model_dir: str, deadline: float) -> None:
+  """Copies the candidate in as version 1 and has the server load it."""
+  from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+  base_path = os.path.join(server.workdir, MODEL_NAME)
+  shutil.copytree(model_dir, os.path.join(base_path, '1'))
+  request = model_management_pb2.ReloadConfigRequest()
+  request.config.model_config_list.config.add(
+      name=MODEL_NAME, base_path=base_path, model_platform='tensorflow')
+  with grpc.insecure_channel(f'127.0.0.1:{server.grpc_port}') as channel:
+    stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    while True:  # The server listens once it has started: wait for that.
+      _check_running(server)
+      try:
+        response = stub.HandleReloadConfigRequest(
+            request, timeout=min(1.0, max(deadline - time.monotonic(), 0.1)),
+            wait_for_ready=True)
+        break
+      except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+          raise _CheckFailed(f'model server refused the model: {e.code().name} {e.details()}')
+        if time.monotonic() >= deadline:
+          raise _CheckFailed(f'model server not up within the timeout: {_server_log(server)}')
+  if response.status.error_code:
+    raise _CheckFailed(f'model failed to load: {response.status.error_message}')
+
+
+def _check_running(server: _Server) -> None:
+  if server.process.poll() is not None:
+    raise _CheckFailed(f'model server exited with {server.process.returncode}:'
+                       f' {_server_log(server)}')
+
+
+def _server_log(server: _Server, lines=15) -> str:
+  with open(os.path.join(server.workdir, 'server.log'), errors='replace') as f:
     return ' | '.join(line.strip() for line in f.readlines()[-lines:]
                       if 'cuda' not in line and 'TensorRT' not in line)
 
 
-def _wait_until_available(server, rest, deadline, workdir) -> None:
+def _wait_until_available(server: _Server, deadline: float) -> None:
   while time.monotonic() < deadline:
-    if server.poll() is not None:
-      raise _CheckFailed(f'model server exited with {server.returncode}: {_server_log(workdir)}')
+    _check_running(server)
     try:
-      status = requests.get(rest, timeout=2).json()['model_version_status'][0]
+      status = requests.get(server.rest, timeout=2).json()['model_version_status'][0]
       if status['state'] == 'AVAILABLE':
         return
       if status['state'] == 'END':
         raise _CheckFailed(f'model failed to load: {status["status"]["error_message"]}')
     except (requests.ConnectionError, requests.Timeout, ValueError, KeyError, IndexError):
-      pass  # Not listening yet: the server listens once the initial load is done.
-    time.sleep(0.25)
-  raise _CheckFailed(f'model not AVAILABLE within the timeout: {_server_log(workdir)}')
+      pass  # Not listed yet.
+    time.sleep(0.05)
+  raise _CheckFailed(f'model not AVAILABLE within the timeout: {_server_log(server)}')
 
 
 def _finite(values, what: str, count: int) -> None:
@@ -194,10 +273,11 @@ def _check_grpc(target: str, examples: List[bytes], rest: str) -> List[str]:
     return checks + [f'gRPC Classify ({classify[0]}): {len(examples)} answers']
 
 
-def _stop(server: subprocess.Popen) -> None:
-  server.terminate()
+def _stop(server: _Server) -> None:
+  server.process.terminate()
   try:
-    server.wait(timeout=15)
+    server.process.wait(timeout=15)
   except subprocess.TimeoutExpired:
-    server.kill()
-    server.wait()
+    server.process.kill()
+    server.process.wait()
+  shutil.rmtree(server.workdir, ignore_errors=True)

@@ -12,6 +12,7 @@ import pytest
 import tiny_models
 from conftest import start_server
 from serving import client as serving_client
+from serving import infra_check
 from serving.infra_check import check_model
 
 CSV = """pickup_community_area,fare,trip_start_month,trip_start_hour,trip_start_day,trip_start_timestamp,pickup_latitude,pickup_longitude,dropoff_latitude,dropoff_longitude,trip_miles,pickup_census_tract,dropoff_census_tract,payment_type,company,trip_seconds,dropoff_community_area,tips
@@ -99,3 +100,31 @@ def test_infra_check_refuses_a_broken_model(tmp_path, taxi_model):
   result = check_model(str(broken), [serving_client.to_example(rows()[0])], timeout_s=120)
   assert not result.ok
   assert 'failed' in result.details or 'exited' in result.details
+
+
+def test_infra_check_uses_the_standby_server_once(taxi_model):
+  infra_check.start_standby()
+  standby = infra_check._standby  # pylint: disable=protected-access
+  result = check_model(taxi_model, [serving_client.to_example(rows()[0])], timeout_s=120)
+  assert result.ok, result.details
+  # The check served the candidate from the standby, then stopped it for good.
+  assert standby.process.returncode is not None
+  assert not os.path.exists(standby.workdir)
+  assert infra_check._standby is None  # pylint: disable=protected-access
+
+
+def test_an_unused_standby_server_is_stopped():
+  infra_check.start_standby()
+  standby = infra_check._standby  # pylint: disable=protected-access
+  infra_check.stop_standby()
+  assert standby.process.returncode is not None
+  assert not os.path.exists(standby.workdir)
+
+
+def test_infra_check_replaces_a_standby_that_died(taxi_model):
+  infra_check.start_standby()
+  dead = infra_check._standby.process  # pylint: disable=protected-access
+  dead.kill()
+  dead.wait()
+  result = check_model(taxi_model, [serving_client.to_example(rows()[0])], timeout_s=120)
+  assert result.ok, result.details
