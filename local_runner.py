@@ -130,25 +130,39 @@ def exit_code(summary) -> int:
 
 def run(config, enable_cache=True, verbose=False, stream=sys.stdout):
   """Runs the pipeline in this process; returns the summary dict."""
-  standby = config.infra_validator == 'local'
-  if standby:
-    # Its start-up (importing TF) runs on the other core while this process
-    # imports TFX; the infra check then only loads the candidate into it.
-    from serving import infra_check
-    infra_check.start_standby()
-  try:
+  if config.infra_validator != 'local':
     return _run(config, enable_cache, verbose, stream)
+  from serving import infra_check
+  try:
+    return _run(config, enable_cache, verbose, stream,
+                on_execute=_start_standby_once(infra_check))
   finally:
-    if standby:
-      infra_check.stop_standby()
+    infra_check.stop_standby()
 
 
-def _run(config, enable_cache, verbose, stream):
+def _start_standby_once(infra_check):
+  """Starts the infra check's model server as the first component really
+  executes (a cached rerun starts none). Its start-up, mostly importing TF,
+  then runs on the other core while the pipeline works, and the check itself
+  only loads the candidate into it."""
+  started = []
+
+  def on_execute(node_id):
+    if not started:
+      started.append(node_id)
+      infra_check.start_standby()
+  return on_execute
+
+
+def _run(config, enable_cache, verbose, stream, on_execute=None):
   from tfx.orchestration.local.local_dag_runner import LocalDagRunner
   from tfx.orchestration.metadata import sqlite_metadata_connection_config
   from pipeline import pipeline as taxi_pipeline
   from pipeline import progress
 
+  if config.beam_profile == 'local':
+    from pipeline import beam_speedups
+    beam_speedups.apply()  # The in-memory runner's set-up, memoized.
   printer = progress.ProgressPrinter(config.pipeline_name, config.metadata_path, stream)
   _configure_logging(verbose)
   os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
@@ -161,7 +175,7 @@ def _run(config, enable_cache, verbose, stream):
         config, enable_cache=enable_cache,
         metadata_connection_config=sqlite_metadata_connection_config(
             config.metadata_path))
-    with printer.watching():
+    with printer.watching(on_execute):
       LocalDagRunner().run(pipeline)
   except Exception as e:  # Reported, never swallowed: the exit code says it.
     error = e

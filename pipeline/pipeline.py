@@ -78,9 +78,10 @@ def _eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       tfma.MetricConfig(class_name='Calibration'),
       tfma.MetricConfig(class_name='MeanLabel'),
       tfma.MetricConfig(class_name='MeanPrediction'),
-      tfma.MetricConfig(class_name='CalibrationPlot'),
-      tfma.MetricConfig(class_name='ConfusionMatrixPlot'),
   ]
+  if config.eval_plots:
+    metrics += [tfma.MetricConfig(class_name='CalibrationPlot'),
+                tfma.MetricConfig(class_name='ConfusionMatrixPlot')]
   slices = [tfma.SlicingSpec()] + [
       tfma.SlicingSpec(feature_keys=[f]) for f in config.slices]
   return tfma.EvalConfig(

@@ -200,8 +200,10 @@ class ProgressPrinter:
     self.components: List[Dict] = []
 
   @contextlib.contextmanager
-  def watching(self):
-    """Reports every component LocalDagRunner launches inside the block.
+  def watching(self, on_execute: Optional[Callable[[str], None]] = None):
+    """Reports every component LocalDagRunner launches inside the block, and
+    calls on_execute(node_id) before a component's executor really runs (a
+    cached or system node runs none).
 
     LocalDagRunner offers no callbacks; it builds one Launcher per component,
     so a Launcher that reports around launch() sees each of them.
@@ -216,6 +218,11 @@ class ProgressPrinter:
         result = super().launch()
         printer.finish()
         return result
+
+      def _run_executor(self, execution_info):
+        if on_execute is not None:
+          on_execute(self._pipeline_node.node_info.id)
+        return super()._run_executor(execution_info)
 
     launcher.Launcher = ReportingLauncher
     try:

@@ -11,6 +11,7 @@ import local_runner
 from models import features
 from pipeline import configs
 from pipeline import pipeline as taxi_pipeline
+from serving import infra_check
 from tests.conftest import REPO, small_config
 
 EXPECTED_UPSTREAMS = {
@@ -90,21 +91,36 @@ def _rerun(config):
   return {c['component'] for c in summary['components'] if not c['cached']}
 
 
-def test_reruns_exactly_what_an_edit_affects(pipeline_run):
+def _record_standby_use(monkeypatch):
+  """Servers started by start_standby(), and what each check took."""
+  started, taken = [], []
+  start, take = infra_check.start_standby, infra_check._take_standby  # pylint: disable=protected-access
+  monkeypatch.setattr(infra_check, 'start_standby', lambda: started.append(1) or start())
+  monkeypatch.setattr(infra_check, '_take_standby', lambda: taken.append(take()) or taken[-1])
+  return started, taken
+
+
+def test_reruns_exactly_what_an_edit_affects(pipeline_run, monkeypatch):
   # One test, in order, to share the runs: each step starts from the cache
   # the previous one left.
   config, _ = pipeline_run
   always = {'CuratedSchemaGen', 'LatestBlessedModelResolver', 'AnomaliesGate'}
   after_training = {'Trainer', 'Evaluator', 'InfraValidator', 'Pusher'}
+  standby_started, standby_taken = _record_standby_use(monkeypatch)
 
   # Nothing changed: everything is cached, even though the model the first
   # run blessed is now a blessed baseline (it is not its own baseline).
+  # No infra check server is started for it either.
   versions = sorted(os.listdir(config.push_dir))
   assert _rerun(config) - always == set()
   assert sorted(os.listdir(config.push_dir)) == versions
+  assert standby_started == [] and standby_taken == []
 
   with _edited(REPO / 'models' / 'model.py'):
     assert _rerun(config) - always == after_training
+  # The infra check served the candidate from the server started early.
+  assert len(standby_started) == 1 and standby_taken[0] is not None
+  assert infra_check._standby is None  # pylint: disable=protected-access
 
   with _edited(REPO / 'models' / 'preprocessing.py'):
     assert _rerun(config) - always == {'Transform'} | after_training
