@@ -106,7 +106,9 @@ class Signature:
   def call(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """Runs the signature function; TF errors become canonical errors."""
     try:
-      result = self.function(**feed)
+      # Tensors, not arrays: the function's own conversion of numpy
+      # arguments costs ~50 us more CPU per call (taxi model, batch of 3).
+      result = self.function(**{k: tf.constant(v) for k, v in feed.items()})
     except tf.errors.OpError as e:
       raise errors.from_tf_error(e) from None
     except (TypeError, ValueError) as e:
