@@ -10,8 +10,9 @@ outputs split back, so each caller gets exactly its unbatched result.
 
 import asyncio
 import collections
-import concurrent.futures
 import logging
+import queue
+import threading
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -72,12 +73,19 @@ class _Batch:
 
 
 class BatchScheduler:
-  """Runs signature calls in batches on a pool of batch threads."""
+  """Runs signature calls in batches on num_batch_threads batch threads.
+
+  The threads take batches from a queue and hand the results back with one
+  call_soon_threadsafe per batch: an executor future per batch (and its
+  asyncio wrapper and callbacks) costs the event loop several times more."""
 
   def __init__(self, options: Options):
     self._options = options
-    self._pool = concurrent.futures.ThreadPoolExecutor(
-        options.num_batch_threads, thread_name_prefix='batch')
+    self._queue: queue.SimpleQueue = queue.SimpleQueue()
+    self._threads = [threading.Thread(target=self._work, name=f'batch_{i}', daemon=True)
+                     for i in range(options.num_batch_threads)]
+    for thread in self._threads:
+      thread.start()
     self._free_threads = options.num_batch_threads
     self._open: Dict[tuple, _Batch] = {}
     self._closed: collections.deque = collections.deque()
@@ -87,12 +95,20 @@ class BatchScheduler:
   async def run(self, signature, feed: Arrays) -> Arrays:
     """Runs signature.call(feed), possibly as part of a larger batch."""
     loop = asyncio.get_running_loop()
+    future = loop.create_future()
     size = batch_size(feed)
     if size is None or size > self._options.max_batch_size:
-      return await loop.run_in_executor(self._pool, signature.call, feed)
-    key = batch_key(signature, feed)
+      batch = _Batch(signature.call, 0)  # Runs alone, in its turn; size 0: not counted.
+      batch.tasks.append(_Task(feed, 0, future))
+      self._closed.append(batch)
+    else:
+      self._add(batch_key(signature, feed), signature, _Task(feed, size, future))
+    self._dispatch(loop)
+    return await future
+
+  def _add(self, key, signature, task: _Task) -> None:
     batch = self._open.get(key)
-    if batch is not None and batch.size + size > self._options.max_batch_size:
+    if batch is not None and batch.size + task.size > self._options.max_batch_size:
       self._close(key)
       batch = None
     if batch is None:
@@ -100,13 +116,10 @@ class BatchScheduler:
         raise errors.unavailable(
             'The batch scheduling queue to which this task was submitted is full')
       batch = self._open[key] = _Batch(signature.call, self._options.batch_timeout_s)
-    future = loop.create_future()
-    batch.tasks.append(_Task(feed, size, future))
-    batch.size += size
+    batch.tasks.append(task)
+    batch.size += task.size
     if batch.size >= self._options.max_batch_size:
       self._close(key)
-    self._dispatch(loop)
-    return await future
 
   def _close(self, key) -> None:
     self._closed.append(self._open.pop(key))
@@ -126,8 +139,7 @@ class BatchScheduler:
       if batch is None:
         break
       self._free_threads -= 1
-      loop.run_in_executor(self._pool, _run_batch, batch).add_done_callback(
-          lambda f, b=batch: self._finished(loop, b, f))
+      self._queue.put((loop, batch))
     self._arm_timer(loop)
 
   def _arm_timer(self, loop) -> None:
@@ -141,14 +153,27 @@ class BatchScheduler:
     self._timer = None
     self._dispatch(loop)
 
-  def _finished(self, loop, batch: _Batch, done: asyncio.Future) -> None:
+  def _work(self) -> None:
+    """A batch thread: runs batches until close()."""
+    while True:
+      item = self._queue.get()
+      if item is None:
+        return
+      loop, batch = item
+      try:
+        results = _run_batch(batch)
+      except Exception as e:  # A bug, not a bad request: fail this batch only.
+        log.exception('Batch failed')
+        results = [errors.ServingError(errors.grpc.StatusCode.INTERNAL, str(e))] * len(batch.tasks)
+      try:
+        loop.call_soon_threadsafe(self._finished, loop, batch, results)
+      except RuntimeError:  # The loop is closed: the server is gone.
+        return
+
+  def _finished(self, loop, batch: _Batch, results: list) -> None:
     self._free_threads += 1
-    self.on_batch(batch.size)
-    try:
-      results = done.result()
-    except Exception as e:  # A bug, not a bad request: fail this batch only.
-      log.exception('Batch failed')
-      results = [errors.ServingError(errors.grpc.StatusCode.INTERNAL, str(e))] * len(batch.tasks)
+    if batch.size:
+      self.on_batch(batch.size)
     for task, result in zip(batch.tasks, results):
       if task.future.done():
         continue  # The caller went away.
@@ -159,7 +184,8 @@ class BatchScheduler:
     self._dispatch(loop)
 
   def close(self) -> None:
-    self._pool.shutdown(wait=False, cancel_futures=True)
+    for _ in self._threads:
+      self._queue.put(None)
 
 
 def _run_batch(batch: _Batch) -> list:

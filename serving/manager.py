@@ -7,7 +7,6 @@ memory only once its in-flight requests are done. A version that fails to
 load is logged, reported in the status and never served.
 """
 
-import contextlib
 import logging
 import os
 import re
@@ -51,6 +50,9 @@ class Model:
 
   def available(self) -> List[int]:
     return sorted(v for v, r in self.versions.items() if r.state == AVAILABLE)
+
+  def latest(self) -> Optional[int]:
+    return max((v for v, r in self.versions.items() if r.state == AVAILABLE), default=None)
 
 
 def list_versions(base_path: str) -> List[int]:
@@ -226,19 +228,18 @@ class ModelManager:
 
   # ---- serving ---------------------------------------------------------------
 
-  @contextlib.contextmanager
-  def acquire(self, name: str, version: Optional[int] = None, label: str = ''):
-    """Holds a servable for one request; unloading waits for it."""
+  def hold(self, name: str, version: Optional[int] = None, label: str = '') -> VersionRecord:
+    """The version serving one request, held until release(): unloading waits for it."""
     with self._lock:
       record = self._resolve(name, version, label)
       record.in_flight += 1
-    try:
-      yield record.servable
-    finally:
-      with self._lock:
-        record.in_flight -= 1
-        if record.state == UNLOADING and record.in_flight == 0:
-          self._finish_unload(record)
+    return record
+
+  def release(self, record: VersionRecord) -> None:
+    with self._lock:
+      record.in_flight -= 1
+      if record.state == UNLOADING and record.in_flight == 0:
+        self._finish_unload(record)
 
   def _resolve(self, name: str, version: Optional[int], label: str) -> VersionRecord:
     model = self._models.get(name)
@@ -247,11 +248,9 @@ class ModelManager:
         raise errors.invalid_argument(f'Unrecognized servable version label: {label}')
       version = model.labels[label]
     if model is not None:
-      candidates = [version] if version is not None else model.available()[-1:]
-      for v in candidates:
-        record = model.versions.get(v)
-        if record is not None and record.state == AVAILABLE:
-          return record
+      record = model.versions.get(version if version is not None else model.latest())
+      if record is not None and record.state == AVAILABLE:
+        return record
     request = f'Specific({name}, {version})' if version is not None else f'Latest({name})'
     raise errors.not_found(f'Servable not found for request: {request}')
 
