@@ -71,33 +71,27 @@ def to_numpy(tensor_proto) -> np.ndarray:
     raise errors.invalid_argument(f'Invalid tensor proto: {e}') from None
 
 
-def numeric_enum(dtype: np.dtype):
-  """The DataType of a dtype written as tensor_content, else None."""
-  enum = _ENUM_OF.get(dtype)
-  return enum if enum is not None and dtype.isnative else None
-
-
 def _fill(proto, array) -> None:
   """Writes array into an empty TensorProto in place: building a separate
   proto and copying it into the response costs 3x as much per request."""
   array = np.asarray(array)
-  enum = numeric_enum(array.dtype)
-  if enum is not None:
+  enum = _ENUM_OF.get(array.dtype)
+  if enum is not None and array.dtype.isnative:
     proto.dtype = enum
-    fill_shape(proto, array.shape)
+    _fill_shape(proto, array.shape)
     proto.tensor_content = array.tobytes()  # C order, whatever the array's layout.
     return
   if array.dtype == object:
     values = array.ravel().tolist()
     if all(type(v) is bytes for v in values):
       proto.dtype = types_pb2.DT_STRING
-      fill_shape(proto, array.shape)
+      _fill_shape(proto, array.shape)
       proto.string_val.extend(values)
       return
   proto.CopyFrom(tf.make_tensor_proto(array))
 
 
-def fill_shape(proto, shape) -> None:
+def _fill_shape(proto, shape) -> None:
   proto.tensor_shape.SetInParent()  # Present even for a scalar, as TF writes it.
   for size in shape:
     proto.tensor_shape.dim.add().size = size
