@@ -1,4 +1,4 @@
-"""Runs the taxi pipeline on this machine (LocalDagRunner, MLMD in SQLite).
+"""Runs the taxi pipeline on this machine (TFX launchers, MLMD in SQLite).
 
     python local_runner.py                 # quiet: a line per component
     python local_runner.py --verbose       # full TFX / Beam logs
@@ -21,6 +21,7 @@ if '--verbose' not in sys.argv:
   warnings.filterwarnings('ignore')  # Library deprecation chatter.
 
 import argparse  # pylint: disable=g-import-not-at-top
+import gc
 import json
 import logging
 import time
@@ -155,8 +156,8 @@ def _start_standby_once(infra_check):
 
 
 def _run(config, enable_cache, verbose, stream, on_execute=None):
-  from tfx.orchestration.local.local_dag_runner import LocalDagRunner
   from tfx.orchestration.metadata import sqlite_metadata_connection_config
+  from pipeline import parallel_runner
   from pipeline import pipeline as taxi_pipeline
   from pipeline import progress
 
@@ -176,7 +177,7 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
         metadata_connection_config=sqlite_metadata_connection_config(
             config.metadata_path))
     with printer.watching(on_execute):
-      LocalDagRunner().run(pipeline)
+      parallel_runner.ParallelLocalDagRunner(config.parallel_components).run(pipeline)
   except Exception as e:  # Reported, never swallowed: the exit code says it.
     error = e
     printer.fail(e)
@@ -212,6 +213,11 @@ def _write_report(config):
 
 def main(argv=None):
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  # Fewer garbage collections: the run allocates millions of short-lived
+  # objects beside ~1M long-lived ones (TF, Beam, TFX), and with Python's
+  # default thresholds its full collections took ~3 s of a 40 s run (gc
+  # callbacks); with these, ~1.5 s in all. Cycles are still collected.
+  gc.set_threshold(50_000, 20, 20)
   from pipeline import configs
   config = configs.load({
       'data_root': args.data_root, 'output_root': args.output_root,

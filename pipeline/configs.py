@@ -74,6 +74,9 @@ class PipelineConfig:
 
   # Beam: 'local' (in-memory DirectRunner) or 'dataflow'.
   beam_profile: str = 'local'
+  # Local runs: how many components may run at once when their inputs are
+  # ready (the InfraValidator beside the Evaluator); 1 is TFX's one-by-one.
+  parallel_components: int = 2
 
   # Google Cloud (Vertex AI Pipelines, Kubeflow Pipelines, Dataflow).
   # kubeflow_v2_runner.py compiles for_cloud(config): data, artifacts and

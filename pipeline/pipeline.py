@@ -1,6 +1,7 @@
 """The taxi big-tipper pipeline: one definition for every runner.
 
-local_runner.py runs it with LocalDagRunner; kubeflow_v2_runner.py compiles
+local_runner.py runs it with pipeline/parallel_runner.py (TFX's LocalDagRunner,
+independent components side by side); kubeflow_v2_runner.py compiles
 the same definition for Vertex AI Pipelines / Kubeflow Pipelines.
 """
 

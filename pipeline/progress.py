@@ -7,6 +7,7 @@ read from its output artifacts in MLMD.
 import contextlib
 import os
 import sys
+import threading
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -195,8 +196,8 @@ class ProgressPrinter:
     self._pipeline_name = pipeline_name
     self._metadata_path = metadata_path
     self._stream = stream
-    self._current: Optional[str] = None
-    self._started = 0.0
+    self._running: Dict[str, float] = {}  # Node id -> start time.
+    self._lock = threading.Lock()  # Components may run side by side.
     self.components: List[Dict] = []
 
   @contextlib.contextmanager
@@ -214,9 +215,10 @@ class ProgressPrinter:
     class ReportingLauncher(original):
 
       def launch(self):
-        printer.start(self._pipeline_node.node_info.id)
+        node_id = self._pipeline_node.node_info.id
+        printer.start(node_id)
         result = super().launch()
-        printer.finish()
+        printer.finish(node_id)
         return result
 
       def _run_executor(self, execution_info):
@@ -231,29 +233,33 @@ class ProgressPrinter:
       launcher.Launcher = original
 
   def start(self, node_id: str):
-    self._current, self._started = node_id, time.time()
-    if self._stream.isatty():  # Overwritten by the finished line.
-      self._write(f'  {node_id:<28} running ...', end='')
+    with self._lock:
+      self._running[node_id] = time.time()
+      if self._stream.isatty() and len(self._running) == 1:  # Overwritten when done.
+        self._write(f'  {node_id:<28} running ...', end='')
 
-  def finish(self):
-    seconds = time.time() - self._started
-    outputs = self._outputs(self._current)
+  def finish(self, node_id: str):
+    seconds = time.time() - self._running[node_id]
+    outputs = self._outputs(node_id)
     cached = (outputs is not None and outputs.execution is not None and
               outputs.execution.last_known_state == metadata_store_pb2.Execution.CACHED)
-    result = self._result(self._current, outputs)
+    result = self._result(node_id, outputs)
     status = 'cached' if cached else f'{seconds:5.1f}s'
-    self._write(f'\r  {self._current:<28} {status:>7}  {result}')
-    self.components.append({'component': self._current, 'seconds': round(seconds, 2),
-                            'cached': cached, 'result': result})
-    self._current = None
+    with self._lock:
+      del self._running[node_id]
+      self._write(f'\r  {node_id:<28} {status:>7}  {result}')
+      self.components.append({'component': node_id, 'seconds': round(seconds, 2),
+                              'cached': cached, 'result': result})
 
   def fail(self, error: BaseException):
-    """Ends the running component's line with the error."""
-    if self._current:
-      seconds = time.time() - self._started
-      self._write(f'\r  {self._current:<28} {seconds:5.1f}s  FAILED')
-      self.components.append({'component': self._current, 'seconds': round(seconds, 2),
-                              'cached': False, 'result': 'failed: ' + str(error)[:200]})
+    """Ends the lines of the components still running with the error."""
+    with self._lock:
+      for node_id, started in self._running.items():
+        seconds = time.time() - started
+        self._write(f'\r  {node_id:<28} {seconds:5.1f}s  FAILED')
+        self.components.append({'component': node_id, 'seconds': round(seconds, 2),
+                                'cached': False, 'result': 'failed: ' + str(error)[:200]})
+      self._running.clear()
 
   def _outputs(self, node_id: str) -> Optional[LatestRun]:
     try:

@@ -5,6 +5,8 @@ import logging
 
 import apache_beam as beam
 from apache_beam.coders import VarIntCoder
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
+                                                  StandardOptions, TypeOptions)
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import core, userstate
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
@@ -16,6 +18,7 @@ from pipeline import beam_speedups
 ORIGINAL_ARGS_DEFAULTS = core.get_function_args_defaults
 ORIGINAL_DOFN_SPECS = userstate.get_dofn_specs
 ORIGINAL_TRACE = _dill._trace  # pylint: disable=protected-access
+ORIGINAL_VIEW_AS = PipelineOptions.view_as
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -26,6 +29,7 @@ def speedups():
   core.get_function_args_defaults = ORIGINAL_ARGS_DEFAULTS
   userstate.get_dofn_specs = ORIGINAL_DOFN_SPECS
   _dill._trace = ORIGINAL_TRACE  # pylint: disable=protected-access
+  PipelineOptions.view_as = ORIGINAL_VIEW_AS
   beam_speedups._applied = False  # pylint: disable=protected-access
 
 
@@ -115,3 +119,17 @@ def test_dill_trace_level_still_follows_the_switch():
   assert _dill.log.level == logging.INFO
   _dill._trace(False)  # pylint: disable=protected-access
   assert _dill.log.level == logging.WARN
+
+
+def test_cached_option_views_read_and_write_the_shared_options():
+  options = PipelineOptions(['--runner=DirectRunner', '--direct_num_workers=3'])
+  view = options.view_as(StandardOptions)
+  assert options.view_as(StandardOptions) is view  # Built once.
+  assert view.runner == ORIGINAL_VIEW_AS(options, StandardOptions).runner == 'DirectRunner'
+  assert options.view_as(DirectOptions).direct_num_workers == 3
+  view.streaming = True  # Written through one view, seen through the others.
+  assert ORIGINAL_VIEW_AS(options, StandardOptions).streaming
+  assert options.view_as(TypeOptions).pipeline_type_check  # Defaults filled in.
+  other = PipelineOptions(['--runner=Other'])
+  assert other.view_as(StandardOptions).runner == 'Other'  # Per options object.
+  assert options.get_all_options()['streaming']

@@ -1,0 +1,115 @@
+"""TFX's LocalDagRunner, with components whose inputs are ready running side
+by side.
+
+TFX's LocalDagRunner launches one component at a time in topological order
+(its TODO b/171319478). This runner launches each component once every
+component upstream of it has finished, on up to `max_parallel` threads. In
+the taxi pipeline the InfraValidator (a model server in a subprocess) then
+runs beside the Evaluator (TFMA on Beam): both wait only for the Trainer.
+
+Each launch is TFX's own Launcher. ML Metadata, a SQLite file here, is used
+by one launch at a time: a lock is held for all a launch does (input
+resolution, caching, publishing) except running the executor.
+"""
+
+import concurrent.futures
+import datetime
+import threading
+from typing import Dict, Optional
+
+from absl import logging
+from tfx.dsl.compiler import constants
+from tfx.orchestration import metadata
+from tfx.orchestration.local import local_dag_runner
+from tfx.orchestration.local import runner_utils
+from tfx.orchestration.portable import launcher
+from tfx.orchestration.portable import runtime_parameter_utils
+from tfx.proto.orchestration import pipeline_pb2
+from tfx.utils import telemetry_utils
+
+
+class ParallelLocalDagRunner(local_dag_runner.LocalDagRunner):
+  """Runs a pipeline in this process, independent components concurrently."""
+
+  def __init__(self, max_parallel: int = 2):
+    super().__init__()
+    self._max_parallel = max_parallel
+
+  def run_with_ir(self, pipeline: pipeline_pb2.Pipeline,
+                  run_options: Optional[pipeline_pb2.RunOptions] = None) -> None:
+    if run_options is not None:  # Partial runs: TFX's own sequential loop.
+      return super().run_with_ir(pipeline, run_options)
+    runtime_parameter_utils.substitute_runtime_parameter(
+        pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: datetime.datetime.now().isoformat()})
+    deployment_config = runner_utils.extract_local_deployment_config(pipeline)
+    connection = deployment_config.metadata_connection_config
+    connection_config = getattr(connection, connection.WhichOneof('connection_config'))
+    metadata_lock = threading.Lock()
+
+    def launch(node: pipeline_pb2.PipelineNode) -> None:
+      node_id = node.node_info.id
+      locked_launcher = _metadata_locked(launcher.Launcher, metadata_lock)
+      locked_launcher(
+          pipeline_node=node,
+          mlmd_connection=metadata.Metadata(connection_config),
+          pipeline_info=pipeline.pipeline_info,
+          pipeline_runtime_spec=pipeline.runtime_spec,
+          executor_spec=runner_utils.extract_executor_spec(deployment_config, node_id),
+          custom_driver_spec=runner_utils.extract_custom_driver_spec(deployment_config, node_id),
+      ).launch()
+
+    nodes = [n.pipeline_node for n in pipeline.nodes
+             if not n.pipeline_node.execution_options.HasField('skip')]
+    with telemetry_utils.scoped_labels({telemetry_utils.LABEL_TFX_RUNNER: 'local'}):
+      _run_when_ready(nodes, launch, self._max_parallel)
+
+
+def _metadata_locked(launcher_class, lock: threading.Lock):
+  """launcher_class, holding lock for all of launch() but the executor."""
+
+  class MetadataLockedLauncher(launcher_class):
+
+    def launch(self):
+      with lock:
+        return super().launch()
+
+    def _run_executor(self, execution_info):
+      lock.release()
+      try:
+        return super()._run_executor(execution_info)
+      finally:
+        lock.acquire()
+
+  return MetadataLockedLauncher
+
+
+def _run_when_ready(nodes, launch, max_parallel: int) -> None:
+  """Launches each node once its upstream nodes are done, in the nodes'
+  (topological) order. After a failure nothing new starts; the components
+  already running finish, then the first error is raised."""
+  ids = {node.node_info.id for node in nodes}
+  upstream = {node.node_info.id: set(node.upstream_nodes) & ids for node in nodes}
+  waiting = list(nodes)
+  done, error = set(), None
+  running: Dict[concurrent.futures.Future, str] = {}
+  with concurrent.futures.ThreadPoolExecutor(max_parallel, thread_name_prefix='component') as pool:
+    while running or (waiting and error is None):
+      for node in [n for n in waiting if upstream[n.node_info.id] <= done]:
+        if error is not None or len(running) >= max_parallel:
+          break
+        waiting.remove(node)
+        logging.info('Component %s is running.', node.node_info.id)
+        running[pool.submit(launch, node)] = node.node_info.id
+      if not running:
+        raise RuntimeError('No component can start: '
+                           + ', '.join(n.node_info.id for n in waiting))
+      finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+      for future in finished:
+        node_id = running.pop(future)
+        if future.exception() is None:
+          done.add(node_id)
+          logging.info('Component %s is finished.', node_id)
+        elif error is None:
+          error = future.exception()
+  if error is not None:
+    raise error

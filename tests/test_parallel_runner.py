@@ -1,0 +1,81 @@
+"""The parallel runner's scheduling: upstream first, independent side by side,
+and a failure stops what has not started. (Real pipeline runs with it are in
+test_pipeline.py and test_bad_data.py.)"""
+
+import threading
+
+import pytest
+from tfx.proto.orchestration import pipeline_pb2
+
+from pipeline.parallel_runner import _run_when_ready
+
+
+def _nodes(graph):
+  """PipelineNodes from {node id: [upstream ids]}, in the given order."""
+  nodes = []
+  for node_id, upstream in graph.items():
+    node = pipeline_pb2.PipelineNode()
+    node.node_info.id = node_id
+    node.upstream_nodes.extend(upstream)
+    nodes.append(node)
+  return nodes
+
+
+# The taxi pipeline's tail: Evaluator and InfraValidator both wait for the Trainer.
+TAIL = {'Trainer': [], 'InfraValidator': ['Trainer'], 'Resolver': ['Trainer'],
+        'Evaluator': ['Trainer', 'Resolver'], 'Pusher': ['Evaluator', 'InfraValidator']}
+
+
+def test_each_component_starts_after_its_upstream_ones_finish():
+  finished, lock = [], threading.Lock()
+
+  def launch(node):
+    with lock:
+      assert set(node.upstream_nodes) <= set(finished), node.node_info.id
+      finished.append(node.node_info.id)
+
+  _run_when_ready(_nodes(TAIL), launch, max_parallel=2)
+  assert sorted(finished) == sorted(TAIL)
+  assert finished[0] == 'Trainer' and finished[-1] == 'Pusher'
+
+
+def test_independent_components_run_at_the_same_time():
+  # Both must be inside launch() at once to pass the barrier; run one by
+  # one, the first would wait alone and the barrier would break.
+  together = threading.Barrier(2, timeout=30)
+
+  def launch(node):
+    if node.node_info.id in ('InfraValidator', 'Evaluator'):
+      together.wait()
+
+  _run_when_ready(_nodes(TAIL), launch, max_parallel=2)
+
+
+def test_one_at_a_time_keeps_the_given_order():
+  order = []
+  _run_when_ready(_nodes(TAIL), lambda n: order.append(n.node_info.id), max_parallel=1)
+  assert order == list(TAIL)
+
+
+def test_a_failure_lets_running_components_finish_and_starts_nothing_new():
+  evaluator_may_finish = threading.Event()
+  launched = []
+
+  def launch(node):
+    launched.append(node.node_info.id)
+    if node.node_info.id == 'InfraValidator':
+      evaluator_may_finish.set()
+      raise ValueError('model does not serve')
+    if node.node_info.id == 'Evaluator':
+      evaluator_may_finish.wait(30)
+
+  graph = {'Trainer': [], 'Evaluator': ['Trainer'], 'InfraValidator': ['Trainer'],
+           'Pusher': ['Evaluator', 'InfraValidator']}
+  with pytest.raises(ValueError, match='does not serve'):
+    _run_when_ready(_nodes(graph), launch, max_parallel=2)
+  assert sorted(launched) == ['Evaluator', 'InfraValidator', 'Trainer']
+
+
+def test_a_component_whose_upstream_never_runs_is_an_error():
+  with pytest.raises(RuntimeError, match='No component can start: B'):
+    _run_when_ready(_nodes({'A': [], 'B': ['A', 'B']}), lambda n: None, max_parallel=2)
