@@ -44,11 +44,12 @@ class ParallelLocalDagRunner(local_dag_runner.LocalDagRunner):
     deployment_config = runner_utils.extract_local_deployment_config(pipeline)
     connection = deployment_config.metadata_connection_config
     connection_config = getattr(connection, connection.WhichOneof('connection_config'))
-    metadata_lock = threading.Lock()
+    # Looked up now, not at import: a caller may have wrapped TFX's Launcher
+    # (pipeline/progress.py reports around it).
+    locked_launcher = _metadata_locked(launcher.Launcher, threading.Lock())
 
     def launch(node: pipeline_pb2.PipelineNode) -> None:
       node_id = node.node_info.id
-      locked_launcher = _metadata_locked(launcher.Launcher, metadata_lock)
       locked_launcher(
           pipeline_node=node,
           mlmd_connection=metadata.Metadata(connection_config),

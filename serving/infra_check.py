@@ -11,8 +11,9 @@ and shuts the server down.
 
 A server's start-up is mostly importing TensorFlow (about 4 s of one core).
 start_standby() starts the server the next check will use ahead of need: the
-local runner calls it as a run begins, while its own process is importing on
-the other core, so the check itself only loads the model.
+local runner calls it as the first component really executes, so the start-up
+runs on the other core while the pipeline works and the check itself only
+loads the model.
 """
 
 import base64

@@ -122,7 +122,6 @@ class Signature:
       raise errors.invalid_argument(str(e)) from None
     return {k: v.numpy() for k, v in result.items()}
 
-
   def _run(self, tensors):
     """The function on the calling thread (TF's single-threaded executor)
     when the graph allows it. The default executor hands every op to TF's
