@@ -12,11 +12,12 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test venv lock bench clean help
+.PHONY: run test test-fast venv lock bench clean help
 
 help:
 	@echo "make run    - run the whole pipeline locally (ARGS='--verbose' etc.)"
 	@echo "make test   - run the test suite"
+	@echo "make test-fast - the tests not marked slow (about a minute)"
 	@echo "make bench  - time a cold and a cached pipeline run"
 	@echo "make clean  - remove pipeline outputs and pushed models"
 
@@ -42,6 +43,9 @@ run: $(INSTALLED)
 test: $(INSTALLED)
 	@scripts/ensure_chromium.sh
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-fast: $(INSTALLED)
+	$(PY) -m pytest tests -m 'not slow' $(PYTEST_ARGS)
 
 bench: $(INSTALLED)
 	$(PY) bench/pipeline_bench.py
