@@ -1,8 +1,12 @@
 """One loaded version of a SavedModel: its SignatureDefs and how to run them.
 
-Generic over any SavedModel: inputs and outputs are dicts of numpy arrays
-keyed by the SignatureDef's tensor aliases, checked against the SignatureDef
-the way TF Serving checks a PredictRequest.
+Loaded as TF Serving loads every SavedModel, TF1 or TF2: the MetaGraphDef is
+imported into a graph, its variables restored and init ops run in a session
+(tf.compat.v1's loader, TF Serving's LoadSavedModel), and a signature runs as
+session.run with the request tensors fed under the SignatureDef's tensor
+names. So, as in TF Serving, only the inputs' aliases and dtypes are checked
+here; shapes go to the graph as given and the graph itself rejects what it
+cannot take (INVALID_ARGUMENT).
 """
 
 import logging
@@ -11,9 +15,8 @@ from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 from google.protobuf import text_format
-from tensorflow.python.eager import context
 
 from serving import errors
 
@@ -22,8 +25,6 @@ PREDICT_METHOD = 'tensorflow/serving/predict'
 CLASSIFY_METHOD = 'tensorflow/serving/classify'
 REGRESS_METHOD = 'tensorflow/serving/regress'
 WARMUP_FILE = os.path.join('assets.extra', 'tf_serving_warmup_requests')
-# How TF rejects a graph (v1 control flow, reference edges) for that executor.
-_SINGLE_THREADED_UNSUPPORTED = 'Single-threaded executor does not support'
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +66,41 @@ def read_meta_graph(path: str, tags) -> meta_graph_pb2.MetaGraphDef:
       f' SavedModel CLI: `saved_model_cli`')
 
 
-class Signature:
-  """A SignatureDef bound to the loaded function that computes it."""
+def _is_tensor_name(name: str) -> bool:
+  """'op:0' names a tensor; a bare op name (the TF2 init op's signature) does not."""
+  return ':' in name
 
-  def __init__(self, name: str, signature_def, function):
+
+class Signature:
+  """A SignatureDef bound to a session callable that computes it."""
+
+  def __init__(self, name: str, signature_def, session):
     self.name = name
     self.signature_def = signature_def
     self.method_name = signature_def.method_name
-    self.function = function
     self.input_dtypes = {k: numpy_dtype(v.dtype) for k, v in signature_def.inputs.items()}
     self.input_shapes = {k: shape_of(v) for k, v in signature_def.inputs.items()}
     self.output_names = sorted(signature_def.outputs)
     # TF >= 2.12 records tensor defaults of tf.function args; TF Serving 2.16
     # feeds them for inputs the request leaves out.
     self.defaults = {k: tf.make_ndarray(v) for k, v in signature_def.defaults.items()}
-    self._single_threaded = True  # Until the graph turns out to need more.
+    self._feed_order = sorted(self.input_dtypes)
+    # Every output is fetched, whatever the output filter: one callable (one
+    # set of executors, made and warmed at load) per signature, never a cold
+    # one for a new subset of outputs.
+    feeds = [signature_def.inputs[k].name for k in self._feed_order]
+    fetches = [signature_def.outputs[k].name for k in self.output_names]
+    self._callable, self._error = None, None
+    try:
+      self._callable = _session_callable(session, feeds, fetches)
+    except (tf.errors.OpError, TypeError, ValueError, KeyError) as e:
+      # As in TF Serving, a signature the graph cannot run fails its requests only.
+      message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+      self._error = errors.invalid_argument(f'Signature {name} cannot be run: {message}')
+      log.warning('Signature %s cannot be run: %s', name, message)
 
   def prepare(self, inputs: Dict[str, np.ndarray], model_name: str) -> Dict[str, np.ndarray]:
-    """Checks inputs against the SignatureDef and fills defaults."""
+    """Checks input aliases and dtypes (as the session's feed does) and fills defaults."""
     expected = set(self.input_dtypes)
     extra = sorted(set(inputs) - expected)
     missing = sorted(expected - set(inputs) - set(self.defaults))
@@ -94,59 +112,43 @@ class Signature:
     feed = {}
     for name, dtype in self.input_dtypes.items():
       value = inputs[name] if name in inputs else self.defaults[name]
-      feed[name] = self._checked(name, value, dtype)
+      feed[name] = _checked_dtype(name, value, dtype)
     return feed
 
-  def _checked(self, name, value, dtype) -> np.ndarray:
-    value = np.asarray(value)
-    if value.dtype != dtype and not (dtype == object and value.dtype.kind in 'SO'):
-      raise errors.invalid_argument(
-          f'Expects arg[{name}] to be {np.dtype(dtype).name if dtype != object else "string"}'
-          f' but {value.dtype.name} is provided')
-    expected = self.input_shapes[name]
-    if expected is not None and not _shape_matches(value.shape, expected):
-      raise errors.invalid_argument(
-          f'input tensor {name}: shape {list(value.shape)} is incompatible with the'
-          f' signature shape {expected}')
-    return value
-
   def call(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Runs the signature function; TF errors become canonical errors."""
+    """Runs the signature; TF errors become canonical errors."""
+    if self._error is not None:
+      raise self._error
     try:
-      # Tensors, not arrays: the function's own conversion of numpy
-      # arguments costs ~50 us more CPU per call (taxi model, batch of 3).
-      result = self._run({k: tf.constant(v) for k, v in feed.items()})
+      values = self._callable(*[feed[k] for k in self._feed_order])
     except tf.errors.OpError as e:
       raise errors.from_tf_error(e) from None
     except (TypeError, ValueError) as e:
       raise errors.invalid_argument(str(e)) from None
-    return {k: v.numpy() for k, v in result.items()}
-
-  def _run(self, tensors):
-    """The function on the calling thread (TF's single-threaded executor)
-    when the graph allows it. The default executor hands every op to TF's
-    inter-op threads, which spin after each call: called from a batch
-    thread every few ms, that doubled the CPU of a call (~0.9 -> 2.2 ms
-    for the taxi model; 1.1 -> 0.8 ms per request at concurrency 1)."""
-    if self._single_threaded:
-      try:
-        with context.function_executor_type('SINGLE_THREADED_EXECUTOR'):
-          return self.function(**tensors)
-      except tf.errors.OpError as e:
-        if _SINGLE_THREADED_UNSUPPORTED not in e.message:
-          raise
-        log.info('Signature %s runs on the default executor: %s', self.name, e.message)
-        self._single_threaded = False
-    return self.function(**tensors)
+    return dict(zip(self.output_names, values))
 
 
-def _shape_matches(actual, expected) -> bool:
-  return len(actual) == len(expected) and all(
-      e < 0 or a == e for a, e in zip(actual, expected))
+def _session_callable(session, feeds, fetches):
+  """C++ Session::MakeCallable, as TF Serving's session->Run: feeds go to the
+  graph as given. (Session.run and make_callable also check shapes in Python
+  against the graph's static shapes, rejecting e.g. [1] for a [-1, 1]
+  placeholder that the graph itself runs; tf.keras's v1 backend uses this
+  same private entry point for its callables.)"""
+  options = config_pb2.CallableOptions(feed=feeds, fetch=fetches)
+  return session._make_callable_from_options(options)  # pylint: disable=protected-access
+
+
+def _checked_dtype(name, value, dtype) -> np.ndarray:
+  value = np.asarray(value)
+  if value.dtype != dtype and not (dtype == object and value.dtype.kind in 'SO'):
+    raise errors.invalid_argument(
+        f'Expects arg[{name}] to be {np.dtype(dtype).name if dtype != object else "string"}'
+        f' but {value.dtype.name} is provided')
+  return value
 
 
 class Servable:
-  """A loaded model version."""
+  """A loaded model version: its graph in its own session."""
 
   def __init__(self, name: str, version: int, path: str, tags=('serve',)):
     self.name = name
@@ -154,12 +156,22 @@ class Servable:
     self.path = path
     self.tags = list(tags)
     self.meta_graph = read_meta_graph(path, self.tags)
-    self._loaded = tf.saved_model.load(path, tags=self.tags)
-    self.signatures = {
-        key: Signature(key, signature_def, self._loaded.signatures[key])
-        for key, signature_def in self.meta_graph.signature_def.items()
-        if key in self._loaded.signatures
-    }
+    self._graph = tf.Graph()
+    # config=None: the session takes the process's threading settings
+    # (--tensorflow_*_parallelism, set through tf.config at start-up).
+    self._session = tf.compat.v1.Session(graph=self._graph)
+    try:
+      with self._graph.as_default():
+        tf.compat.v1.saved_model.loader.load(self._session, self.tags, path)
+      self.signatures = {
+          key: Signature(key, signature_def, self._session)
+          for key, signature_def in self.meta_graph.signature_def.items()
+          if all(_is_tensor_name(t.name) for t in signature_def.outputs.values())
+      }
+    except BaseException:
+      self._session.close()
+      raise
+    self._graph.finalize()  # Serving never adds ops: catch it if anything tries.
 
   def signature(self, name: str) -> Signature:
     """The named signature; FAILED_PRECONDITION like TF Serving's Predict."""
@@ -167,6 +179,10 @@ class Servable:
     if key not in self.signatures:
       raise errors.failed_precondition(f'Serving signature key "{key}" not found.')
     return self.signatures[key]
+
+  def close(self) -> None:
+    """Frees the session (the manager calls it once no request uses the version)."""
+    self._session.close()
 
   @property
   def warmup_file(self) -> str:
