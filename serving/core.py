@@ -59,6 +59,8 @@ class _Serving:
     self._start = time.perf_counter()
     spec = self._spec
     try:
+      if not spec.name:
+        raise errors.invalid_argument('ModelSpec has no name specified.')  # TF Serving's words.
       self._record = self._core.manager.hold(spec.name, spec.version, spec.label)
     except errors.ServingError as e:
       self._count(e)
@@ -101,12 +103,16 @@ class ServerCore:
   """What PredictionService / ModelService and the REST API call."""
 
   def __init__(self, manager, runner, metrics=None,
-               enable_signature_method_name_check: bool = False):
+               enable_signature_method_name_check: bool = False,
+               serialize_as_tensor_content: bool = False):
     self.manager = manager
     self.runner = runner
     self.metrics = metrics
     self.request_loggers: Dict[str, object] = {}
     self.method_name_check = enable_signature_method_name_check
+    # --enable_serialization_as_tensor_content: Predict outputs packed in
+    # tensor_content instead of TF Serving's default typed value fields.
+    self.tensor_content = serialize_as_tensor_content
 
   def _serving(self, spec: ModelSpec, api: str, entrypoint: str) -> '_Serving':
     return _Serving(self, spec, api, entrypoint)
@@ -129,7 +135,7 @@ class ServerCore:
       if logger is not None and request_proto is not None:
         response = predict_pb2.PredictResponse(
             model_spec=_spec_proto(servable, spec.signature_name or 'serving_default'))
-        tensors.fill_protos(response.outputs, outputs)
+        tensors.fill_protos(response.outputs, outputs, self.tensor_content)
         logger.log(_prediction_log(servable, request_proto(), response, 'predict_log'))
       return servable, spec.signature_name or 'serving_default', outputs
 

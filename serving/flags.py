@@ -23,7 +23,7 @@ def _bool(text: str) -> bool:
 # name -> (type, default, used here?, help)
 FLAGS = {
     'port': (int, 8500, True, 'Port to listen on for gRPC API.'),
-    'grpc_socket_path': (str, '', False, 'UNIX socket for gRPC.'),
+    'grpc_socket_path': (str, '', True, 'Also serve gRPC on this UNIX socket.'),
     'rest_api_port': (int, 0, True, 'Port for the HTTP/REST API; 0 disables it.'),
     'rest_api_num_threads': (int, 0, False, 'HTTP threads (one event loop here).'),
     'rest_api_timeout_in_ms': (int, 30000, False, 'HTTP request timeout.'),
@@ -65,6 +65,8 @@ FLAGS = {
     'use_tflite_model': (_bool, False, False, 'Use a TFLite model.'),
     'num_tflite_pools': (int, 1, False, 'TFLite pools.'),
     'num_tflite_interpreters_per_pool': (int, 1, False, 'TFLite interpreters per pool.'),
+    'enable_serialization_as_tensor_content': (
+        _bool, False, True, 'Predict outputs in tensor_content, not typed value fields.'),
     'enable_signature_method_name_check': (
         _bool, False, True, 'Require classify/regress method_name in SignatureDefs.'),
     'xla_cpu_compilation_enabled': (_bool, False, False, 'XLA on CPU.'),

@@ -27,7 +27,8 @@ def _canonical_errors(method):
     except (asyncio.CancelledError, grpc.aio.AbortError):
       raise
     except Exception as e:  # A bug must not take the server down.
-      log.exception('Unhandled error in %s', method.__name__)
+      # One line per failed request, not a traceback each (they can be many).
+      log.error('Internal error in %s: %s: %s', method.__name__, type(e).__name__, e)
       await context.abort(grpc.StatusCode.INTERNAL, f'{type(e).__name__}: {e}')
   return wrapper
 
@@ -46,7 +47,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     response = predict_pb2.PredictResponse()
     response.model_spec.name, response.model_spec.signature_name = servable.name, signature_name
     response.model_spec.version.value = servable.version
-    tensors.fill_protos(response.outputs, outputs)
+    tensors.fill_protos(response.outputs, outputs, self.core.tensor_content)
     return response
 
   @_canonical_errors
@@ -83,7 +84,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     return model_management_pb2.ReloadConfigResponse()
 
 
-def make_server(core, reload_config, address: str, channel_args=()) -> grpc.aio.Server:
+def make_server(core, reload_config, addresses, channel_args=()) -> grpc.aio.Server:
+  """One gRPC server listening on each of addresses (an address or a list)."""
   # TF Serving accepts messages of any size (SetMaxMessageSize(INT_MAX)).
   options = [('grpc.max_receive_message_length', -1),
              ('grpc.max_send_message_length', -1)] + list(channel_args)
@@ -92,6 +94,7 @@ def make_server(core, reload_config, address: str, channel_args=()) -> grpc.aio.
       PredictionService(core), server)
   model_service_pb2_grpc.add_ModelServiceServicer_to_server(
       ModelService(core, reload_config), server)
-  if server.add_insecure_port(address) == 0:
-    raise OSError(f'Could not bind gRPC to {address}')
+  for address in [addresses] if isinstance(addresses, str) else addresses:
+    if server.add_insecure_port(address) == 0:
+      raise OSError(f'Could not bind gRPC to {address}')
   return server

@@ -47,6 +47,7 @@ class Model:
     self.config = config
     self.versions: Dict[int, VersionRecord] = {}
     self.labels: Dict[str, int] = {}
+    self.aspired: List[int] = []  # As of the last poll.
 
   def available(self) -> List[int]:
     return sorted(v for v, r in self.versions.items() if r.state == AVAILABLE)
@@ -55,18 +56,20 @@ class Model:
     return max((v for v, r in self.versions.items() if r.state == AVAILABLE), default=None)
 
 
-def list_versions(base_path: str) -> List[int]:
-  """Numeric child directories; anything else (e.g. '.123.incomplete') is
-  skipped as TF Serving does, and so is one without a saved_model.pb yet."""
+def list_versions(base_path: str) -> Dict[int, str]:
+  """Version number -> directory name of the numeric child directories.
+  The number is read from the name, and the directory loaded as named on
+  disk: `00000123` is version 123 (TF Serving). Anything else (e.g.
+  '.123.incomplete') is skipped as TF Serving does, and so is a directory
+  without a saved_model.pb yet."""
   try:
     children = tf.io.gfile.listdir(base_path)
   except tf.errors.NotFoundError:
-    return []
-  versions = []
-  for child in children:
-    child = child.rstrip('/')
+    return {}
+  versions = {}
+  for child in sorted(c.rstrip('/') for c in children):
     if _VERSION_DIR.match(child) and has_saved_model(os.path.join(base_path, child)):
-      versions.append(int(child))
+      versions[int(child)] = child
   return versions
 
 
@@ -163,15 +166,16 @@ class ModelManager:
 
   def _reconcile(self, model: Model) -> None:
     config = model.config
-    aspired = []
+    aspired, found = [], {}
     if config is not None:
       found = list_versions(config.base_path)
       if not found:
         log.warning('No versions of servable %s found under base path %s',
                     config.name, config.base_path)
-      aspired = aspired_versions(config.model_version_policy, found)
+      aspired = aspired_versions(config.model_version_policy, list(found))
+    model.aspired = aspired
     for version in aspired:
-      self._maybe_load(model, version)
+      self._maybe_load(model, version, os.path.join(config.base_path, found[version]))
     # Availability preserving: unload what is no longer aspired only once
     # something aspired is available (or the model is being removed).
     keep_old = config is not None and not set(aspired) & set(model.available())
@@ -181,7 +185,7 @@ class ModelManager:
       elif version not in aspired and record.state == State.END and record.servable is None:
         record.failures = 0  # Gone from disk: a later push may retry it.
 
-  def _maybe_load(self, model: Model, version: int) -> None:
+  def _maybe_load(self, model: Model, version: int, path: str) -> None:
     record = model.versions.get(version)
     if record is not None:
       if record.state in (State.AVAILABLE, State.LOADING):
@@ -192,7 +196,6 @@ class ModelManager:
     with self._lock:
       record.state, record.error = State.LOADING, None
       model.versions[version] = record
-    path = os.path.join(model.config.base_path, str(version))
     log.info('Loading servable version {name: %s version: %d}', model.config.name, version)
     try:
       servable = self._load_fn(model.config.name, version, path)
@@ -224,7 +227,10 @@ class ModelManager:
 
   @staticmethod
   def _finish_unload(record: VersionRecord) -> None:
-    record.servable, record.state = None, State.END  # Frees the model.
+    servable, record.servable, record.state = record.servable, None, State.END
+    close = getattr(servable, 'close', None)
+    if close is not None:
+      close()  # Frees the model's session now, not at some later collection.
 
   # ---- serving ---------------------------------------------------------------
 
@@ -270,6 +276,42 @@ class ModelManager:
           raise errors.not_found(f'Could not find version {version} of model {name}')
         return [model.versions[version]]
       return [model.versions[v] for v in sorted(model.versions, reverse=True)]
+
+  def startup_failures(self) -> Optional[List[str]]:
+    """At start-up, as TF Serving's ServerCore waits for every configured
+    model: None while some model still has no available version but may get
+    one (versions still loading or to be retried, or none on disk yet: TF
+    Serving waits for them); else 'model: error' for each model that will not
+    become available (every aspired version failed all its retries)."""
+    failures, waiting = [], False
+    with self._lock:
+      for name, model in self._models.items():
+        if model.config is None or model.available():
+          continue
+        records = [model.versions.get(v) for v in model.aspired]
+        if not records or any(r is None or r.error is None or r.failures <= self._max_retries
+                              for r in records):
+          waiting = True
+          continue
+        errors_text = ', '.join(f'{{name: {name} version: {r.version}}}: {r.error.code.name}:'
+                                f' {r.error.message}' for r in records)
+        failures.append(errors_text)
+    return None if waiting else failures
+
+  def wait_for_configured_models(self, poll_interval_s: float) -> None:
+    """Blocks until every configured model has an available version (polling
+    for versions meanwhile), as TF Serving's start-up and ReloadConfig do;
+    UNKNOWN "N model(s) did not become available" when some never will."""
+    while True:
+      failures = self.startup_failures()
+      if failures is not None:
+        break
+      time.sleep(poll_interval_s)
+      self.poll_once()
+    if failures:
+      raise errors.ServingError(
+          errors.grpc.StatusCode.UNKNOWN,
+          f'{len(failures)} model(s) did not become available: {{{", ".join(failures)}}}')
 
   def wait_until_available(self, name: str, version: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s

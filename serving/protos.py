@@ -6,9 +6,15 @@ users already write for tensorflow_model_server, so we declare the same
 messages (same names and fields) at run time and parse with text_format.
 """
 
+import logging
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf import text_format
 from google.protobuf import wrappers_pb2  # noqa: F401  (registers wrappers.proto)
+
+from serving import errors
+
+log = logging.getLogger(__name__)
 
 _T = descriptor_pb2.FieldDescriptorProto
 
@@ -64,6 +70,16 @@ MonitoringConfig = _CLASSES['MonitoringConfig']
 
 
 def parse_text_file(path: str, message_class):
-  """Reads an ascii protobuf file, as tensorflow_model_server does."""
-  with open(path) as f:
-    return text_format.Parse(f.read(), message_class())
+  """Reads an ascii protobuf file, as tensorflow_model_server does: a file
+  that does not parse is INVALID_ARGUMENT "Invalid protobuf file", after the
+  parser's own error is logged (it says where and why)."""
+  try:
+    with open(path) as f:
+      text = f.read()
+  except OSError as e:
+    raise errors.not_found(f'{path}; {e.strerror}') from None
+  try:
+    return text_format.Parse(text, message_class())
+  except text_format.ParseError as e:
+    log.error('Error parsing text-format %s: %s', message_class.DESCRIPTOR.full_name, e)
+    raise errors.invalid_argument(f"Invalid protobuf file: '{path}'") from None

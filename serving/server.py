@@ -24,7 +24,7 @@ from typing import Optional
 from aiohttp import web
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import batching, flags, protos, workers
+from serving import batching, errors, flags, protos, workers
 from serving.core import DirectRunner, ServerCore
 from serving.grpc_api import make_server
 from serving.manager import ModelManager
@@ -43,7 +43,8 @@ def server_config(args) -> model_server_config_pb2.ModelServerConfig:
     return protos.parse_text_file(args.model_config_file,
                                   model_server_config_pb2.ModelServerConfig)
   if not args.model_base_path:
-    raise SystemExit('Both model_config_file and model_base_path are empty!')
+    raise errors.invalid_argument('Both server_options.model_config_file and'
+                                  ' server_options.model_base_path are empty!')
   config = model_server_config_pb2.ModelServerConfig()
   config.model_config_list.config.add(name=args.model_name, base_path=args.model_base_path,
                                       model_platform='tensorflow')
@@ -87,7 +88,8 @@ class ModelServer:
         self._load, args.max_num_load_retries, args.load_retry_interval_micros / 1e6,
         args.allow_version_labels_for_unavailable_models)
     self.core = ServerCore(self.manager, runner, self.metrics,
-                           args.enable_signature_method_name_check)
+                           args.enable_signature_method_name_check,
+                           args.enable_serialization_as_tensor_content)
     self._loggers = {}
     self._config_text = None
     self._stopping: Optional[asyncio.Event] = None
@@ -112,9 +114,12 @@ class ModelServer:
 
   def reload_config(self, config) -> None:
     """Serves the models of config (startup, config file polls, and
-    ModelService.HandleReloadConfigRequest)."""
+    ModelService.HandleReloadConfigRequest), returning once each of them is
+    available, or raising if one will not be."""
     self.manager.apply_config(config)
     self._update_request_loggers(config)
+    poll_s = self.args.file_system_poll_wait_seconds
+    self.manager.wait_for_configured_models(poll_s if poll_s > 0 else 1)
 
   def _reload_config_everywhere(self, config) -> None:
     """ModelService.HandleReloadConfigRequest: here, then in the other workers."""
@@ -174,14 +179,19 @@ class ModelServer:
     await self._loop.run_in_executor(None, self.reload_config, config)
     host = args.listen_address
     channel_args = _channel_args(args.grpc_channel_arguments)
+    addresses = [f'{host}:{args.port}']
+    if args.grpc_socket_path:
+      addresses.append(f'unix:{args.grpc_socket_path}')
     grpc_servers = [make_server(self.core, self._reload_config_everywhere,
-                                f'{host}:{args.port}', channel_args)]
+                                addresses, channel_args)]
     if self.worker is not None:  # This process alone; peers forward reloads here.
       grpc_servers.append(make_server(self.core, self.reload_config,
                                       f'unix:{self.worker.own_socket}', channel_args))
     for grpc_server in grpc_servers:
       await grpc_server.start()
     log.info('Running gRPC ModelServer at %s:%d ...', host, args.port)
+    if args.grpc_socket_path:
+      log.info('Running gRPC ModelServer at UNIX socket %s ...', args.grpc_socket_path)
     runner = None
     if args.rest_api_port:
       if args.rest_api_port == args.port:
@@ -249,20 +259,20 @@ def run(server: ModelServer) -> None:
 def start_in_thread(argv) -> ModelServer:
   """Starts a server on a daemon thread and waits until it serves (tests)."""
   server = ModelServer(flags.parse(argv))
-  errors = []
+  failures = []
 
   def target():
     try:
       run(server)
     except BaseException as e:  # Surfaced to the caller below.
-      errors.append(e)
+      failures.append(e)
       server.ready.set()
 
   server.thread = threading.Thread(target=target, daemon=True, name='model-server')
   server.thread.start()
   server.ready.wait()
-  if errors:
-    raise errors[0]
+  if failures:
+    raise failures[0]
   return server
 
 
@@ -275,7 +285,11 @@ def main(argv=None) -> int:
     return 0
   if args.server_processes > 1 and workers.WORKER_INDEX_ENV not in os.environ:
     return workers.supervise(sys.argv[1:] if argv is None else list(argv), args.server_processes)
-  run(ModelServer(args))
+  try:
+    run(ModelServer(args))
+  except errors.ServingError as e:  # A bad config or model: no traceback, exit -1 (255).
+    print(f'Failed to start server. Error: {e.code.name}: {e.message}', file=sys.stderr)
+    return 255
   return 0
 
 

@@ -22,8 +22,8 @@ def model_stub(server):
   return model_service_pb2_grpc.ModelServiceStub(server.channel)
 
 
-def spec(version=None, label=None, signature=''):
-  model_spec = model_pb2.ModelSpec(name='tiny', signature_name=signature)
+def spec(version=None, label=None, signature='', name='tiny'):
+  model_spec = model_pb2.ModelSpec(name=name, signature_name=signature)
   if version is not None:
     model_spec.version.value = version
   if label is not None:
@@ -34,6 +34,13 @@ def spec(version=None, label=None, signature=''):
 def predict_request(xs, **spec_args):
   request = predict_pb2.PredictRequest(model_spec=spec(**spec_args))
   request.inputs['x'].CopyFrom(tf.make_tensor_proto(np.array(xs, np.float32)))
+  return request
+
+
+def raw_request(a, n):
+  request = predict_pb2.PredictRequest(model_spec=spec(signature='raw'))
+  request.inputs['a'].CopyFrom(tf.make_tensor_proto(np.array(a, np.float32)))
+  request.inputs['n'].CopyFrom(tf.make_tensor_proto(np.array(n, np.int64)))
   return request
 
 
@@ -51,6 +58,21 @@ def test_predict_by_version_and_label(stub, spec_args, version):
   assert tf.make_ndarray(response.outputs['y']).tolist() == [version * 1.0, version * 2.0]
   assert response.model_spec.version.value == version
   assert response.model_spec.signature_name == 'serving_default'
+
+
+def test_predict_feeds_shapes_as_given(stub):
+  """As TF Serving: a [2, 1] tensor for a [-1] signature input goes to the
+  graph, which computes it (y = 2x for version 2)."""
+  response = stub.Predict(predict_request([[1.0], [2.0]]), timeout=10)
+  assert tf.make_ndarray(response.outputs['y']).tolist() == [[2.0], [4.0]]
+
+
+def test_predict_outputs_in_typed_fields(stub):
+  response = stub.Predict(predict_request([1.0, 2.0]), timeout=10)
+  assert response.outputs['y'].float_val == [2.0, 4.0]
+  assert response.outputs['version'].int64_val == [2, 2]
+  assert not response.outputs['y'].tensor_content
+  assert [d.size for d in response.outputs['y'].tensor_shape.dim] == [2]
 
 
 def test_predict_output_filter(stub):
@@ -107,7 +129,8 @@ def test_model_status(model_stub):
 @pytest.mark.parametrize('call, request_, code', [
     ('Predict', predict_request([1.0], version=9), grpc.StatusCode.NOT_FOUND),
     ('Predict', predict_request([1.0], label='gold'), grpc.StatusCode.INVALID_ARGUMENT),
-    ('Predict', predict_request([[1.0]]), grpc.StatusCode.INVALID_ARGUMENT),
+    ('Predict', raw_request(a=[1.0, 2.0], n=[1, 2, 3]), grpc.StatusCode.INVALID_ARGUMENT),
+    ('Predict', predict_request([1.0], name=''), grpc.StatusCode.INVALID_ARGUMENT),
     ('Predict', predict_request([1.0], signature='nope'), grpc.StatusCode.FAILED_PRECONDITION),
     ('Predict', predict_pb2.PredictRequest(model_spec=spec()), grpc.StatusCode.INVALID_ARGUMENT),
     ('Classify', classification_pb2.ClassificationRequest(model_spec=spec(signature='regression')),
