@@ -91,6 +91,25 @@ def test_failing_warmup_fails_the_load(polling_server, base, model_dirs):
   assert predict_version(polling_server) == 1
 
 
+def test_old_version_serves_until_the_new_one_is_warmed(base, model_dirs, tmp_path):
+  """Availability preserving, as TF Serving: while version 2 loads and
+  replays its warmup records it is LOADING and requests for the latest
+  version are answered by version 1; version 2 answers once warmed."""
+  server = start_server('--file_system_poll_wait_seconds=1',
+                        '--num_request_iterations_for_warmup=5', base_path=str(base))
+  try:
+    staged = tmp_path / 'v2'
+    shutil.copytree(model_dirs[2], staged)
+    tiny_models.write_warmup(str(staged), records=1000)  # 5,000 calls: seconds of warmup.
+    push(staged, base, 2)
+    wait_for(lambda: served_versions(server).get(2) == 'LOADING')
+    assert [predict_version(server) for _ in range(5)] == [1] * 5
+    wait_for(lambda: served_versions(server) == {2: 'AVAILABLE', 1: 'END'}, timeout_s=120)
+    assert predict_version(server) == 2
+  finally:
+    server.close()
+
+
 def test_push_under_load_fails_no_request(polling_server, base, model_dirs):
   """Requests in flight across the switch all succeed; later ones see v2."""
   stop = threading.Event()

@@ -77,8 +77,9 @@ def _set_method_names(export_dir: str) -> None:
     f.write(saved_model.SerializeToString())
 
 
-def write_warmup(export_dir: str, xs=(1.0, 2.0), input_name='x') -> None:
-  """assets.extra/tf_serving_warmup_requests, as the model export writes it."""
+def write_warmup(export_dir: str, xs=(1.0, 2.0), input_name='x', records: int = 1) -> None:
+  """assets.extra/tf_serving_warmup_requests, as the model export writes it
+  (`records` copies of one Predict request)."""
   request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name='tiny'))
   request.inputs[input_name].CopyFrom(tf.make_tensor_proto(list(xs), tf.float32))
   record = prediction_log_pb2.PredictionLog(
@@ -86,7 +87,8 @@ def write_warmup(export_dir: str, xs=(1.0, 2.0), input_name='x') -> None:
   os.makedirs(os.path.join(export_dir, 'assets.extra'), exist_ok=True)
   with tf.io.TFRecordWriter(os.path.join(export_dir, 'assets.extra',
                                          'tf_serving_warmup_requests')) as writer:
-    writer.write(record.SerializeToString())
+    for _ in range(records):
+      writer.write(record.SerializeToString())
 
 
 def save_tiny_model(export_dir: str, scale: float, warmup: bool = True) -> str:
