@@ -198,6 +198,8 @@ class ServerCore:
 
   def status(self, request: get_model_status_pb2.GetModelStatusRequest
              ) -> get_model_status_pb2.GetModelStatusResponse:
+    if not request.HasField('model_spec'):
+      raise errors.invalid_argument('Missing ModelSpec')  # TF Serving's words.
     spec = ModelSpec.from_proto(request.model_spec)
     response = get_model_status_pb2.GetModelStatusResponse()
     for record in self.manager.version_records(spec.name, spec.version, spec.label):

@@ -158,3 +158,10 @@ def test_wrong_dtype_tensor_is_invalid_argument(stub):
   with pytest.raises(grpc.RpcError) as error:
     stub.Predict(request, timeout=10)
   assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_status_without_model_spec_is_invalid_argument(model_stub):
+  with pytest.raises(grpc.RpcError) as error:
+    model_stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(), timeout=10)
+  assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+  assert error.value.details() == 'Missing ModelSpec'
