@@ -165,3 +165,27 @@ def test_status_without_model_spec_is_invalid_argument(model_stub):
     model_stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(), timeout=10)
   assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
   assert error.value.details() == 'Missing ModelSpec'
+
+
+def test_v1_control_flow_model_runs(tmp_path):
+  """Switch/Merge inside a TF2 function: the session runs it like any graph."""
+  from serving.servable import Servable
+  import tfs_models
+  signature = Servable('switch', 1, tfs_models.save_switch_merge(str(tmp_path))).signature('')
+  for _ in range(2):
+    outputs = signature.call({'x': np.array([1.5, 2.0], np.float32)})
+    np.testing.assert_allclose(outputs['y'], [3.0, 4.0])
+
+
+@pytest.mark.parametrize('array', [
+    np.array([[1.5, -0.0], [np.inf, 1e-30]], np.float32), np.array([np.nan, 2.5], np.float64),
+    np.array([-2**31, 7], np.int32), np.array([-2**63, 2**63 - 1], np.int64),
+    np.array([True, False]), np.array([b'a', b''], object), np.zeros([0, 3], np.float32)])
+@pytest.mark.parametrize('as_content', [False, True])
+def test_output_encodings_round_trip(array, as_content):
+  from serving import tensors
+  proto = tensors.to_proto(array, as_content)
+  assert bool(proto.tensor_content) == (as_content and array.size > 0 and array.dtype != object)
+  decoded = tf.make_ndarray(proto)
+  assert decoded.shape == array.shape
+  assert np.array_equal(decoded, array, equal_nan=array.dtype.kind == 'f')
