@@ -73,6 +73,14 @@ def list_versions(base_path: str) -> Dict[int, str]:
   return versions
 
 
+def _close(servable) -> None:
+  """Frees an unloaded version's session now, not at some later collection
+  (outside the manager's lock: requests must not wait for it)."""
+  close = getattr(servable, 'close', None)
+  if close is not None:
+    close()
+
+
 def aspired_versions(policy, found: List[int]) -> List[int]:
   """ServableVersionPolicy: latest N (default 1), all, or specific."""
   choice = policy.WhichOneof('policy_choice')
@@ -219,18 +227,19 @@ class ModelManager:
             time.monotonic() - record.last_failure >= self._retry_interval_s)
 
   def _unload(self, model: Model, record: VersionRecord) -> None:
+    unloaded = None
     with self._lock:
       record.state = State.UNLOADING
       if record.in_flight == 0:
-        self._finish_unload(record)
+        unloaded = self._finish_unload(record)
+    _close(unloaded)
     log.info('Unloading servable version %d (after in-flight requests finish)', record.version)
 
   @staticmethod
-  def _finish_unload(record: VersionRecord) -> None:
+  def _finish_unload(record: VersionRecord):
+    """Marks the version gone; returns its servable, to close outside the lock."""
     servable, record.servable, record.state = record.servable, None, State.END
-    close = getattr(servable, 'close', None)
-    if close is not None:
-      close()  # Frees the model's session now, not at some later collection.
+    return servable
 
   # ---- serving ---------------------------------------------------------------
 
@@ -242,10 +251,13 @@ class ModelManager:
     return record
 
   def release(self, record: VersionRecord) -> None:
+    unloaded = None
     with self._lock:
       record.in_flight -= 1
       if record.state == UNLOADING and record.in_flight == 0:
-        self._finish_unload(record)
+        unloaded = self._finish_unload(record)
+    if unloaded is not None:
+      _close(unloaded)
 
   def _resolve(self, name: str, version: Optional[int], label: str) -> VersionRecord:
     model = self._models.get(name)
