@@ -293,8 +293,9 @@ class ModelManager:
     """At start-up, as TF Serving's ServerCore waits for every configured
     model: None while some model still has no available version but may get
     one (versions still loading or to be retried, or none on disk yet: TF
-    Serving waits for them); else 'model: error' for each model that will not
-    become available (every aspired version failed all its retries)."""
+    Serving waits for them); else, in TF Serving's words, each version of a
+    model that will not become available (all its aspired versions failed
+    all their retries)."""
     failures, waiting = [], False
     with self._lock:
       for name, model in self._models.items():
@@ -305,9 +306,8 @@ class ModelManager:
                               for r in records):
           waiting = True
           continue
-        errors_text = ', '.join(f'{{name: {name} version: {r.version}}}: {r.error.code.name}:'
-                                f' {r.error.message}' for r in records)
-        failures.append(errors_text)
+        failures += [f'{{{{name: {name} version: {r.version}}} due to error:'
+                     f' {r.error.code.name}: {r.error.message}}}' for r in records]
     return None if waiting else failures
 
   def wait_for_configured_models(self, poll_interval_s: float) -> None:
@@ -321,9 +321,10 @@ class ModelManager:
       time.sleep(poll_interval_s)
       self.poll_once()
     if failures:
+      # TF Serving's exact text (load_servables_fast.cc), trailing ", " included.
       raise errors.ServingError(
           errors.grpc.StatusCode.UNKNOWN,
-          f'{len(failures)} model(s) did not become available: {{{", ".join(failures)}}}')
+          f'{len(failures)} model(s) did not become available: {{{"".join(f + ", " for f in failures)}}}')
 
   def wait_until_available(self, name: str, version: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s

@@ -354,8 +354,8 @@ def test_model_that_cannot_load_fails_to_start(tmp_path):
   code, stderr = run_to_exit('--model_name=broken', f'--model_base_path={tmp_path / "broken"}',
                              '--max_num_load_retries=0')
   assert code == 255
-  assert 'Failed to start server. Error: UNKNOWN: 1 model(s) did not become available' in stderr
-  assert '{name: broken version: 1}' in stderr
+  assert ('Failed to start server. Error: UNKNOWN: 1 model(s) did not become available:'
+          ' {{{name: broken version: 1} due to error: ') in stderr
   assert 'Traceback' not in stderr
 
 
