@@ -157,24 +157,26 @@ class RestApi:
                                             request_proto=request_proto)
     return await self._call(off_loop, rest_json.predict_response, outputs, decoded['row'])
 
-  async def _examples(self, spec: ModelSpec, doc: dict, off_loop: bool):
-    """The request's Input, built only for a signature that can take it:
-    otherwise core answers the error without it."""
+  async def _examples_request(self, request_class, spec: ModelSpec, doc: dict,
+                              off_loop: bool):
+    """A Classification/RegressionRequest; its Input is built only for a
+    signature that can take it (otherwise core answers the error without)."""
+    request = request_class()
+    _fill_spec(request.model_spec, spec)
     signature = self._peek_signature(spec)
-    if signature is None or len(signature.input_dtypes) != 1:
-      return None
-    return await self._call(off_loop, rest_json.examples_input, doc, self._budget())
+    if signature is not None and len(signature.input_dtypes) == 1:
+      await self._call(off_loop, rest_json.fill_examples_input, request.input, doc,
+                       self._budget())
+    return request
 
   async def _classify(self, spec: ModelSpec, doc: dict, off_loop: bool) -> bytes:
-    request = classification_pb2.ClassificationRequest(
-        input=await self._examples(spec, doc, off_loop))
-    _fill_spec(request.model_spec, spec)
+    request = await self._examples_request(
+        classification_pb2.ClassificationRequest, spec, doc, off_loop)
     response = await self.core.classify(request, entrypoint='REST')
     return await self._call(off_loop, rest_json.classify_response, response.result)
 
   async def _regress(self, spec: ModelSpec, doc: dict, off_loop: bool) -> bytes:
-    request = regression_pb2.RegressionRequest(input=await self._examples(spec, doc, off_loop))
-    _fill_spec(request.model_spec, spec)
+    request = await self._examples_request(regression_pb2.RegressionRequest, spec, doc, off_loop)
     response = await self.core.regress(request, entrypoint='REST')
     return await self._call(off_loop, rest_json.regress_response, response.result)
 
