@@ -93,9 +93,13 @@ class RestApi:
       encoding = request.headers.get('Content-Encoding', '').strip().lower()
       off_loop = len(raw) > _INLINE_BYTES or encoding not in ('', 'identity')
       big[0] = len(raw) >= _TRIM_BYTES
-      doc = await self._call(off_loop, self._parse, raw, encoding)
-      spec = spec._replace(signature_name=rest_json.signature_name(doc))
-      return await getattr(self, '_' + match['method'].lower())(spec, doc, off_loop)
+      holder = [await self._call(off_loop, self._parse, raw, encoding)]
+      try:
+        spec = spec._replace(signature_name=rest_json.signature_name(holder[0]))
+        return await getattr(self, '_' + match['method'].lower())(spec, holder[0], off_loop)
+      finally:
+        if off_loop:  # Freeing millions of JSON objects at once holds the GIL for seconds.
+          self._pool.submit(rest_json.release, holder.pop())
     match = _STATUS.fullmatch(path) if method == 'GET' else None
     if match:
       if not match['name']:
