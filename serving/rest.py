@@ -36,7 +36,6 @@ _JSON = 'application/json'
 # Our own bound (--max_request_values): the values one request may decode into.
 DEFAULT_MAX_REQUEST_VALUES = 20_000_000
 _INLINE_BYTES = 64 * 1024  # Bodies up to this are handled on the event loop.
-_TRIM_BYTES = 4 * 1024 * 1024  # After a body this big, heap is given back (malloc_trim).
 
 
 class RestApi:
@@ -71,9 +70,9 @@ class RestApi:
                           content_type='text/plain', charset='utf-8')
     if not path.lower().startswith('/v1/'):
       return _error(404, 'Not Found')
-    big = [False]  # Set by _dispatch once the body is read.
+    large = [False]  # Set by _dispatch once the body is read.
     try:
-      body = await self._dispatch(request, path, big)
+      body = await self._dispatch(request, path, large)
     except errors.ServingError as e:
       return _error(e.http_status, e.message)
     except web.HTTPRequestEntityTooLarge:
@@ -82,11 +81,11 @@ class RestApi:
       log.exception('Unhandled error serving %s %s', request.method, path)
       return _error(500, errors.shorten(f'Internal error: {type(e).__name__}: {e}', 500))
     finally:
-      if big[0]:
+      if large[0]:
         self._trim_heap()
     return web.Response(body=body, content_type=_JSON)
 
-  async def _dispatch(self, request: web.Request, path: str, big: list) -> bytes:
+  async def _dispatch(self, request: web.Request, path: str, large: list) -> bytes:
     method = request.method
     match = _PREDICTION.fullmatch(path) if method == 'POST' else None
     if match:
@@ -94,7 +93,7 @@ class RestApi:
       raw = await request.read()
       encoding = request.headers.get('Content-Encoding', '').strip().lower()
       off_loop = len(raw) > _INLINE_BYTES or encoding not in ('', 'identity')
-      big[0] = len(raw) >= _TRIM_BYTES
+      large[0] = off_loop
       holder = [await self._call(off_loop, self._parse, raw, encoding)]
       try:
         spec = spec._replace(signature_name=rest_json.signature_name(holder[0]))
@@ -202,21 +201,17 @@ class RestApi:
     _fill_spec(request.model_spec, spec)
     return rest_json.proto_json(self.core.status(request)).encode()
 
-
   def _trim_heap(self) -> None:
-    """Soon after large requests, hands the freed heap back to the OS:
+    """Soon after a large request, hands the freed heap back to the OS:
     glibc keeps it (in per-thread arenas) and RSS would stay at the
     request's peak (measured: ~280 MB kept after a 200,000-row predict).
-    Later, not now: the response and the request are still alive here."""
-    if _LIBC is None:
-      return
-    if self._trim_timer is not None:
-      self._trim_timer.cancel()
-    self._trim_timer = asyncio.get_running_loop().call_later(0.5, self._submit_trim)
+    Later, not now: the response and the request are still alive here; at
+    most twice a second (ctypes releases the GIL while it runs)."""
+    if _LIBC is not None and self._trim_timer is None:
+      self._trim_timer = asyncio.get_running_loop().call_later(0.5, self._submit_trim)
 
   def _submit_trim(self) -> None:
     self._trim_timer = None
-    self._parse_lock = threading.Lock()
     try:
       self._pool.submit(_LIBC.malloc_trim, 0)
     except RuntimeError:  # The pool is shut down: the server is stopping.

@@ -197,8 +197,11 @@ def to_array(value, dtype, name: str, budget: Budget = None) -> np.ndarray:
     return np.empty(shape, dtype)
   per_row = math.prod(shape[1:])
   step = max(1, _SLICE_VALUES // per_row) if per_row else len(rows)
-  parts = [_convert_rows(value, rows[i:i + step], shape, dtype, name)
-           for i in range(0, len(rows), step)]
+  if len(rows) <= step:
+    parts = [_convert_rows(value, rows, shape, dtype, name)]
+  else:
+    parts = [_convert_rows(value, rows[i:i + step], shape, dtype, name)
+             for i in range(0, len(rows), step)]
   array = parts[0] if len(parts) == 1 else np.concatenate(parts)
   return array.reshape(shape)
 
@@ -215,16 +218,16 @@ def _check_empty(value, shape, name) -> None:
 
 def _convert_rows(value, rows, shape, dtype, name) -> np.ndarray:
   """rows (a slice of value's first dimension) as a flat array of dtype."""
-  expected = (len(rows),) + tuple(shape[1:])
-  try:
-    leaves = np.array(rows, dtype=object) if shape else np.empty(1, object)
-  except ValueError:
-    leaves = None
-  if not shape:
-    leaves[0] = rows[0]
-  elif leaves is None or leaves.shape != expected:
-    raise _shape_error(value, shape, name)
-  flat = leaves.ravel()
+  if len(shape) <= 1:
+    flat = rows  # Already the leaves: the common case, and the fastest.
+  else:
+    try:
+      leaves = np.array(rows, dtype=object)
+    except ValueError:
+      leaves = None
+    if leaves is None or leaves.shape != (len(rows),) + tuple(shape[1:]):
+      raise _shape_error(value, shape, name)
+    flat = leaves.ravel()
   allowed = _LEAF_TYPES[dtype.kind]
   if not set(map(type, flat)) <= allowed:
     bad = next(v for v in flat if type(v) not in allowed)
@@ -238,21 +241,24 @@ def _convert_rows(value, rows, shape, dtype, name) -> np.ndarray:
   return _numbers(flat, dtype, name)
 
 
-def _numbers(flat: np.ndarray, dtype, name) -> np.ndarray:
-  """Python numbers as dtype; integers must fit (TF Serving: IsInt/IsInt64)."""
+def _numbers(flat, dtype, name) -> np.ndarray:
+  """Python numbers (a list or an object array) as dtype; integers must fit
+  (TF Serving: IsInt/IsInt64)."""
   if dtype.kind in 'fb':
     with np.errstate(over='ignore'):  # A float beyond float32 is inf, as in TF Serving.
       try:
-        return flat.astype(dtype)
+        return np.array(flat, dtype)
       except OverflowError:  # An integer beyond float64 (only from the NaN parser).
         raise _type_error(max(flat, key=abs), dtype, name) from None
   try:
-    wide = flat.astype(np.int64)
+    wide = np.array(flat, np.int64)
   except OverflowError:
     try:
-      wide = flat.astype(np.uint64)
+      wide = np.array(flat, np.uint64)
     except OverflowError:
       raise _type_error(max(flat, key=abs), dtype, name) from None
+  if wide.dtype == dtype:  # int64: the conversion has checked the range.
+    return wide
   limits = np.iinfo(dtype)
   if wide.min() < limits.min or wide.max() > limits.max:
     bad = wide.min() if wide.min() < limits.min else wide.max()
