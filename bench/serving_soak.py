@@ -1,7 +1,9 @@
 """Soak: a long fuzz of the local server's REST API, under concurrency.
 
 Random and mutated bodies (the same generators as tests/serving/
-test_serving_fuzz.py) against a server in a subprocess, for --seconds.
+test_serving_fuzz.py, plus non-finite numbers, deep nesting and gzip or
+falsely labelled encodings) against a server in a subprocess, for --seconds.
+Big single requests: bench/serving_big_request_soak.py.
 Reports request count, any 5xx, and the server's RSS over time (it should
 stay flat). Loopback only; stops by itself.
 
@@ -14,6 +16,7 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 import argparse
 import concurrent.futures
+import gzip
 import json
 import random
 import shutil
@@ -33,7 +36,10 @@ import tiny_models  # noqa: E402
 VALID = [b'{"instances": [1.0, 2.0]}', b'{"inputs": {"x": [1.0]}}',
          b'{"signature_name": "raw", "instances": [{"a": 1.0, "s": "q"}]}',
          b'{"signature_name": "classification", "examples": [{"x": 1.0}]}',
-         b'{"signature_name": "regression", "context": {"x": 2}, "examples": [{}]}']
+         b'{"signature_name": "regression", "context": {"x": 2}, "examples": [{}]}',
+         b'{"instances": [NaN, Infinity, -Infinity]}',
+         b'{"instances": ' + b'[' * 600 + b']' * 600 + b'}',
+         b'{"signature_name": "raw", "inputs": {"s": [{"b64": "AA"}], "n": [1, true]}}']
 PATHS = ['/v1/models/tiny:predict', '/v1/models/tiny:classify', '/v1/models/tiny:regress',
          '/v1/models/tiny/versions/9:predict', '/v1/models/x:predict']
 
@@ -52,6 +58,17 @@ def random_body(rng: random.Random) -> bytes:
   if rng.random() < 0.05:
     body = bytearray(json.dumps({'instances': [0.5] * rng.randint(1, 5000)}).encode())
   return bytes(body)
+
+
+def random_headers(rng: random.Random, body: bytes):
+  """Sometimes gzip the body (as a client may); sometimes claim an encoding
+  the body does not have."""
+  roll = rng.random()
+  if roll < 0.1:
+    return gzip.compress(body), {'Content-Encoding': 'gzip'}
+  if roll < 0.15:
+    return body, {'Content-Encoding': rng.choice(['gzip', 'deflate', 'br'])}
+  return body, {}
 
 
 def rss_mb(pid: int) -> float:
@@ -92,7 +109,9 @@ def main():
       with requests.Session() as session:
         while time.monotonic() < end:
           try:
-            status = session.post(url + rng.choice(PATHS), data=random_body(rng), timeout=30).status_code
+            body, headers = random_headers(rng, random_body(rng))
+            status = session.post(url + rng.choice(PATHS), data=body, headers=headers,
+                                  timeout=30).status_code
             counts['requests'] += 1
             counts['5xx'] += status >= 500
           except requests.RequestException:

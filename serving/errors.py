@@ -5,6 +5,11 @@ The same error becomes a gRPC status or an HTTP status + {"error": ...} body.
 
 import grpc
 
+# Messages echo names and values from requests: a 10 kB signature name must
+# not make a gRPC status too big to send (metadata is limited to 8 kB).
+MAX_MESSAGE_CHARS = 2000
+MAX_NAME_CHARS = 200
+
 # tensorflow_serving/model_servers/http_server.cc ToHTTPStatusCode.
 _HTTP_STATUS = {
     grpc.StatusCode.CANCELLED: 499,
@@ -29,18 +34,31 @@ _HTTP_STATUS = {
 class ServingError(Exception):
   """A request failed with a canonical status code."""
 
-  def __init__(self, code: grpc.StatusCode, message: str):
+  def __init__(self, code: grpc.StatusCode, message: str, http_status: int = 0):
+    message = shorten(message, MAX_MESSAGE_CHARS)
     super().__init__(message)
     self.code = code
     self.message = message
+    self._http_status = http_status
 
   @property
   def http_status(self) -> int:
-    return _HTTP_STATUS.get(self.code, 500)
+    return self._http_status or _HTTP_STATUS.get(self.code, 500)
+
+
+def shorten(text: str, limit: int = MAX_NAME_CHARS) -> str:
+  """text, cut to limit characters (a name or value echoed in a message)."""
+  return text if len(text) <= limit else text[:limit] + f'... ({len(text)} characters)'
 
 
 def invalid_argument(message: str) -> ServingError:
   return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def too_large(message: str) -> ServingError:
+  """A request over one of our own size bounds: RESOURCE_EXHAUSTED, and
+  413 Payload Too Large over REST."""
+  return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, message, http_status=413)
 
 
 def not_found(message: str) -> ServingError:

@@ -1,0 +1,150 @@
+"""Big REST requests must not block everyone else (issue 11, item 13).
+
+Starts the server (a subprocess) on a pushed taxi model, then sends a large
+classify body (--classify-mb of examples) and a columnar predict_raw of
+--rows rows at the same time, while polling the model-status endpoint and
+the Prometheus metrics every 10 ms. Reports how long the big requests took
+and what they got, the status/metrics latency (max, p50) while they were in
+flight, and the server's RSS before, at its peak and after.
+
+    python bench/serving_big_request_soak.py \\
+        --model_base_path /work/prebuilt/serving_model/taxi_big_tipper
+
+--root runs another checkout's server (e.g. the code before a change).
+Loopback only; stops by itself.
+"""
+
+import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+import argparse
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import portpicker
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from models import features  # noqa: E402
+
+MODEL = 'taxi_big_tipper'
+_VALUES = {'float': lambda r: round(r.uniform(0, 50), 3), 'int': lambda r: r.randint(0, 77),
+           'string': lambda r: r.choice(['Cash', 'Credit Card', 'Flash Cab', ''])}
+
+
+def example(rng: random.Random) -> dict:
+  return {n: _VALUES[f.dtype](rng) for n, f in features.RAW_FEATURES.items()}
+
+
+def classify_body(megabytes: float, rng: random.Random) -> bytes:
+  one = json.dumps(example(rng)).encode()
+  count = int(megabytes * 1e6 / (len(one) + 2))
+  examples = b', '.join(json.dumps(example(rng)).encode() for _ in range(count))
+  return b'{"signature_name": "classification", "examples": [' + examples + b']}'
+
+
+def columnar_body(rows: int, rng: random.Random) -> bytes:
+  inputs = {n: [_VALUES[f.dtype](rng) for _ in range(rows)]
+            for n, f in features.RAW_FEATURES.items()}
+  return json.dumps({'signature_name': 'predict_raw', 'inputs': inputs}).encode()
+
+
+def rss_mb(pid: int) -> float:
+  with open(f'/proc/{pid}/status') as f:
+    for line in f:
+      if line.startswith('VmRSS'):
+        return int(line.split()[1]) / 1024
+  return 0.0
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--model_base_path', default='/work/prebuilt/serving_model/' + MODEL)
+  parser.add_argument('--classify-mb', type=float, default=50)
+  parser.add_argument('--rows', type=int, default=200_000)
+  parser.add_argument('--root', default=ROOT, help='checkout whose serving/ is run')
+  parser.add_argument('--timeout', type=float, default=300)
+  args = parser.parse_args()
+  rng = random.Random(0)
+  bodies = {'classify': classify_body(args.classify_mb, rng), 'predict': columnar_body(args.rows, rng)}
+  paths = {'classify': f'/v1/models/{MODEL}:classify', 'predict': f'/v1/models/{MODEL}:predict'}
+  work = tempfile.mkdtemp(prefix='big_request_soak_')
+  monitoring = os.path.join(work, 'monitoring.config')
+  with open(monitoring, 'w') as f:
+    f.write('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }')
+  rest_port, grpc_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
+  server = subprocess.Popen(
+      [sys.executable, '-m', 'serving.server', f'--port={grpc_port}', f'--rest_api_port={rest_port}',
+       f'--model_name={MODEL}', f'--model_base_path={args.model_base_path}',
+       f'--monitoring_config_file={monitoring}', '--file_system_poll_wait_seconds=0'],
+      cwd=args.root, env={**os.environ, 'PYTHONPATH': args.root},
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  url = f'http://127.0.0.1:{rest_port}'
+  try:
+    for _ in range(480):
+      try:
+        if requests.get(url + f'/v1/models/{MODEL}', timeout=1).status_code == 200:
+          break
+      except requests.ConnectionError:
+        pass
+      time.sleep(0.25)
+    # Warm both paths with small requests, then measure the baseline RSS.
+    requests.post(url + paths['predict'], data=columnar_body(10, rng), timeout=60)
+    requests.post(url + paths['classify'], data=classify_body(0.01, rng), timeout=60)
+    time.sleep(1)
+    rss = {'before': rss_mb(server.pid), 'peak': 0.0}
+    results = {}
+
+    def big(name):
+      start = time.perf_counter()
+      try:
+        response = requests.post(url + paths[name], data=bodies[name], timeout=args.timeout)
+        results[name] = {'status': response.status_code, 'seconds': time.perf_counter() - start,
+                         'answer': response.text[:120]}
+      except requests.RequestException as e:
+        results[name] = {'status': None, 'seconds': time.perf_counter() - start, 'answer': str(e)}
+
+    threads = [threading.Thread(target=big, args=(n,)) for n in bodies]
+    latencies = {'status': [], 'metrics': []}
+    for thread in threads:
+      thread.start()
+    with requests.Session() as session:
+      while any(t.is_alive() for t in threads):
+        for name, path in (('status', f'/v1/models/{MODEL}'),
+                           ('metrics', '/monitoring/prometheus/metrics')):
+          start = time.perf_counter()
+          session.get(url + path, timeout=args.timeout).raise_for_status()
+          latencies[name].append(time.perf_counter() - start)
+        rss['peak'] = max(rss['peak'], rss_mb(server.pid))
+        time.sleep(0.01)
+    time.sleep(2)  # Let the server give memory back.
+    rss['after'] = rss_mb(server.pid)
+    report = {
+        'bodies_mb': {n: round(len(b) / 1e6, 1) for n, b in bodies.items()},
+        'big_requests': {n: {**r, 'seconds': round(r['seconds'], 2)} for n, r in results.items()},
+        'polls': len(latencies['status']),
+        'latency_ms': {n: {'max': round(max(v) * 1e3, 1), 'p50': round(statistics.median(v) * 1e3, 1)}
+                       for n, v in latencies.items() if v},
+        'rss_mb': {k: round(v) for k, v in rss.items()},
+        'server_alive': server.poll() is None,
+    }
+    print(json.dumps(report, indent=1))
+  finally:
+    server.terminate()
+    try:
+      server.wait(15)
+    except subprocess.TimeoutExpired:
+      server.kill()
+
+
+if __name__ == '__main__':
+  main()
