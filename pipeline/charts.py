@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from markupsafe import Markup, escape
 
 COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b']
-MAX_CATEGORIES = 12  # Bars per categorical plot: the most frequent values.
+MAX_CATEGORIES = 24  # Values per categorical plot: all of them (hours), or the most frequent.
 # A numeric axis stops at the 90th percentile when the top decile spans more
 # than the other nine: the tail of a few huge trips would hide the rest.
 CLIP_QUANTILE = 0.9

@@ -133,11 +133,19 @@ def feature_plot(name: str, datasets: Dict[str, object]) -> Markup:
     for values in by_label.values():
       for value, share in values.items():
         totals[value] = totals.get(value, 0.0) + share
-    categories = sorted(totals, key=lambda v: (-totals[v], v))[:charts.MAX_CATEGORIES]
+    categories = _shown_categories(totals)
     return charts.bars(categories, {label: [s.get(c, 0.0) for c in categories]
                                     for label, s in by_label.items()}, f'{name} (share)')
   return charts.cumulative({label: quantile_buckets(f) for label, f in found.items()},
                            f'{name} (cumulative share)')
+
+
+def _shown_categories(totals: Dict[str, float]) -> List[str]:
+  """Ids in their order (hours 0..23) when all fit; else the most frequent
+  values first."""
+  if len(totals) <= charts.MAX_CATEGORIES and all(v.lstrip('-').isdigit() for v in totals):
+    return sorted(totals, key=int)
+  return sorted(totals, key=lambda v: (-totals[v], v))[:charts.MAX_CATEGORIES]
 
 
 def _summary_text(feature) -> str:
@@ -146,6 +154,8 @@ def _summary_text(feature) -> str:
     return f'{feature.string_stats.unique:,} unique' + (
         f'; most frequent {top[0].value!r}' if top else '')
   s = feature.num_stats
+  if not s.common_stats.tot_num_values:
+    return 'no values'
   return f'mean {s.mean:.4g}, median {s.median:.4g}, min {s.min:.4g}, max {s.max:.4g}'
 
 
@@ -217,10 +227,10 @@ class RunRecord:
 
 
 def _open_store(config):
-  from pipeline import progress
   root = config.path(config.output_root)
-  if not os.path.exists(config.metadata_path):
+  if not os.path.exists(config.metadata_path):  # Opening it would create it.
     raise NoRunFound(f'no pipeline run found under {root}: run `python local_runner.py` first')
+  from pipeline import progress
   return progress.open_store(config.metadata_path, read_only=True)
 
 
@@ -276,7 +286,8 @@ def _custom(artifact, name, default=None):
 
 def _load_statistics(statistics_uri: str) -> Dict[str, object]:
   import tensorflow_data_validation as tfdv
-  splits = sorted(d[len('Split-'):] for d in os.listdir(statistics_uri) if d.startswith('Split-'))
+  splits = sorted((d[len('Split-'):] for d in os.listdir(statistics_uri)
+                   if d.startswith('Split-')), key=lambda s: (s != 'train', s))
   return {split: tfdv.load_stats_binary(os.path.join(
       statistics_uri, f'Split-{split}', 'FeatureStats.pb')).datasets[0] for split in splits}
 
@@ -541,16 +552,23 @@ def _schema_of(run: RunRecord):
   return tfdv.load_schema_text(path), path
 
 
+def _data_root(run: Optional[RunRecord], config) -> str:
+  """The folder the run read: its ExampleGen's input_base, else the config's."""
+  execution = run.executions.get('CsvExampleGen') if run is not None else None
+  if execution is not None and 'input_base' in execution.properties:
+    return execution.properties['input_base'].string_value
+  return config.path(config.data_root)
+
+
 def build_run_report(config, summary: Optional[Dict] = None) -> str:
   """The HTML of one run of config's pipeline: summary['run_id']'s when a
   summary is given (None: it failed before any component), else the latest."""
-  store = _open_store(config)
   if summary is not None and summary.get('run_id') is None and not summary.get('succeeded'):
     run = None  # Nothing ran, so nothing of any run belongs in the report.
   else:
-    run = find_run(store, config, (summary or {}).get('run_id'))
+    run = find_run(_open_store(config), config, (summary or {}).get('run_id'))
   values = {
-      'pipeline': config.pipeline_name, 'data_root': config.path(config.data_root),
+      'pipeline': config.pipeline_name, 'data_root': _data_root(run, config),
       'made': datetime.datetime.now().isoformat(timespec='seconds'),
       'outcome': outcome(run, summary), 'run_id': run.run_id if run else None,
   }
@@ -679,13 +697,25 @@ def parse_args(argv):
   return parser.parse_args(argv)
 
 
+def _quiet_libraries():
+  """Keeps library deprecation chatter off stderr, where the one line that
+  matters (the error) goes."""
+  import logging
+  import warnings
+  warnings.filterwarnings('ignore')
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  for name in ('absl', 'tensorflow', 'apache_beam'):
+    logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
+  _quiet_libraries()
   from pipeline import configs
-  config = configs.load({'output_root': args.output_root})
   try:
+    config = configs.load({'output_root': args.output_root})
     path = write_run_report(config, args.out)
-  except (NoRunFound, OSError) as e:
+  except (NoRunFound, OSError, ValueError) as e:
     print(f'report: {e}', file=sys.stderr)
     return EXIT_NO_RUN
   try:
