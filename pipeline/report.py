@@ -176,11 +176,10 @@ class RunRecord:
     from ml_metadata.proto import metadata_store_pb2
     self.run_id = context.name
     self.executions: Dict[str, object] = {}
-    prefix = pipeline_name + '.'
+    prefix, node_type = pipeline_name + '.', store.get_context_type('node').id
     for execution in sorted(store.get_executions_by_context(context.id), key=lambda e: e.id):
       for node in store.get_contexts_by_execution(execution.id):
-        if node.name.startswith(prefix) and store.get_context_types_by_id(
-            [node.type_id])[0].name == 'node':
+        if node.type_id == node_type and node.name.startswith(prefix):
           self.executions[node.name[len(prefix):]] = execution
     self._inputs: Dict[str, Dict[str, list]] = {}
     self._outputs: Dict[str, Dict[str, list]] = {}
@@ -244,9 +243,11 @@ def find_run(store, config, run_id: Optional[str] = None) -> RunRecord:
                        'of a run of this output root')
     return RunRecord(store, config.pipeline_name, context)
   pipeline = store.get_context_by_type_and_name('pipeline', config.pipeline_name)
-  runs = [c for c in store.get_children_contexts_by_context(pipeline.id)] if pipeline else []
-  runs = [c for c in runs if store.get_context_types_by_id([c.type_id])[0].name ==
-          'pipeline_run']
+  runs = []
+  if pipeline is not None:
+    run_type = store.get_context_type('pipeline_run').id
+    runs = [c for c in store.get_children_contexts_by_context(pipeline.id)
+            if c.type_id == run_type]
   if not runs:
     raise NoRunFound(f'no pipeline run found under {root}: run `python local_runner.py` first')
   latest = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))

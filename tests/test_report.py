@@ -118,11 +118,17 @@ def first_run_id(config) -> str:
 
 
 def run_outputs(config, run_id, node, key):
+  """node's output `key` in the run run_id, straight from MLMD."""
+  from ml_metadata.proto import metadata_store_pb2
   from pipeline import progress
   store = progress.open_store(config.metadata_path, read_only=True)
-  record = report.RunRecord(store, config.pipeline_name,
-                            store.get_context_by_type_and_name('pipeline_run', run_id))
-  return record.output(node, key)
+  run = store.get_context_by_type_and_name('pipeline_run', run_id)
+  node_context = store.get_context_by_type_and_name('node', f'{config.pipeline_name}.{node}')
+  executions = ({e.id for e in store.get_executions_by_context(run.id)} &
+                {e.id for e in store.get_executions_by_context(node_context.id)})
+  events = [e for e in store.get_events_by_execution_ids(list(executions))
+            if e.type == metadata_store_pb2.Event.OUTPUT and e.path.steps[0].key == key]
+  return store.get_artifacts_by_id([events[0].artifact_id])[0] if events else None
 
 
 def tfma_metrics(evaluation_uri):
