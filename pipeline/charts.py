@@ -49,7 +49,7 @@ def _frame(width: int, height: int, title: str, body: str, names: Sequence[str],
 def no_data(title: str, reason: str = 'no data', width: int = 460, height: int = 80) -> Markup:
   """An empty chart's place: its title and why nothing is drawn."""
   return Markup(
-      f'<svg class="chart no-data" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+      f'<svg class="chart" data-empty="true" xmlns="http://www.w3.org/2000/svg" width="{width}" '
       f'height="{height}" role="img" aria-label="{escape(title)}">'
       f'<text x="{LEFT}" y="12" font-size="12" font-weight="bold">{escape(title)}</text>'
       f'<text x="{width / 2}" y="{height / 2 + 8}" font-size="13" fill="#777" '
@@ -88,9 +88,11 @@ def bars(categories: Sequence, series: Dict[str, Sequence[Optional[float]]], tit
           f'height="{h:.2f}" fill="{_color(s)}" data-series="{escape(name)}" '
           f'data-category="{escape(categories[i])}" data-value="{value!r}"><title>'
           f'{escape(label + value_format.format(value))}</title></rect>')
+  label_size = 9 if len(categories) <= 12 else 7  # Many values: smaller, so they don't overlap.
   for i, category in enumerate(categories):
     x = LEFT + (i + 0.5) * group_w
-    parts.append(f'<text class="category" x="{x:.1f}" y="{TOP + plot_h + 12}" font-size="9" '
+    parts.append(f'<text class="category" x="{x:.1f}" y="{TOP + plot_h + 12}" '
+                 f'font-size="{label_size}" '
                  f'text-anchor="end" transform="rotate(-35 {x:.1f} {TOP + plot_h + 12})">'
                  f'{escape(str(category)[:14])}</text>')
   return _frame(width, height, title, ''.join(parts), list(series), plot_w, plot_h, y_max,

@@ -375,19 +375,20 @@ def _eval_config(evaluation_uri: str) -> Dict:
     return json.load(f)['evalConfig']
 
 
-def metric_keys(eval_config: Dict) -> List[str]:
-  """The keys TFMA stores the configured metrics under (BinaryAccuracy ->
-  binary_accuracy), in the EvalConfig's order."""
+def metric_key(class_name: str) -> str:
+  """The key TFMA stores a configured metric under: BinaryAccuracy -> binary_accuracy."""
   import tensorflow_model_analysis as tfma
-  keys = []
-  for spec in eval_config.get('metricsSpecs', []):
-    for metric in spec.get('metrics', []):
-      cls = getattr(tfma.metrics, metric['className'], None)
-      if cls is None:
-        raise ValueError(f'unknown TFMA metric {metric["className"]!r} in the EvalConfig: '
-                         'use a class of tfma.metrics')
-      keys.append(cls().name)
-  return keys
+  cls = getattr(tfma.metrics, class_name, None)
+  if cls is None:
+    raise ValueError(f'unknown TFMA metric {class_name!r} in the EvalConfig: use a class '
+                     'of tfma.metrics')
+  return cls().name
+
+
+def metric_keys(eval_config: Dict) -> List[str]:
+  """The configured metrics' keys, in the EvalConfig's order."""
+  return [metric_key(metric['className']) for spec in eval_config.get('metricsSpecs', [])
+          for metric in spec.get('metrics', [])]
 
 
 def model_roles(eval_config: Dict) -> Dict[str, str]:
@@ -429,11 +430,10 @@ def _slices_text(specs: Sequence[Dict]) -> str:
 
 
 def thresholds(eval_config: Dict) -> List[List[str]]:
-  import tensorflow_model_analysis as tfma
   rows = []
   for spec in eval_config.get('metricsSpecs', []):
     for metric in spec.get('metrics', []):
-      key = getattr(tfma.metrics, metric['className'])().name
+      key = metric_key(metric['className'])
       for per_slice in metric.get('perSliceThresholds', []):
         rows.append([SHOWN_NAMES.get(key, key), _slices_text(per_slice.get('slicingSpecs')),
                      *threshold_text(per_slice['threshold'])])

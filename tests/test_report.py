@@ -362,6 +362,10 @@ def test_failed_run_report_says_where_and_why(failed_run):
   components = table_dict(page.tables['Components of this run'][0])
   assert components['AnomaliesGate']['state'] == 'FAILED'
   assert 'Transform' not in components and 'Pusher' not in components
+  # A cached component is part of the run (MLMD attributes it to the run), and
+  # what it produced is shown.
+  assert components['CuratedSchemaGen']['state'] == 'cached'
+  assert '>Schema in use<' in text
 
 
 @pytest.mark.slow
