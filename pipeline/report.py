@@ -686,15 +686,14 @@ def _predictions(result: Dict, statistics: Dict) -> Dict:
 
 def parse_args(argv):
   parser = argparse.ArgumentParser(
+      prog='python -m pipeline.report',
       description='Writes the HTML report of the latest pipeline run under an output root.',
       epilog=f'Exit status: {EXIT_OK} report written; {EXIT_NO_RUN} no pipeline run found '
-             '(or the output root is unreadable); 2 bad arguments.',
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument('--output-root', default=None,
-                      help='pipeline artifacts and MLMD (default: the config\'s, tfx_output, '
-                           'or $TAXI_OUTPUT_ROOT)')
-  parser.add_argument('--out', default=None, help='where to write (default: '
-                      '<output-root>/report.html)')
+             '(or the output root is unreadable); 2 bad arguments.')
+  parser.add_argument('--output-root',
+                      help='pipeline artifacts and MLMD (default: $TAXI_OUTPUT_ROOT, else '
+                           'tfx_output in the repository)')
+  parser.add_argument('--out', help='where to write (default: <output-root>/report.html)')
   return parser.parse_args(argv)
 
 

@@ -302,8 +302,10 @@ def test_cli_without_a_run_says_so_in_one_line(tmp_path):
 def test_cli_help_shows_defaults_and_exit_codes():
   result = _cli('--help')
   assert result.returncode == 0
-  assert 'Exit status: 0 report written; 1 no pipeline run found' in result.stdout
-  assert 'default: <output-root>/report.html' in result.stdout
+  text = ' '.join(result.stdout.split())  # However argparse wrapped it.
+  assert 'Exit status: 0 report written; 1 no pipeline run found' in text
+  assert 'default: <output-root>/report.html' in text
+  assert 'default: $TAXI_OUTPUT_ROOT, else tfx_output' in text
 
 
 @pytest.mark.slow
