@@ -526,7 +526,11 @@ def pushed_section(run: RunRecord) -> Dict:
             else f'the Pusher {run.state("Pusher").lower()}'}
   if _custom(pushed, 'pushed', 0) != 1:
     return {'pushed': False, 'why': 'the model was not blessed'}
-  model = next(iter(run.inputs('Pusher', 'model')), None)
+  # The model blessed and pushed: this pipeline's Pusher takes it from the
+  # infra blessing, so the Evaluator's input names it (a cached execution
+  # records outputs only: then the Trainer's).
+  model = next(iter(run.inputs('Pusher', 'model') or run.inputs('Evaluator', 'model')),
+               run.output('Trainer', 'model'))
   examples = run.inputs('Transform', 'examples') or [run.output('CsvExampleGen', 'examples')]
   statistics = run.output('StatisticsGen', 'statistics')
   schema = run.output('CuratedSchemaGen', 'schema')

@@ -169,6 +169,10 @@ def test_report_holds_every_section(run_report):
   pushed = run_outputs(config, run_report['run_id'], 'Pusher', 'pushed_model')
   from pipeline import progress
   assert progress.custom_property(pushed, 'pushed_destination') in text
+  lineage = table_dict(run_report['page'].tables['Pushed, and lineage'][0])
+  model = run_outputs(config, run_report['run_id'], 'Trainer', 'model')
+  assert lineage['model']['id'] == f'#{model.id}' and lineage['model']['where'] == model.uri
+  assert lineage['data span']['id'] == '1'
   assert 'Credit Card' in text and 'fare (cumulative share)' in text
 
 
