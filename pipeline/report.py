@@ -560,8 +560,8 @@ def _schema_of(run: RunRecord):
 def _data_root(run: Optional[RunRecord], config) -> str:
   """The folder the run read: its ExampleGen's input_base, else the config's."""
   execution = run.executions.get('CsvExampleGen') if run is not None else None
-  if execution is not None and 'input_base' in execution.properties:
-    return execution.properties['input_base'].string_value
+  if execution is not None and 'input_base' in execution.custom_properties:
+    return execution.custom_properties['input_base'].string_value
   return config.path(config.data_root)
 
 

@@ -396,6 +396,8 @@ def test_failed_run_report_without_summary_reads_mlmd(failed_run, tmp_path):
   assert report.main(['--output-root', config.path(config.output_root), '--out', str(out)]) == 0
   text = out.read_text()
   assert 'FAILED</span> at <b>AnomaliesGate</b>' in text and 'BLESSED' not in text
+  # The data the run read, though the CLI's config has another data root.
+  assert f'data {config.path(config.data_root)}; span 2' in text
   # local_runner's own report of that run says the same.
   with open(summary['report_path']) as f:
     assert 'FAILED</span> at <b>AnomaliesGate</b>' in f.read()
