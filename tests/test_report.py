@@ -336,14 +336,20 @@ def _latest_run_id(config) -> str:
 
 
 @pytest.fixture(scope='module')
-def failed_run(pipeline_run, tmp_path_factory):
-  """After the fixture's blessed and pushed run, a run on a new span with a
-  string in a number column, which stops at the AnomaliesGate. On a copy of
-  the fixture's output root: other tests read its latest run."""
+def later_runs(pipeline_run, tmp_path_factory):
+  """After the fixture's blessed and pushed run, on a copy of its output root
+  (other tests read its latest run): a retrained model, judged against the
+  fixture's (a baseline); then a run on a new span with a string in a number
+  column, which stops at the AnomaliesGate."""
   import local_runner
   config, first = pipeline_run
-  tmp = tmp_path_factory.mktemp('failed_run')
+  tmp = tmp_path_factory.mktemp('later_runs')
   shutil.copytree(config.path(config.output_root), tmp / 'tfx_output')
+  retrained = conftest.small_config(tmp, config.path(config.data_root),
+                                    train_steps=config.train_steps + 30)
+  second = local_runner.run(retrained, stream=io.StringIO())
+  assert second['succeeded'], second['error']
+  second = dict(second, run_id=second.get('run_id') or _latest_run_id(retrained))
   header, rows = conftest.sample_rows()
   conftest.write_csv(tmp / 'data' / 'span-1' / 'data.csv', header, rows)
   for row in rows[:20]:
@@ -353,9 +359,36 @@ def failed_run(pipeline_run, tmp_path_factory):
   summary = local_runner.run(failing, stream=io.StringIO())
   assert not summary['succeeded'] and 'fare' in summary['error']
   summary = dict(summary, run_id=summary.get('run_id') or _latest_run_id(failing))
-  path = report.write_run_report(failing, str(tmp / 'failed.html'), summary=summary)
+  return {'config': failing, 'first': first, 'second': second, 'failed': summary}
+
+
+@pytest.fixture(scope='module')
+def failed_run(later_runs, tmp_path_factory):
+  runs = later_runs
+  path = report.write_run_report(runs['config'], str(tmp_path_factory.mktemp('failed') /
+                                                     'failed.html'), summary=runs['failed'])
   with open(path) as f:
-    return failing, first, summary, f.read()
+    return runs['config'], runs['first'], runs['failed'], f.read()
+
+
+@pytest.mark.slow
+def test_baseline_is_shown_beside_the_candidate(later_runs, tmp_path):
+  config, second = later_runs['config'], later_runs['second']
+  path = report.write_run_report(config, str(tmp_path / 'r.html'), summary=second)
+  with open(path) as f:
+    page = read_page(f.read())
+  metrics = tfma_metrics(run_outputs(config, second['run_id'], 'Evaluator', 'evaluation').uri)
+  overall = table_dict(page.tables['Evaluation and blessing'][0])
+  for role in ('candidate', 'baseline'):
+    assert overall['auc'][role] == f'{metrics[()][(role, False)]["auc"]:.4f}', role
+    assert overall['accuracy'][role] == f'{metrics[()][(role, False)]["binary_accuracy"]:.4f}'
+  assert overall['auc']['change'] == f'{metrics[()][("candidate", True)]["auc"]:+.4f}'
+  chart = page.charts['AUC by trip_start_hour']
+  assert {bar['data-series'] for bar in chart['bars']} == {'candidate', 'baseline'}
+  for bar in chart['bars']:
+    hour = (('trip_start_hour', int(bar['data-category'])),)
+    assert float(bar['data-value']) == pytest.approx(
+        metrics[hour][(bar['data-series'], False)]['auc'])
 
 
 @pytest.mark.slow
@@ -379,14 +412,15 @@ def test_failed_run_report_shows_nothing_of_the_previous_run(failed_run):
   config, first, _, text = failed_run
   assert 'BLESSED' not in text and 'Evaluation and blessing' not in text
   assert os.path.basename(first['pushed_path']) not in re.sub(r'\d{4}-\d\d-\d\dT[\d:.]+', '', text)
+  assert '<td>auc</td>' not in text and 'Pushed, and lineage' not in text
   assert 'Nothing pushed in this run' in text
   assert '; span 2;' in text  # This run's data, not span 1's.
   # The statistics are this run's: span 2's counts.
   statistics = run_outputs(config, _latest_run_id(config), 'StatisticsGen', 'statistics')
   assert statistics.uri.startswith(config.pipeline_root)
-  from pipeline import progress
-  counts = progress._example_counts(statistics.uri)
-  assert f'train: {counts["train"]:,}' in text
+  import tensorflow_data_validation as tfdv
+  train = tfdv.load_stats_binary(os.path.join(statistics.uri, 'Split-train', 'FeatureStats.pb'))
+  assert f'train: {train.datasets[0].num_examples:,}' in text
 
 
 @pytest.mark.slow
