@@ -248,3 +248,123 @@ def test_monitoring_report_renders_in_chromium(logs, inputs, tmp_path):
   # Training vs serving for every feature the schema watches, plus predictions.
   assert charts == dom.count('<svg class="chart"') >= 18
   assert 'payment_type (share)' in dom
+
+
+# ---- distributions: samples of the training data and real shifts (no server) -----------
+#
+# Request logs written as the server writes them (PredictionLog, serving_default
+# tf.Examples), monitored against statistics of the shipped CSV: the training
+# data of a pipeline run on it (TFDV statistics, as StatisticsGen computes them).
+
+
+def _typed(header, rows):
+  from serving.client import typed_row
+  return [typed_row(dict(zip(header, row))) for row in rows]
+
+
+def write_request_logs(path, rows, version=1, timestamp=1_700_000_000, model=MODEL, batch=100):
+  """rows as predict requests of serving_default, logged as the server logs them."""
+  import tensorflow as tf
+  from serving.client import to_example
+  from tensorflow_serving.apis import prediction_log_pb2
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for i in range(0, len(rows), batch):
+      log = prediction_log_pb2.PredictionLog()
+      log.log_metadata.model_spec.name = model
+      log.log_metadata.model_spec.version.value = version
+      log.log_metadata.timestamp_secs = timestamp
+      examples = [to_example(r) for r in rows[i:i + batch]]
+      log.predict_log.request.inputs['examples'].CopyFrom(tf.make_tensor_proto(examples))
+      writer.write(log.SerializeToString())
+
+
+@pytest.fixture(scope='module')
+def shipped():
+  header, rows = conftest.read_shipped_rows()
+  return header, _typed(header, rows)
+
+
+@pytest.fixture(scope='module')
+def shipped_statistics(tmp_path_factory, shipped):
+  """A StatisticsGen-like output dir: statistics of the whole shipped CSV."""
+  _, rows = shipped
+  root = tmp_path_factory.mktemp('training_statistics')
+  (root / 'Split-train').mkdir()
+  stats = monitoring.statistics_of(rows, monitoring.load_schema(str(SCHEMA)))
+  (root / 'Split-train' / 'FeatureStats.pb').write_bytes(stats.SerializeToString())
+  return str(root)
+
+
+SCHEMA = conftest.REPO / 'schema' / 'schema.pbtxt'
+
+
+def monitor_windows(tmp_path, statistics_dir, *windows):
+  """Monitoring of hourly windows of rows (one log file each) against statistics_dir."""
+  for i, rows in enumerate(windows):
+    write_request_logs(tmp_path / f'requests-{i}.tfrecord', rows, timestamp=1_700_000_000 + 3600 * i)
+  result, _ = monitoring.run(monitoring.MonitoringInputs(
+      logs=str(tmp_path / 'requests-*.tfrecord'), model_name=MODEL,
+      training_statistics=statistics_dir, schema_file=str(SCHEMA)))
+  assert [w['examples'] for w in result['windows']] == [len(w) for w in windows]
+  return result
+
+
+def _sample(rows, n, seed):
+  import random
+  return random.Random(seed).sample(rows, n)
+
+
+def _generated(header, n, seed, **drift):
+  from data import generate
+  return _typed(header, [r for chunk in generate.generate_rows(n, seed, generate.Drift(**drift))
+                         for r in chunk])
+
+
+@pytest.mark.parametrize('n', [500, 2000, 10000])
+def test_samples_of_the_training_data_raise_no_skew_or_drift(n, shipped, shipped_statistics,
+                                                            tmp_path):
+  _, rows = shipped
+  result = monitor_windows(tmp_path, shipped_statistics, _sample(rows, n, 1),
+                           _sample(rows, n, 2))
+  assert result['findings']['skew'] == [] and result['findings']['drift'] == [], \
+      [(w['skew'], w['drift']) for w in result['windows']]
+  fare = result['windows'][0]['skew']['fare']
+  assert fare['measure'] == 'JENSEN_SHANNON_DIVERGENCE' and fare['value'] < fare['threshold']
+
+
+def test_generated_traffic_without_drift_raises_nothing(shipped, shipped_statistics, tmp_path):
+  header, _ = shipped
+  result = monitor_windows(tmp_path, shipped_statistics, _generated(header, 2000, 1),
+                           _generated(header, 2000, 2))
+  assert result['findings']['skew'] == [] and result['findings']['drift'] == []
+
+
+@pytest.mark.parametrize('n', [500, 2000])
+def test_fare_inflation_of_20_percent_is_skew_and_drift_on_fare_only(n, shipped,
+                                                                    shipped_statistics, tmp_path):
+  header, _ = shipped
+  result = monitor_windows(tmp_path, shipped_statistics, _generated(header, n, 1),
+                           _generated(header, n, 2, fare_inflation=0.2))
+  clean, inflated = result['windows']
+  assert clean['skew_anomalies'] == {}
+  assert sorted(inflated['skew_anomalies']) == ['fare']
+  assert sorted(inflated['drift_anomalies']) == ['fare']
+  assert result['findings']['skew'] == result['findings']['drift'] == ['fare']
+
+
+def test_payment_mix_change_is_skew_on_payment_type_only(shipped, shipped_statistics, tmp_path):
+  header, _ = shipped
+  result = monitor_windows(tmp_path, shipped_statistics,
+                           _generated(header, 2000, 1, payment_mix={'Credit Card': 0.6}))
+  assert result['findings']['skew'] == ['payment_type']
+  assert monitoring.exit_code(result) == monitoring.EXIT_DRIFT_OR_SKEW
+
+
+def test_served_values_are_counted_in_the_training_quantile_buckets():
+  from tensorflow_metadata.proto.v0 import statistics_pb2
+  histogram = statistics_pb2.Histogram(type=statistics_pb2.Histogram.QUANTILES)
+  for low, high in [(0, 0), (0, 0), (0, 1), (1, 5), (5, 5), (5, 10)]:
+    histogram.buckets.add(low_value=low, high_value=high)
+  # -3 and 700 lie beyond the training's extremes: they count in the end buckets.
+  assert monitoring.bucket_counts(histogram.buckets, [-3, 0, 0, 0.5, 1, 3, 5, 7, 700]) == \
+      [3, 0, 2, 1, 1, 2]
