@@ -7,15 +7,18 @@ served and the predictions that were returned, and checks them with TFDV:
 - serving anomalies: each time window against the curated schema's SERVING
   environment;
 - training/serving skew: each window against the training statistics of the
-  model being served (found through MLMD lineage), with the schema's
-  skew_comparator thresholds (L-infinity for categorical, Jensen-Shannon for
+  model version that served it (the version the logs name, its push in MLMD,
+  upstream to the statistics), with the schema's skew_comparator thresholds
+  (L-infinity for categorical, Jensen-Shannon on the training quantiles for
   numeric features);
-- drift: each window against the previous one (drift_comparator thresholds);
+- drift: each window against the previous one of the same version
+  (drift_comparator thresholds);
 - prediction shift: the prediction distribution of every served version
   against the `stable` version's (canary comparison).
 
-    python -m pipeline.monitoring --logs /models/logs/taxi_big_tipper \\
-        --metadata tfx_output/metadata.sqlite --out monitoring/
+    python -m pipeline.monitoring --logs /models/logs/taxi_big_tipper
+
+(--metadata and --out default to the pipeline's output root, tfx_output/.)
 
 Exit status: 0 nothing found; 2 skew or drift found (a retraining trigger);
 3 only serving anomalies or a prediction shift; 1 the job failed.
@@ -386,8 +389,12 @@ class Lineage:
       raise LookupError(f'no MLMD at {metadata_path}: run the pipeline first, or pass '
                         '--metadata (or --training-statistics and --schema)')
     self.path = metadata_path
-    self.store = progress.open_store(metadata_path, read_only=True)  # A monitor never writes.
-    self._types = {t.id: t.name for t in self.store.get_artifact_types()}
+    try:
+      self.store = progress.open_store(metadata_path, read_only=True)  # A monitor never writes.
+      self._types = {t.id: t.name for t in self.store.get_artifact_types()}
+    except RuntimeError as e:
+      raise LookupError(f'cannot read MLMD {metadata_path} ({str(e).split(" query:")[0]}): pass '
+                        'the metadata.sqlite the pipeline wrote') from e
 
   def type_of(self, artifact) -> str:
     return self._types.get(artifact.type_id, '')
@@ -591,6 +598,12 @@ def _training_side(inputs: MonitoringInputs, version: int) -> Tuple[object, obje
   if not schema_file:
     raise MonitoringError('MLMD has no schema upstream of the pushed model: pass --schema')
   provenance.update(statistics_uri=stats_uri, schema_file=schema_file)
+  stats_file = os.path.join(stats_uri, 'Split-train', 'FeatureStats.pb')
+  for path, what in ((stats_file, 'training statistics'), (schema_file, 'schema')):
+    if not os.path.isfile(path):
+      raise MonitoringError(f'the {what} file {path} does not exist: pass a StatisticsGen '
+                            'output dir to --training-statistics and a schema.pbtxt to --schema, '
+                            'or the --metadata that recorded them')
   return training_statistics(stats_uri), load_schema(schema_file), provenance
 
 
@@ -733,10 +746,6 @@ environment:
 """
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-  pass
-
-
 class _Parser(argparse.ArgumentParser):
   def error(self, message):
     # argparse's own status 2 would read as "skew found" to a scheduler.
@@ -747,27 +756,34 @@ def parse_args(argv):
   from pipeline import configs
   config = configs.load()
   parser = _Parser(prog='python -m pipeline.monitoring', description=__doc__.split('\n\n')[0],
-                   epilog=EPILOG, formatter_class=_HelpFormatter)
+                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--logs', required=True,
-                      help='request log glob, or the logging_config filename_prefix')
+                      help='request log glob, or the logging_config filename_prefix (required)')
   parser.add_argument('--metadata', default=config.metadata_path,
-                      help='MLMD sqlite of the pipeline that pushed the served model')
+                      help='MLMD sqlite of the pipeline that pushed the served model '
+                           '(default: %(default)s)')
   parser.add_argument('--model-name', default=config.model_name,
-                      help="the served model's name in the logs ('' for any)")
+                      help="the served model's name in the logs, '' for any "
+                           '(default: %(default)s)')
   parser.add_argument('--model-version', type=int,
                       help='judge only this served version (default: every served version; '
                            'the report shows the stable one, else the newest)')
   parser.add_argument('--training-statistics', default='',
-                      help='StatisticsGen output dir (instead of MLMD)')
+                      help='StatisticsGen output dir, instead of MLMD (default: from MLMD)')
   parser.add_argument('--schema', default='', help='schema.pbtxt (default: from MLMD)')
   parser.add_argument('--serving-config', default='',
-                      help='model_config_list file with stable/canary version labels')
-  parser.add_argument('--window-seconds', type=int, default=3600)
+                      help='model_config_list file with stable/canary version labels '
+                           '(default: none)')
+  parser.add_argument('--window-seconds', type=int, default=3600,
+                      help='length of a time window (default: %(default)s)')
   parser.add_argument('--min-window-examples', type=int, default=DEFAULT_MIN_WINDOW_EXAMPLES,
-                      help='smaller windows are reported, not judged')
-  parser.add_argument('--prediction-jsd-threshold', type=float, default=DEFAULT_PREDICTION_JSD)
+                      help='smaller windows are reported, not judged (default: %(default)s)')
+  parser.add_argument('--prediction-jsd-threshold', type=float, default=DEFAULT_PREDICTION_JSD,
+                      help='prediction shift between versions, Jensen-Shannon '
+                           '(default: %(default)s)')
   parser.add_argument('--out', default=os.path.join(config.path(config.output_root), 'monitoring'),
-                      help='writes monitoring.json/.html here')
+                      help='writes monitoring.json and monitoring.html here '
+                           '(default: %(default)s)')
   return parser.parse_args(argv)
 
 
