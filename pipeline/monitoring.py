@@ -393,8 +393,8 @@ class Lineage:
       self.store = progress.open_store(metadata_path, read_only=True)  # A monitor never writes.
       self._types = {t.id: t.name for t in self.store.get_artifact_types()}
     except RuntimeError as e:
-      raise LookupError(f'cannot read MLMD {metadata_path} ({str(e).split(" query:")[0]}): pass '
-                        'the metadata.sqlite the pipeline wrote') from e
+      raise LookupError(f'{metadata_path} is not a readable MLMD database: pass the '
+                        'metadata.sqlite the pipeline wrote') from e
 
   def type_of(self, artifact) -> str:
     return self._types.get(artifact.type_id, '')
