@@ -368,3 +368,209 @@ def test_served_values_are_counted_in_the_training_quantile_buckets():
   # -3 and 700 lie beyond the training's extremes: they count in the end buckets.
   assert monitoring.bucket_counts(histogram.buckets, [-3, 0, 0, 0.5, 1, 3, 5, 7, 700]) == \
       [3, 0, 2, 1, 1, 2]
+
+
+# ---- lineage: the training data of the version that served ----------------------------
+
+
+def _mlmd_with_two_pushes(path, pushes):
+  """An MLMD store as the pipeline writes it, with one run per (version,
+  statistics uri, schema uri): ExampleGen -> StatisticsGen, Trainer -> Pusher."""
+  from ml_metadata import metadata_store
+  from ml_metadata.proto import metadata_store_pb2 as mlmd
+  connection = mlmd.ConnectionConfig()
+  connection.sqlite.filename_uri = str(path)
+  connection.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+  store = metadata_store.MetadataStore(connection)
+  types = {name: store.put_artifact_type(mlmd.ArtifactType(name=name)) for name in
+           ('Examples', 'ExampleStatistics', 'Schema', 'Model', 'PushedModel')}
+  exec_type = store.put_execution_type(mlmd.ExecutionType(name='component'))
+
+  def artifact(type_name, uri, **props):
+    a = mlmd.Artifact(type_id=types[type_name], uri=str(uri))
+    for k, v in props.items():
+      if isinstance(v, int):
+        a.custom_properties[k].int_value = v
+      else:
+        a.custom_properties[k].string_value = v
+    return a
+
+  def execution(inputs, outputs):
+    events = [(a, mlmd.Event(type=mlmd.Event.INPUT)) for a in inputs] + \
+             [(a, mlmd.Event(type=mlmd.Event.OUTPUT)) for a in outputs]
+    store.put_execution(mlmd.Execution(type_id=exec_type), events, [])
+
+  for version, statistics_uri, schema_uri in pushes:
+    examples = artifact('Examples', f'/examples/{version}', span=1)
+    [examples.id] = store.put_artifacts([examples])
+    execution([], [examples])
+    execution([examples], [artifact('ExampleStatistics', statistics_uri)])
+    schema = artifact('Schema', schema_uri)
+    [schema.id] = store.put_artifacts([schema])
+    model = artifact('Model', f'/model/{version}')
+    [model.id] = store.put_artifacts([model])
+    execution([examples, schema], [model])
+    execution([model], [artifact('PushedModel', f'/pushed/{version}', pushed=1,
+                                 pushed_version=str(version),
+                                 pushed_destination=f'/serving/{MODEL}/{version}')])
+
+
+@pytest.fixture
+def two_pushes(tmp_path, shipped_statistics):
+  """MLMD of two runs: version 100, then version 200 (the newest push), each
+  with its own statistics."""
+  import shutil
+  second = tmp_path / 'statistics-200'
+  shutil.copytree(shipped_statistics, second)
+  schema_dir = tmp_path / 'schema'
+  schema_dir.mkdir()
+  shutil.copy(SCHEMA, schema_dir / 'schema.pbtxt')
+  path = tmp_path / 'metadata.sqlite'
+  _mlmd_with_two_pushes(path, [(100, shipped_statistics, schema_dir), (200, second, schema_dir)])
+  return str(path), {100: shipped_statistics, 200: str(second)}
+
+
+def test_lineage_follows_the_version_that_served_not_the_newest_push(two_pushes, shipped,
+                                                                    tmp_path):
+  metadata, statistics = two_pushes
+  _, rows = shipped
+  write_request_logs(tmp_path / 'requests.tfrecord', rows[:600], version=100)
+  result, _ = monitoring.run(monitoring.MonitoringInputs(
+      logs=str(tmp_path / 'requests.tfrecord'), metadata_path=metadata, model_name=MODEL))
+  assert result['version'] == 100
+  assert result['training']['pushed_version'] == '100'
+  assert result['training']['statistics_uri'] == statistics[100]
+
+
+def test_every_served_version_is_judged_against_its_own_push(two_pushes, shipped, tmp_path):
+  metadata, statistics = two_pushes
+  _, rows = shipped
+  write_request_logs(tmp_path / 'requests-a.tfrecord', rows[:600], version=100)
+  write_request_logs(tmp_path / 'requests-b.tfrecord', rows[600:1200], version=200)
+  write_request_logs(tmp_path / 'requests-c.tfrecord', rows[1200:1800], version=7)
+  result, _ = monitoring.run(monitoring.MonitoringInputs(
+      logs=str(tmp_path / 'requests-*'), metadata_path=metadata, model_name=MODEL))
+  assert result['version'] == 200  # The newest served: no stable label given.
+  versions = result['versions']
+  assert sorted(versions) == ['100', '200', '7']
+  assert versions['100']['training']['statistics_uri'] == statistics[100]
+  assert versions['200']['training']['statistics_uri'] == statistics[200]
+  assert [w['examples'] for w in versions['100']['windows']] == [600]
+  assert 'has no push of version 7' in versions['7']['not_judged']
+  named, _ = monitoring.run(monitoring.MonitoringInputs(
+      logs=str(tmp_path / 'requests-*'), metadata_path=metadata, model_name=MODEL,
+      model_version=100))
+  assert named['version'] == 100 and sorted(named['versions']) == ['100']
+
+
+def test_a_version_mlmd_never_pushed_is_an_error(two_pushes, shipped, tmp_path, capsys):
+  metadata, _ = two_pushes
+  _, rows = shipped
+  write_request_logs(tmp_path / 'requests.tfrecord', rows[:600], version=300)
+  code = monitoring.main(['--logs', str(tmp_path / 'requests.tfrecord'), '--metadata', metadata,
+                          '--out', str(tmp_path / 'out')])
+  assert code == monitoring.EXIT_FAILED
+  err = capsys.readouterr().err.strip()
+  assert '\n' not in err and 'no push of version 300' in err and '100, 200' in err
+
+
+# ---- user errors: one line on stderr, exit 1 ---------------------------------------------
+
+
+@pytest.fixture
+def good_logs(tmp_path, shipped):
+  _, rows = shipped
+  path = tmp_path / 'good.tfrecord'
+  write_request_logs(path, rows[:600])
+  return str(path)
+
+
+def _one_line_error(capsys) -> str:
+  captured = capsys.readouterr()
+  err = captured.err.strip()
+  assert err and '\n' not in err and 'Traceback' not in err, captured
+  return err
+
+
+def test_a_model_name_matching_nothing_in_the_logs_is_an_error(good_logs, shipped_statistics,
+                                                              tmp_path, capsys):
+  code = monitoring.main(['--logs', good_logs, '--model-name', 'taxi_small_tipper',
+                          '--training-statistics', shipped_statistics, '--schema', str(SCHEMA),
+                          '--out', str(tmp_path / 'out')])
+  assert code == monitoring.EXIT_FAILED
+  err = _one_line_error(capsys)
+  assert "'taxi_small_tipper'" in err and f'{MODEL}: 6' in err and '6 request logs' in err
+  assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('case', ['no files', 'no mlmd', 'corrupt', 'not mlmd', 'version'])
+def test_user_errors_are_one_line_and_exit_1(case, good_logs, tmp_path, capsys):
+  args = {'--logs': good_logs, '--metadata': str(tmp_path / 'metadata.sqlite'),
+          '--out': str(tmp_path / 'out')}
+  if case == 'no files':
+    args['--logs'] = str(tmp_path / 'nothing-here')
+  elif case == 'corrupt':
+    (tmp_path / 'corrupt.tfrecord').write_bytes(b'\x07 not a TFRecord ' * 40)
+    args['--logs'] = str(tmp_path / 'corrupt.tfrecord')
+  elif case == 'not mlmd':
+    (tmp_path / 'metadata.sqlite').write_text('not a database')
+  elif case == 'version':
+    args['--model-version'] = '5'
+  code = monitoring.main([x for kv in args.items() for x in kv])
+  assert code == monitoring.EXIT_FAILED
+  err = _one_line_error(capsys)
+  expected = {'no files': 'no request log files match', 'no mlmd': 'no MLMD at',
+              'corrupt': 'hold no readable PredictionLog', 'not mlmd': 'not a readable MLMD',
+              'version': 'version 5 served nothing'}[case]
+  assert expected in err, err
+
+
+def test_usage_errors_exit_1_not_the_skew_status(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    monitoring.main(['--window-seconds', 'hourly'])
+  assert exit_info.value.code == monitoring.EXIT_FAILED != monitoring.EXIT_DRIFT_OR_SKEW
+  assert 'error' in _one_line_error(capsys).splitlines()[-1]
+
+
+def test_help_shows_defaults_exit_codes_and_environment(capsys, monkeypatch):
+  monkeypatch.setenv('TAXI_MODEL_NAME', 'taxi_other')
+  with pytest.raises(SystemExit) as exit_info:
+    monitoring.main(['--help'])
+  assert exit_info.value.code == 0
+  out = ' '.join(capsys.readouterr().out.split())  # Unwrapped.
+  assert '(default: taxi_other)' in out and '(default: 500)' in out
+  assert 'exit status' in out and '2 skew or drift found' in out and 'TAXI_OUTPUT_ROOT' in out
+
+
+def test_defaults_come_from_the_pipeline_config_and_outputs_go_under_its_output_root(
+    monkeypatch, tmp_path):
+  from pipeline import configs
+  args = monitoring.parse_args(['--logs', 'x'])
+  config = configs.load()
+  assert args.model_name == config.model_name
+  assert args.metadata == config.metadata_path
+  assert args.out == os.path.join(config.path(config.output_root), 'monitoring')
+  ignored = subprocess.run(['git', 'check-ignore', '-q', os.path.join(args.out, 'monitoring.json')],
+                           cwd=str(conftest.REPO), check=False)
+  assert ignored.returncode == 0, 'the default output is not git-ignored'
+  monkeypatch.setenv('TAXI_OUTPUT_ROOT', str(tmp_path))
+  monkeypatch.setenv('TAXI_MODEL_NAME', 'taxi_other')
+  args = monitoring.parse_args(['--logs', 'x'])
+  assert (args.out, args.metadata, args.model_name) == (
+      str(tmp_path / 'monitoring'), str(tmp_path / 'metadata.sqlite'), 'taxi_other')
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_is_one_line_on_stderr(good_logs, shipped_statistics, tmp_path):
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'pipeline.monitoring', '--logs', good_logs,
+       '--training-statistics', shipped_statistics, '--schema', str(SCHEMA),
+       '--out', str(tmp_path / 'out')],
+      cwd=str(conftest.REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'PYTHONWARNINGS': 'ignore'})
+  process.stdout.close()  # The reader went away, as with `| head -0`.
+  err = process.stderr.read().decode()
+  assert process.wait() == monitoring.EXIT_FAILED
+  assert 'Traceback' not in err and err.strip().splitlines()[-1] == \
+      'monitoring: stdout was closed before the summary was written', err
+  assert (tmp_path / 'out' / 'monitoring.json').exists()
