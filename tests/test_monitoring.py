@@ -437,9 +437,9 @@ def test_lineage_follows_the_version_that_served_not_the_newest_push(two_pushes,
   write_request_logs(tmp_path / 'requests.tfrecord', rows[:600], version=100)
   result, _ = monitoring.run(monitoring.MonitoringInputs(
       logs=str(tmp_path / 'requests.tfrecord'), metadata_path=metadata, model_name=MODEL))
-  assert result['version'] == 100
-  assert result['training']['pushed_version'] == '100'
   assert result['training']['statistics_uri'] == statistics[100]
+  assert result['training']['pushed_version'] == '100'
+  assert result['version'] == 100
 
 
 def test_every_served_version_is_judged_against_its_own_push(two_pushes, shipped, tmp_path):
