@@ -149,6 +149,7 @@ def inputs(pipeline_run):
 # ---- tests ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_lineage_finds_the_training_statistics_of_the_pushed_model(pipeline_run):
   config, summary = pipeline_run
   found = monitoring.Lineage(config.metadata_path).of_pushed()
@@ -159,8 +160,13 @@ def test_lineage_finds_the_training_statistics_of_the_pushed_model(pipeline_run)
   assert 'CuratedSchemaGen' in found['schema'].uri
 
 
-def test_traffic_like_the_training_data_raises_nothing(logs, inputs):
+@pytest.mark.slow  # The session pipeline run and a served model.
+def test_traffic_like_the_training_data_raises_nothing(logs, inputs, pushed_version_dir):
   result, _ = monitoring.run(inputs(logs['training']))
+  # Judged against the training data of the version the server logged.
+  version = int(os.path.basename(pushed_version_dir))
+  assert result['version'] == version and list(result['versions']) == [str(version)]
+  assert result['training']['pushed_version'] == str(version)
   served = sum(w['examples'] for w in result['windows'])
   assert served == len(sample_rows())
   assert result['records']['corrupt'] == 0
@@ -170,6 +176,7 @@ def test_traffic_like_the_training_data_raises_nothing(logs, inputs):
   assert monitoring.exit_code(result) == monitoring.EXIT_OK
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_payment_mix_shift_is_skew_on_payment_type_only(logs, inputs):
   result, _ = monitoring.run(inputs(logs['payment']))
   assert result['findings']['skew'] == ['payment_type']
@@ -179,6 +186,7 @@ def test_payment_mix_shift_is_skew_on_payment_type_only(logs, inputs):
   assert monitoring.exit_code(result) == monitoring.EXIT_DRIFT_OR_SKEW
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_fare_inflation_is_skew_on_fare_only(logs, inputs):
   result, _ = monitoring.run(inputs(logs['fare']))
   assert result['findings']['skew'] == ['fare']
@@ -194,6 +202,7 @@ def _retimed(prefix, destination, timestamp, counts):
       writer.write(log.SerializeToString())
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_drift_between_consecutive_windows(logs, inputs, tmp_path):
   counts = monitoring.LogReadCounts()
   _retimed(logs['training'], tmp_path / 'a.tfrecord', 1_700_000_000, counts)
@@ -212,6 +221,7 @@ def _frame(payload: bytes) -> bytes:
           struct.pack('<I', monitoring._masked_crc(payload)))
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_corrupt_records_are_skipped_and_counted(logs, inputs, tmp_path):
   source = monitoring.log_files(logs['payment'])
   assert len(source) == 1
@@ -228,6 +238,7 @@ def test_corrupt_records_are_skipped_and_counted(logs, inputs, tmp_path):
   assert result['findings']['skew'] == ['payment_type']
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_cli_writes_json_and_html_and_exit_code_says_skew(logs, pipeline_run, tmp_path):
   config, _ = pipeline_run
   code = monitoring.main(['--logs', logs['fare'], '--metadata', config.metadata_path,
@@ -240,6 +251,7 @@ def test_cli_writes_json_and_html_and_exit_code_says_skew(logs, pipeline_run, tm
   assert 'JENSEN_SHANNON_DIVERGENCE' in html and '<svg class="chart"' in html
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_monitoring_report_renders_in_chromium(logs, inputs, tmp_path):
   from tests.test_report import render
   result, statistics = monitoring.run(inputs(logs['payment']))
