@@ -259,6 +259,11 @@ def require_usable(traffic: ServedTraffic, pattern: str, model_name: str) -> Non
     raise MonitoringError(f'the {counts.files} file(s) matching {pattern!r} hold no readable '
                           f'PredictionLog ({counts.corrupt} corrupt records): point --logs at '
                           "the server's request logs")
+  if not traffic.rows and (not model_name or model_name in counts.models):
+    raise MonitoringError(
+        f'the {counts.records} request logs read carry no features (only requests such as '
+        'model metadata, or inputs of another model): point --logs at the logs of predict, '
+        'classify or regress requests')
   if not traffic.rows:
     models = ', '.join(f'{name or "(unnamed)"}: {n}' for name, n in sorted(counts.models.items()))
     raise MonitoringError(
@@ -583,6 +588,10 @@ def _training_side(inputs: MonitoringInputs, version: int) -> Tuple[object, obje
     if not inputs.metadata_path:
       raise MonitoringError('need --metadata (MLMD of the pipeline that pushed the model) or '
                             'both --training-statistics and --schema')
+    if version == 0:  # TF Serving always fills it; a hand-made log may not.
+      raise MonitoringError('the request logs do not say which model version served them, so '
+                            'MLMD cannot tell its training data: pass --training-statistics '
+                            'and --schema')
     found = Lineage(inputs.metadata_path).of_pushed(version)
     if found['statistics'] is None:
       raise LookupError(f'MLMD has no statistics upstream of pushed version {version}: pass '
@@ -616,9 +625,6 @@ def primary_version(served: Dict[int, int], named: Optional[int], labels: Dict[s
       raise MonitoringError(f'version {named} served nothing in these logs (served: {listed}): '
                             'pass --model-version with one of those')
     return named
-  if 0 in served:
-    raise MonitoringError('the request logs do not say which model version served them: '
-                          'pass --model-version')
   if labels.get('stable') in served:
     return labels['stable']
   return max(served)

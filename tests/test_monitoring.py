@@ -515,8 +515,9 @@ def test_a_model_name_matching_nothing_in_the_logs_is_an_error(good_logs, shippe
   assert not (tmp_path / 'out').exists()
 
 
-@pytest.mark.parametrize('case', ['no files', 'no mlmd', 'corrupt', 'not mlmd', 'version'])
-def test_user_errors_are_one_line_and_exit_1(case, good_logs, tmp_path, capsys):
+@pytest.mark.parametrize('case', ['no files', 'no mlmd', 'corrupt', 'not mlmd', 'version',
+                                  'unversioned'])
+def test_user_errors_are_one_line_and_exit_1(case, good_logs, shipped, tmp_path, capsys):
   args = {'--logs': good_logs, '--metadata': str(tmp_path / 'metadata.sqlite'),
           '--out': str(tmp_path / 'out')}
   if case == 'no files':
@@ -528,12 +529,16 @@ def test_user_errors_are_one_line_and_exit_1(case, good_logs, tmp_path, capsys):
     (tmp_path / 'metadata.sqlite').write_text('not a database')
   elif case == 'version':
     args['--model-version'] = '5'
+  elif case == 'unversioned':
+    write_request_logs(tmp_path / 'unversioned.tfrecord', shipped[1][:100], version=0)
+    args['--logs'] = str(tmp_path / 'unversioned.tfrecord')
   code = monitoring.main([x for kv in args.items() for x in kv])
   assert code == monitoring.EXIT_FAILED
   err = _one_line_error(capsys)
   expected = {'no files': 'no request log files match', 'no mlmd': 'no MLMD at',
               'corrupt': 'hold no readable PredictionLog', 'not mlmd': 'not a readable MLMD',
-              'version': 'version 5 served nothing'}[case]
+              'version': 'version 5 served nothing',
+              'unversioned': 'do not say which model version'}[case]
   assert expected in err, err
 
 
