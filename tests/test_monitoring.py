@@ -1,5 +1,7 @@
-"""Monitoring of served traffic, on request logs written by the real local
-server (a subprocess) serving the model of the session's pipeline run."""
+"""Monitoring of served traffic: on request logs written by the real local
+server (a subprocess) serving the model of the session's pipeline run (slow),
+and on request logs written here as the server writes them, for the
+distribution, lineage and user-error cases (fast)."""
 
 import os
 
