@@ -630,6 +630,18 @@ def primary_version(served: Dict[int, int], named: Optional[int], labels: Dict[s
   return max(served)
 
 
+def require_a_judged_window(windows_rows: Dict[int, List[Row]], version: int,
+                            inputs: MonitoringInputs) -> None:
+  """A run that can judge no window would exit 0, "nothing found", unchecked."""
+  largest = max(map(len, windows_rows.values()))
+  if largest < inputs.min_window_examples:
+    raise MonitoringError(
+        f'no {inputs.window_seconds}-second window of version {version} holds '
+        f'{inputs.min_window_examples} examples (at most {largest} in '
+        f'{len(windows_rows)} windows), so nothing can be judged: pass a larger '
+        '--window-seconds, or a smaller --min-window-examples (noisier)')
+
+
 def judge_version(inputs: MonitoringInputs, windows_rows: Dict[int, List[Row]],
                   version: int) -> Tuple[Dict, Dict]:
   """Skew and drift of one served version's windows against its own training
@@ -667,6 +679,7 @@ def run(inputs: MonitoringInputs) -> Tuple[Dict, Dict]:
   labels = read_labels(inputs.serving_config, inputs.model_name) if inputs.serving_config else {}
   served = traffic.examples_by_version()
   primary = primary_version(served, inputs.model_version, labels)
+  require_a_judged_window(traffic.rows[primary], primary, inputs)
   entry, statistics = judge_version(inputs, traffic.rows[primary], primary)
   versions = {str(primary): entry}
   if inputs.model_version is None:

@@ -518,7 +518,7 @@ def test_a_model_name_matching_nothing_in_the_logs_is_an_error(good_logs, shippe
 
 
 @pytest.mark.parametrize('case', ['no files', 'no mlmd', 'corrupt', 'not mlmd', 'version',
-                                  'unversioned'])
+                                  'unversioned', 'too few'])
 def test_user_errors_are_one_line_and_exit_1(case, good_logs, shipped, tmp_path, capsys):
   args = {'--logs': good_logs, '--metadata': str(tmp_path / 'metadata.sqlite'),
           '--out': str(tmp_path / 'out')}
@@ -532,15 +532,18 @@ def test_user_errors_are_one_line_and_exit_1(case, good_logs, shipped, tmp_path,
   elif case == 'version':
     args['--model-version'] = '5'
   elif case == 'unversioned':
-    write_request_logs(tmp_path / 'unversioned.tfrecord', shipped[1][:100], version=0)
+    write_request_logs(tmp_path / 'unversioned.tfrecord', shipped[1][:600], version=0)
     args['--logs'] = str(tmp_path / 'unversioned.tfrecord')
+  elif case == 'too few':
+    args['--min-window-examples'] = '601'  # good_logs: 600 examples in one window.
   code = monitoring.main([x for kv in args.items() for x in kv])
   assert code == monitoring.EXIT_FAILED
   err = _one_line_error(capsys)
   expected = {'no files': 'no request log files match', 'no mlmd': 'no MLMD at',
               'corrupt': 'hold no readable PredictionLog', 'not mlmd': 'not a readable MLMD',
               'version': 'version 5 served nothing',
-              'unversioned': 'do not say which model version'}[case]
+              'unversioned': 'do not say which model version',
+              'too few': 'holds 601 examples (at most 600 in 1 windows)'}[case]
   assert expected in err, err
 
 
