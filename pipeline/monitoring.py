@@ -688,7 +688,7 @@ def run(inputs: MonitoringInputs) -> Tuple[Dict, Dict]:
         continue
       try:
         versions[str(version)] = judge_version(inputs, traffic.rows[version], version)[0]
-      except LookupError as e:  # E.g. a canary copied in by hand: said, not hidden.
+      except (LookupError, MonitoringError) as e:  # E.g. a canary copied in by hand.
         versions[str(version)] = {'examples': served[version], 'not_judged': str(e)}
   predictions, prediction_stats = compare_predictions(
       traffic.predictions_by_version, labels.get('stable'), inputs.prediction_jsd_threshold)
@@ -704,8 +704,13 @@ def run(inputs: MonitoringInputs) -> Tuple[Dict, Dict]:
 
 
 def read_labels(config_path: str, model_name: str = '') -> Dict[str, int]:
+  from google.protobuf import text_format
   from pipeline import rollout
-  return rollout.labels(rollout.read_config(config_path), model_name)
+  try:
+    return rollout.labels(rollout.read_config(config_path), model_name)
+  except (OSError, text_format.ParseError) as e:
+    raise MonitoringError(f'cannot read --serving-config {config_path} ({e}): pass the '
+                          "server's model_config_list file") from e
 
 
 def window_findings(windows: List[Dict]) -> Dict[str, List[str]]:
@@ -743,13 +748,18 @@ def exit_code(result: Dict) -> int:
 def write_outputs(result: Dict, statistics: Dict, out_dir: str) -> Dict[str, str]:
   """monitoring.json and monitoring.html in out_dir."""
   from pipeline import report
-  os.makedirs(out_dir, exist_ok=True)
   paths = {'json': os.path.join(out_dir, 'monitoring.json'),
            'html': os.path.join(out_dir, 'monitoring.html')}
-  with open(paths['json'], 'w') as f:
-    json.dump(result, f, indent=2, sort_keys=True)
-  with open(paths['html'], 'w') as f:
-    f.write(report.monitoring_html(result, statistics))
+  html = report.monitoring_html(result, statistics)
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(paths['json'], 'w') as f:
+      json.dump(result, f, indent=2, sort_keys=True)
+    with open(paths['html'], 'w') as f:
+      f.write(html)
+  except OSError as e:
+    raise MonitoringError(f'cannot write the results to {out_dir} ({e.strerror}): pass a '
+                          'writable --out') from e
   return paths
 
 
