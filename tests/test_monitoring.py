@@ -107,7 +107,7 @@ def with_payment_shift(rows):
            else r.get('payment_type')} for r in rows]
 
 
-def with_fare_inflation(rows, factor=3.0):
+def with_fare_inflation(rows, factor=1.2):
   return [{**r, 'fare': r['fare'] * factor} for r in rows]
 
 
