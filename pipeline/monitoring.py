@@ -7,15 +7,18 @@ served and the predictions that were returned, and checks them with TFDV:
 - serving anomalies: each time window against the curated schema's SERVING
   environment;
 - training/serving skew: each window against the training statistics of the
-  model being served (found through MLMD lineage), with the schema's
-  skew_comparator thresholds (L-infinity for categorical, Jensen-Shannon for
+  model version that served it (the version the logs name, its push in MLMD,
+  upstream to the statistics), with the schema's skew_comparator thresholds
+  (L-infinity for categorical, Jensen-Shannon on the training quantiles for
   numeric features);
-- drift: each window against the previous one (drift_comparator thresholds);
+- drift: each window against the previous one of the same version
+  (drift_comparator thresholds);
 - prediction shift: the prediction distribution of every served version
   against the `stable` version's (canary comparison).
 
-    python -m pipeline.monitoring --logs /models/logs/taxi_big_tipper \\
-        --metadata tfx_output/metadata.sqlite --out monitoring/
+    python -m pipeline.monitoring --logs /models/logs/taxi_big_tipper
+
+(--metadata and --out default to the pipeline's output root, tfx_output/.)
 
 Exit status: 0 nothing found; 2 skew or drift found (a retraining trigger);
 3 only serving anomalies or a prediction shift; 1 the job failed.
@@ -41,9 +44,15 @@ PREDICTION = 'probability'
 # Prediction shift between versions, Jensen-Shannon on the probability
 # histogram: the same measure the schema uses for numeric features.
 DEFAULT_PREDICTION_JSD = 0.1
-# Fewer served examples than this make noisy statistics, and the schema's
-# dataset_constraints flag them anyway: such windows are reported, not judged.
-DEFAULT_MIN_WINDOW_EXAMPLES = 100
+# Fewer served examples than this make noisy statistics: such windows are
+# reported, not judged. At 500, a sample of the training distribution stays
+# below the schema's Jensen-Shannon thresholds with a margin (see
+# on_training_quantiles); at 100 its sampling noise alone would exceed them.
+DEFAULT_MIN_WINDOW_EXAMPLES = 500
+
+
+class MonitoringError(Exception):
+  """A user error: the message names the cause and the fix."""
 
 
 # ---- reading request logs ----------------------------------------------------
@@ -55,6 +64,7 @@ class LogReadCounts:
   corrupt: int = 0  # Records skipped: bad checksum, not a PredictionLog, torn tail.
   unusable: int = 0  # Valid logs without features we can read (e.g. other models).
   files: int = 0
+  models: Dict[str, int] = dataclasses.field(default_factory=dict)  # Logs per model name.
 
 
 def _masked_crc(data: bytes) -> int:
@@ -207,28 +217,58 @@ def served_predictions(log) -> List[float]:
 @dataclasses.dataclass
 class ServedTraffic:
   """What the logs hold, ready for statistics."""
-  rows_by_window: Dict[int, List[Row]]  # Window start (unix s) -> rows.
+  # Served version -> window start (unix s) -> rows: each version is judged
+  # against its own training data.
+  rows: Dict[int, Dict[int, List[Row]]]
   predictions_by_version: Dict[int, List[float]]
   counts: LogReadCounts
+
+  def examples_by_version(self) -> Dict[int, int]:
+    return {v: sum(map(len, windows.values())) for v, windows in sorted(self.rows.items())}
 
 
 def collect(pattern: str, model_name: str = '', window_seconds: int = 3600) -> ServedTraffic:
   counts = LogReadCounts()
-  windows: Dict[int, List[Row]] = collections.defaultdict(list)
+  rows: Dict[int, Dict[int, List[Row]]] = collections.defaultdict(
+      lambda: collections.defaultdict(list))
   predictions: Dict[int, List[float]] = collections.defaultdict(list)
   for log in read_logs(pattern, counts):
     spec = log.log_metadata.model_spec
+    counts.models[spec.name] = counts.models.get(spec.name, 0) + 1
     if model_name and spec.name and spec.name != model_name:
       counts.unusable += 1
       continue
-    rows = served_rows(log)
-    if not rows:
+    served = served_rows(log)
+    if not served:
       counts.unusable += 1
       continue
     start = log.log_metadata.timestamp_secs // window_seconds * window_seconds
-    windows[start].extend(rows)
+    rows[spec.version.value][start].extend(served)
     predictions[spec.version.value].extend(served_predictions(log))
-  return ServedTraffic(dict(sorted(windows.items())), dict(predictions), counts)
+  return ServedTraffic({v: dict(sorted(w.items())) for v, w in rows.items()},
+                       dict(predictions), counts)
+
+
+def require_usable(traffic: ServedTraffic, pattern: str, model_name: str) -> None:
+  """Zero usable records is a mistake in the inputs, never a clean bill."""
+  counts = traffic.counts
+  if counts.files == 0:
+    raise MonitoringError(f'no request log files match --logs {pattern!r}: give the '
+                          'logging_config filename_prefix or a glob of its .tfrecord files')
+  if counts.records == 0:
+    raise MonitoringError(f'the {counts.files} file(s) matching {pattern!r} hold no readable '
+                          f'PredictionLog ({counts.corrupt} corrupt records): point --logs at '
+                          "the server's request logs")
+  if not traffic.rows and (not model_name or model_name in counts.models):
+    raise MonitoringError(
+        f'the {counts.records} request logs read carry no features (only requests such as '
+        'model metadata, or inputs of another model): point --logs at the logs of predict, '
+        'classify or regress requests')
+  if not traffic.rows:
+    models = ', '.join(f'{name or "(unnamed)"}: {n}' for name, n in sorted(counts.models.items()))
+    raise MonitoringError(
+        f'none of the {counts.records} request logs read is usable for model {model_name!r} '
+        f'(logs per model: {models}): pass --model-name with the served model\'s name')
 
 
 # ---- statistics ------------------------------------------------------------------
@@ -250,9 +290,96 @@ def statistics_of(rows: List[Row], schema):
       rows_to_dataframe(rows), tfdv.StatsOptions(schema=schema))
 
 
+def serving_statistics(rows: List[Row], schema, training_stats):
+  """Statistics of served rows, comparable with training_stats (see below)."""
+  return on_training_quantiles(statistics_of(rows, schema), rows, training_stats, schema)
+
+
 def load_schema(path: str):
   import tensorflow_data_validation as tfdv
   return tfdv.load_schema_text(path)
+
+
+# ---- numeric distributions on the training quantiles ------------------------------
+#
+# TFDV's Jensen-Shannon divergence compares two histograms after putting them
+# on the union of their bucket boundaries, assuming values spread uniformly
+# inside each bucket. Its default (STANDARD) histograms are equal-width from
+# min to max, so one 700.07 fare makes the training's first bucket 0-70 and
+# the comparison of clean traffic measures that uniformity assumption
+# (JS ~0.3), not the data. Counting the served values in the training's own
+# quantile buckets makes the two histograms share boundaries exactly: no
+# rebucketing, and every bucket holds ~1/10 of the training data, so the JS
+# divergence of a sample of the training distribution is only its sampling
+# noise, ~(buckets - 1) / (8 n ln 2) bits for n served examples.
+
+
+def jsd_features(schema) -> List[str]:
+  """Features whose skew or drift comparator is a Jensen-Shannon divergence."""
+  return [f.name for f in schema.feature
+          if f.skew_comparator.HasField('jensen_shannon_divergence')
+          or f.drift_comparator.HasField('jensen_shannon_divergence')]
+
+
+def compare_on_quantiles(schema):
+  """A copy of schema whose Jensen-Shannon comparators read QUANTILES histograms."""
+  from tensorflow_metadata.proto.v0 import schema_pb2
+  copy = schema_pb2.Schema()
+  copy.CopyFrom(schema)
+  for feature in copy.feature:
+    for comparator in (feature.skew_comparator, feature.drift_comparator):
+      if comparator.HasField('jensen_shannon_divergence'):
+        comparator.jensen_shannon_divergence.source.type = schema_pb2.HistogramSelection.QUANTILES
+  return copy
+
+
+def _feature_stats(stats, name: str):
+  return next((f for f in stats.datasets[0].features
+               if f.name == name or list(f.path.step) == [name]), None)
+
+
+def _quantiles(feature_stats):
+  return next((h for h in feature_stats.num_stats.histograms if h.type == h.QUANTILES), None)
+
+
+def bucket_counts(buckets, values) -> List[int]:
+  """How many of values fall in each bucket of a TFDV quantiles histogram.
+
+  Buckets are (low, high], the first [low, high]; a zero-width bucket is a
+  point mass and takes the values equal to it. Values beyond the training's
+  min or max go to the end buckets: those are the sample's extremes, not
+  bounds of the distribution.
+  """
+  import numpy as np
+  lows = np.array([b.low_value for b in buckets])
+  highs = np.array([b.high_value for b in buckets])
+  values = np.clip(np.asarray(values, dtype=float), lows[0], highs[-1])
+  index = np.minimum(np.searchsorted(highs, values, side='left'), len(buckets) - 1)
+  for i in reversed(np.flatnonzero(lows == highs)):  # Reversed: the first point bucket wins.
+    index[values == lows[i]] = i
+  return np.bincount(index, minlength=len(buckets)).tolist()
+
+
+def on_training_quantiles(stats, rows: List[Row], training_stats, schema):
+  """stats with, for every Jensen-Shannon feature, a QUANTILES histogram that
+  counts the served values in the training statistics' quantile buckets."""
+  import math
+  for name in jsd_features(schema):
+    served, trained = _feature_stats(stats, name), _feature_stats(training_stats, name)
+    if served is None or trained is None or _quantiles(trained) is None:
+      continue  # TFDV reports a feature missing on one side itself.
+    values = [r[name] for r in rows if r.get(name) is not None and math.isfinite(r[name])]
+    if not values:
+      continue
+    training_histogram = _quantiles(trained)
+    buckets = training_histogram.buckets
+    histogram = _quantiles(served) or served.num_stats.histograms.add(
+        type=training_histogram.type)
+    del histogram.buckets[:]
+    for bucket, count in zip(buckets, bucket_counts(buckets, values)):
+      histogram.buckets.add(low_value=bucket.low_value, high_value=bucket.high_value,
+                            sample_count=count)
+  return stats
 
 
 # ---- the served model's training data, through MLMD --------------------------------
@@ -263,8 +390,16 @@ class Lineage:
 
   def __init__(self, metadata_path: str):
     from pipeline import progress
-    self.store = progress.open_store(metadata_path, read_only=True)  # A monitor never writes.
-    self._types = {t.id: t.name for t in self.store.get_artifact_types()}
+    if not os.path.isfile(metadata_path):
+      raise LookupError(f'no MLMD at {metadata_path}: run the pipeline first, or pass '
+                        '--metadata (or --training-statistics and --schema)')
+    self.path = metadata_path
+    try:
+      self.store = progress.open_store(metadata_path, read_only=True)  # A monitor never writes.
+      self._types = {t.id: t.name for t in self.store.get_artifact_types()}
+    except RuntimeError as e:
+      raise LookupError(f'{metadata_path} is not a readable MLMD database: pass the '
+                        'metadata.sqlite the pipeline wrote') from e
 
   def type_of(self, artifact) -> str:
     return self._types.get(artifact.type_id, '')
@@ -276,16 +411,25 @@ class Lineage:
     return sorted((a for a in pushed if custom_property(a, 'pushed', 0) == 1),
                   key=lambda a: a.id)
 
-  def pushed_model(self, version: Optional[int] = None):
-    """The push of version (the newest push when None)."""
+  def pushed_model(self, version=None):
+    """The push of version: its pushed_version, or the name of the directory
+    it was pushed to (the version TF Serving reads). The newest when None."""
     from pipeline.progress import custom_property
     pushed = self.pushed_models()
-    if version is not None:
-      pushed = [a for a in pushed if str(custom_property(a, 'pushed_version')) == str(version)]
-    if not pushed:
-      raise LookupError(f'no pushed model {"version " + str(version) if version else ""} '
-                        'in MLMD')
-    return pushed[-1]
+    if version is None:
+      if not pushed:
+        raise LookupError(f'MLMD {self.path} records no pushed model: run the pipeline first')
+      return pushed[-1]
+    matching = [a for a in pushed if str(version) in (
+        str(custom_property(a, 'pushed_version')),
+        os.path.basename(str(custom_property(a, 'pushed_destination', '')).rstrip('/')))]
+    if not matching:
+      known = ', '.join(str(custom_property(a, 'pushed_version')) for a in pushed) or 'none'
+      raise LookupError(
+          f'MLMD {self.path} has no push of version {version} (pushed versions: {known}): '
+          'pass the --metadata of the pipeline that pushed it, or --training-statistics '
+          'and --schema')
+    return matching[-1]
 
   def ancestors(self, artifact) -> list:
     """Every artifact upstream of artifact, nearest first."""
@@ -314,7 +458,7 @@ class Lineage:
                 if e.type == metadata_store_pb2.Event.OUTPUT]
     return [a for a in self.store.get_artifacts_by_id(produced) if self.type_of(a) == type_name]
 
-  def of_pushed(self, version: Optional[int] = None) -> Dict[str, object]:
+  def of_pushed(self, version=None) -> Dict[str, object]:
     """The pushed model and, upstream of it, the model, the schema it was
     trained with, the ExampleGen examples (span) and their statistics."""
     pushed = self.pushed_model(version)
@@ -366,6 +510,7 @@ def validate_window(stats, schema, training_stats, previous_stats=None) -> Dict:
   """Serving anomalies, skew against training and drift against previous."""
   import tensorflow_data_validation as tfdv
   serving = tfdv.validate_statistics(stats, schema, environment='SERVING')
+  schema = compare_on_quantiles(schema)  # stats come from serving_statistics().
   # TFDV's skew check takes training as `statistics`, serving beside it; the
   # training data was validated by the pipeline, so only comparators count.
   skew = tfdv.validate_statistics(training_stats, schema, environment='TRAINING',
@@ -424,8 +569,8 @@ def compare_predictions(predictions: Dict[int, List[float]], baseline_version: O
 class MonitoringInputs:
   logs: str  # Glob or filename_prefix of the request logs.
   metadata_path: str = ''  # MLMD: finds the served model's training statistics.
-  model_name: str = ''
-  model_version: Optional[int] = None  # Training data of this push (default: newest).
+  model_name: str = ''  # Logs of other models are skipped; '' reads every model's.
+  model_version: Optional[int] = None  # Judge only this served version.
   training_statistics: str = ''  # Or give a StatisticsGen output dir directly.
   schema_file: str = ''  # Default: the schema the served model was trained with.
   serving_config: str = ''  # model_config_list with the stable/canary labels.
@@ -434,76 +579,157 @@ class MonitoringInputs:
   prediction_jsd_threshold: float = DEFAULT_PREDICTION_JSD
 
 
-def _training_side(inputs: MonitoringInputs) -> Tuple[object, object, Dict]:
-  """(training statistics, schema, provenance) of the served model."""
+def _training_side(inputs: MonitoringInputs, version: int) -> Tuple[object, object, Dict]:
+  """(training statistics, schema, provenance) of the model version that served."""
   provenance = {}
   stats_uri, schema_file = inputs.training_statistics, inputs.schema_file
-  if inputs.metadata_path and not (stats_uri and schema_file):
+  if not (stats_uri and schema_file):
     from pipeline.progress import custom_property
-    found = Lineage(inputs.metadata_path).of_pushed(inputs.model_version)
+    if not inputs.metadata_path:
+      raise MonitoringError('need --metadata (MLMD of the pipeline that pushed the model) or '
+                            'both --training-statistics and --schema')
+    if version == 0:  # TF Serving always fills it; a hand-made log may not.
+      raise MonitoringError('the request logs do not say which model version served them, so '
+                            'MLMD cannot tell its training data: pass --training-statistics '
+                            'and --schema')
+    found = Lineage(inputs.metadata_path).of_pushed(version)
     if found['statistics'] is None:
-      raise LookupError('MLMD has no statistics upstream of the pushed model')
+      raise LookupError(f'MLMD has no statistics upstream of pushed version {version}: pass '
+                        '--training-statistics')
     stats_uri = stats_uri or found['statistics'].uri
     if not schema_file and found['schema'] is not None:
       schema_file = os.path.join(found['schema'].uri, 'schema.pbtxt')
     provenance = {
         'pushed_version': custom_property(found['pushed'], 'pushed_version'),
+        'model_uri': found['model'].uri if found['model'] else None,
         'span': custom_property(found['examples'], 'span') if found['examples'] else None,
         'examples_uri': found['examples'].uri if found['examples'] else None}
-  if not stats_uri or not schema_file:
-    raise ValueError('need MLMD (--metadata) or --training-statistics and --schema')
+  if not schema_file:
+    raise MonitoringError('MLMD has no schema upstream of the pushed model: pass --schema')
   provenance.update(statistics_uri=stats_uri, schema_file=schema_file)
+  stats_file = os.path.join(stats_uri, 'Split-train', 'FeatureStats.pb')
+  for path, what in ((stats_file, 'training statistics'), (schema_file, 'schema')):
+    if not os.path.isfile(path):
+      raise MonitoringError(f'the {what} file {path} does not exist: pass a StatisticsGen '
+                            'output dir to --training-statistics and a schema.pbtxt to --schema, '
+                            'or the --metadata that recorded them')
   return training_statistics(stats_uri), load_schema(schema_file), provenance
+
+
+def primary_version(served: Dict[int, int], named: Optional[int], labels: Dict[str, int]) -> int:
+  """The version the report shows: the one named, the only one, the `stable`
+  label's, else the newest served."""
+  listed = ', '.join(f'{v} ({n} examples)' for v, n in served.items())
+  if named is not None:
+    if named not in served:
+      raise MonitoringError(f'version {named} served nothing in these logs (served: {listed}): '
+                            'pass --model-version with one of those')
+    return named
+  if labels.get('stable') in served:
+    return labels['stable']
+  return max(served)
+
+
+def require_a_judged_window(windows_rows: Dict[int, List[Row]], version: int,
+                            inputs: MonitoringInputs) -> None:
+  """A run that can judge no window would exit 0, "nothing found", unchecked."""
+  largest = max(map(len, windows_rows.values()))
+  if largest < inputs.min_window_examples:
+    raise MonitoringError(
+        f'no {inputs.window_seconds}-second window of version {version} holds '
+        f'{inputs.min_window_examples} examples (at most {largest} in '
+        f'{len(windows_rows)} windows), so nothing can be judged: pass a larger '
+        '--window-seconds, or a smaller --min-window-examples (noisier)')
+
+
+def judge_version(inputs: MonitoringInputs, windows_rows: Dict[int, List[Row]],
+                  version: int) -> Tuple[Dict, Dict]:
+  """Skew and drift of one served version's windows against its own training
+  data; (entry, statistics)."""
+  train_stats, schema, provenance = _training_side(inputs, version)
+  windows, window_stats, previous, previous_start = [], {}, None, None
+  for start, rows in windows_rows.items():
+    window = {'version': version, 'start': start, 'end': start + inputs.window_seconds,
+              'examples': len(rows)}
+    windows.append(window)
+    if len(rows) < inputs.min_window_examples:
+      window['skipped'] = f'fewer than {inputs.min_window_examples} examples'
+      continue
+    stats = serving_statistics(rows, schema, train_stats)
+    window.update(validate_window(stats, schema, train_stats, previous))
+    window['compared_to_window'] = previous_start
+    window_stats[start] = stats
+    previous, previous_start = stats, start
+  entry = {'examples': sum(map(len, windows_rows.values())), 'training': provenance,
+           'windows': windows}
+  entry['findings'] = window_findings(windows)
+  return entry, {'training': train_stats, 'windows': window_stats, 'schema': schema}
 
 
 def run(inputs: MonitoringInputs) -> Tuple[Dict, Dict]:
   """Returns (result, statistics): the JSON-able result, and the TFDV
-  statistics it was computed from (for the HTML report)."""
-  train_stats, schema, provenance = _training_side(inputs)
+  statistics it was computed from (for the HTML report).
+
+  Each served version is compared with the training data of that version's
+  push (MLMD lineage); the top-level training and windows are the primary
+  version's (see primary_version), every version's are under `versions`.
+  """
   traffic = collect(inputs.logs, inputs.model_name, inputs.window_seconds)
-  windows, window_stats, previous = [], {}, None
-  for start, rows in traffic.rows_by_window.items():
-    window = {'start': start, 'end': start + inputs.window_seconds, 'examples': len(rows)}
-    if len(rows) < inputs.min_window_examples:
-      window['skipped'] = f'fewer than {inputs.min_window_examples} examples'
-      windows.append(window)
-      continue
-    stats = statistics_of(rows, schema)
-    window.update(validate_window(stats, schema, train_stats, previous))
-    window['compared_to_window'] = windows[-1]['start'] if previous is not None else None
-    window_stats[start] = stats
-    windows.append(window)
-    previous = stats
+  require_usable(traffic, inputs.logs, inputs.model_name)
   labels = read_labels(inputs.serving_config, inputs.model_name) if inputs.serving_config else {}
+  served = traffic.examples_by_version()
+  primary = primary_version(served, inputs.model_version, labels)
+  require_a_judged_window(traffic.rows[primary], primary, inputs)
+  entry, statistics = judge_version(inputs, traffic.rows[primary], primary)
+  versions = {str(primary): entry}
+  if inputs.model_version is None:
+    for version in served:
+      if version == primary:
+        continue
+      try:
+        versions[str(version)] = judge_version(inputs, traffic.rows[version], version)[0]
+      except (LookupError, MonitoringError) as e:  # E.g. a canary copied in by hand.
+        versions[str(version)] = {'examples': served[version], 'not_judged': str(e)}
   predictions, prediction_stats = compare_predictions(
       traffic.predictions_by_version, labels.get('stable'), inputs.prediction_jsd_threshold)
   result = {
-      'logs': inputs.logs, 'model_name': inputs.model_name, 'training': provenance,
-      'records': dataclasses.asdict(traffic.counts), 'windows': windows,
-      'labels': labels, 'predictions_by_version': predictions,
+      'logs': inputs.logs, 'model_name': inputs.model_name, 'version': primary,
+      'training': entry['training'], 'records': dataclasses.asdict(traffic.counts),
+      'windows': entry['windows'], 'versions': versions, 'labels': labels,
+      'predictions_by_version': predictions,
   }
   result['findings'] = findings(result)
-  return result, {'training': train_stats, 'windows': window_stats,
-                  'predictions': prediction_stats, 'schema': schema}
+  statistics['predictions'] = prediction_stats
+  return result, statistics
 
 
 def read_labels(config_path: str, model_name: str = '') -> Dict[str, int]:
+  from google.protobuf import text_format
   from pipeline import rollout
-  return rollout.labels(rollout.read_config(config_path), model_name)
+  try:
+    return rollout.labels(rollout.read_config(config_path), model_name)
+  except (OSError, text_format.ParseError) as e:
+    raise MonitoringError(f'cannot read --serving-config {config_path} ({e}): pass the '
+                          "server's model_config_list file") from e
+
+
+def window_findings(windows: List[Dict]) -> Dict[str, List[str]]:
+  """Which features each check flagged in the judged windows."""
+  judged = [w for w in windows if 'skipped' not in w]
+  flagged = lambda key: sorted({f for w in judged for f in w[key]})
+  return {'skew': flagged('skew_anomalies'), 'drift': flagged('drift_anomalies'),
+          'serving_anomalies': flagged('serving_anomalies')}
 
 
 def findings(result: Dict) -> Dict[str, List[str]]:
-  """Which features (or versions) each check flagged."""
-  judged = [w for w in result['windows'] if 'skipped' not in w]
-  flagged = lambda key: sorted({f for w in judged for f in w[key]})
-  return {
-      'skew': flagged('skew_anomalies'),
-      'drift': flagged('drift_anomalies'),
-      'serving_anomalies': flagged('serving_anomalies'),
-      'prediction_shift': sorted(
-          v for v, p in result['predictions_by_version'].items()
-          if p['shift'] and p['shift']['anomalous']),
-  }
+  """Which features (any judged version) or versions each check flagged."""
+  per_version = [v['findings'] for v in result['versions'].values() if 'findings' in v]
+  found = {key: sorted({f for v in per_version for f in v[key]})
+           for key in ('skew', 'drift', 'serving_anomalies')}
+  found['prediction_shift'] = sorted(
+      v for v, p in result['predictions_by_version'].items()
+      if p['shift'] and p['shift']['anomalous'])
+  return found
 
 
 def drift_or_skew_found(result: Dict) -> bool:
@@ -522,34 +748,83 @@ def exit_code(result: Dict) -> int:
 def write_outputs(result: Dict, statistics: Dict, out_dir: str) -> Dict[str, str]:
   """monitoring.json and monitoring.html in out_dir."""
   from pipeline import report
-  os.makedirs(out_dir, exist_ok=True)
   paths = {'json': os.path.join(out_dir, 'monitoring.json'),
            'html': os.path.join(out_dir, 'monitoring.html')}
-  with open(paths['json'], 'w') as f:
-    json.dump(result, f, indent=2, sort_keys=True)
-  with open(paths['html'], 'w') as f:
-    f.write(report.monitoring_html(result, statistics))
+  html = report.monitoring_html(result, statistics)
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(paths['json'], 'w') as f:
+      json.dump(result, f, indent=2, sort_keys=True)
+    with open(paths['html'], 'w') as f:
+      f.write(html)
+  except OSError as e:
+    raise MonitoringError(f'cannot write the results to {out_dir} ({e.strerror}): pass a '
+                          'writable --out') from e
   return paths
 
 
+EPILOG = f"""exit status:
+  {EXIT_OK}  nothing found
+  {EXIT_DRIFT_OR_SKEW}  skew or drift found (a retraining trigger)
+  {EXIT_OTHER_FINDINGS}  only serving anomalies or a prediction shift
+  {EXIT_FAILED}  the job failed, or a usage error (one line on stderr says why)
+
+environment:
+  TAXI_OUTPUT_ROOT, TAXI_MODEL_NAME, ... (pipeline/configs.py) set the defaults of
+  --metadata, --out and --model-name, as for the pipeline run.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    # argparse's own status 2 would read as "skew found" to a scheduler.
+    self.exit(EXIT_FAILED, f'{self.prog}: error: {message}\n')
+
+
 def parse_args(argv):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  from pipeline import configs
+  config = configs.load()
+  parser = _Parser(prog='python -m pipeline.monitoring', description=__doc__.split('\n\n')[0],
+                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--logs', required=True,
-                      help='request log glob, or the logging_config filename_prefix')
-  parser.add_argument('--metadata', default='', help='MLMD sqlite of the pipeline')
-  parser.add_argument('--model-name', default='taxi_big_tipper')
+                      help='request log glob, or the logging_config filename_prefix (required)')
+  parser.add_argument('--metadata', default=config.metadata_path,
+                      help='MLMD sqlite of the pipeline that pushed the served model '
+                           '(default: %(default)s)')
+  parser.add_argument('--model-name', default=config.model_name,
+                      help="the served model's name in the logs, '' for any "
+                           '(default: %(default)s)')
   parser.add_argument('--model-version', type=int,
-                      help='training data of this pushed version (default: newest push)')
+                      help='judge only this served version (default: every served version; '
+                           'the report shows the stable one, else the newest)')
   parser.add_argument('--training-statistics', default='',
-                      help='StatisticsGen output dir (instead of MLMD)')
+                      help='StatisticsGen output dir, instead of MLMD (default: from MLMD)')
   parser.add_argument('--schema', default='', help='schema.pbtxt (default: from MLMD)')
   parser.add_argument('--serving-config', default='',
-                      help='model_config_list file with stable/canary version labels')
-  parser.add_argument('--window-seconds', type=int, default=3600)
-  parser.add_argument('--min-window-examples', type=int, default=DEFAULT_MIN_WINDOW_EXAMPLES)
-  parser.add_argument('--prediction-jsd-threshold', type=float, default=DEFAULT_PREDICTION_JSD)
-  parser.add_argument('--out', default='monitoring', help='writes monitoring.json/.html here')
+                      help='model_config_list file with stable/canary version labels '
+                           '(default: none)')
+  parser.add_argument('--window-seconds', type=int, default=3600,
+                      help='length of a time window (default: %(default)s)')
+  parser.add_argument('--min-window-examples', type=int, default=DEFAULT_MIN_WINDOW_EXAMPLES,
+                      help='smaller windows are reported, not judged (default: %(default)s)')
+  parser.add_argument('--prediction-jsd-threshold', type=float, default=DEFAULT_PREDICTION_JSD,
+                      help='prediction shift between versions, Jensen-Shannon '
+                           '(default: %(default)s)')
+  parser.add_argument('--out', default=os.path.join(config.path(config.output_root), 'monitoring'),
+                      help='writes monitoring.json and monitoring.html here '
+                           '(default: %(default)s)')
   return parser.parse_args(argv)
+
+
+def _summary(result: Dict) -> str:
+  found = result['findings']
+  versions = ', '.join(f'{v} ({e["examples"]} examples' + (', not judged' if 'not_judged' in e
+                                                          else '') + ')'
+                       for v, e in sorted(result['versions'].items()))
+  return (f'{result["records"]["records"]} logs read, {result["records"]["corrupt"]} corrupt '
+          f'skipped; versions served: {versions}; skew: {found["skew"] or "none"}; drift: '
+          f'{found["drift"] or "none"}; serving anomalies: {found["serving_anomalies"] or "none"}; '
+          f'prediction shift: {found["prediction_shift"] or "none"}')
 
 
 def main(argv=None) -> int:
@@ -562,16 +837,20 @@ def main(argv=None) -> int:
       prediction_jsd_threshold=args.prediction_jsd_threshold)
   try:
     result, statistics = run(inputs)
-  except (LookupError, ValueError, OSError) as e:
+    paths = write_outputs(result, statistics, args.out)
+    print(_summary(result))
+    for version, entry in sorted(result['versions'].items()):
+      if 'not_judged' in entry:
+        print(f'version {version} not judged: {entry["not_judged"]}')
+    print(f'Report: {paths["html"]}  JSON: {paths["json"]}', flush=True)
+  except BrokenPipeError:
+    # The reader of stdout went away (e.g. `| head`): say so once, on stderr.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    print('monitoring: stdout was closed before the summary was written', file=sys.stderr)
+    return EXIT_FAILED
+  except (MonitoringError, LookupError, ValueError, OSError, RuntimeError) as e:
     print(f'monitoring failed: {e}', file=sys.stderr)
     return EXIT_FAILED
-  paths = write_outputs(result, statistics, args.out)
-  found = result['findings']
-  print(f'{result["records"]["records"]} logs read, {result["records"]["corrupt"]} corrupt '
-        f'skipped; skew: {found["skew"] or "none"}; drift: {found["drift"] or "none"}; '
-        f'serving anomalies: {found["serving_anomalies"] or "none"}; prediction shift: '
-        f'{found["prediction_shift"] or "none"}')
-  print(f'Report: {paths["html"]}  JSON: {paths["json"]}')
   return exit_code(result)
 
 

@@ -1,5 +1,7 @@
-"""Monitoring of served traffic, on request logs written by the real local
-server (a subprocess) serving the model of the session's pipeline run."""
+"""Monitoring of served traffic: on request logs written by the real local
+server (a subprocess) serving the model of the session's pipeline run (slow),
+and on request logs written here as the server writes them, for the
+distribution, lineage and user-error cases (fast)."""
 
 import os
 
@@ -105,7 +107,7 @@ def with_payment_shift(rows):
            else r.get('payment_type')} for r in rows]
 
 
-def with_fare_inflation(rows, factor=3.0):
+def with_fare_inflation(rows, factor=1.2):
   return [{**r, 'fare': r['fare'] * factor} for r in rows]
 
 
@@ -149,6 +151,7 @@ def inputs(pipeline_run):
 # ---- tests ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_lineage_finds_the_training_statistics_of_the_pushed_model(pipeline_run):
   config, summary = pipeline_run
   found = monitoring.Lineage(config.metadata_path).of_pushed()
@@ -159,8 +162,13 @@ def test_lineage_finds_the_training_statistics_of_the_pushed_model(pipeline_run)
   assert 'CuratedSchemaGen' in found['schema'].uri
 
 
-def test_traffic_like_the_training_data_raises_nothing(logs, inputs):
+@pytest.mark.slow  # The session pipeline run and a served model.
+def test_traffic_like_the_training_data_raises_nothing(logs, inputs, pushed_version_dir):
   result, _ = monitoring.run(inputs(logs['training']))
+  # Judged against the training data of the version the server logged.
+  version = int(os.path.basename(pushed_version_dir))
+  assert result['version'] == version and list(result['versions']) == [str(version)]
+  assert result['training']['pushed_version'] == str(version)
   served = sum(w['examples'] for w in result['windows'])
   assert served == len(sample_rows())
   assert result['records']['corrupt'] == 0
@@ -170,6 +178,7 @@ def test_traffic_like_the_training_data_raises_nothing(logs, inputs):
   assert monitoring.exit_code(result) == monitoring.EXIT_OK
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_payment_mix_shift_is_skew_on_payment_type_only(logs, inputs):
   result, _ = monitoring.run(inputs(logs['payment']))
   assert result['findings']['skew'] == ['payment_type']
@@ -179,6 +188,7 @@ def test_payment_mix_shift_is_skew_on_payment_type_only(logs, inputs):
   assert monitoring.exit_code(result) == monitoring.EXIT_DRIFT_OR_SKEW
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_fare_inflation_is_skew_on_fare_only(logs, inputs):
   result, _ = monitoring.run(inputs(logs['fare']))
   assert result['findings']['skew'] == ['fare']
@@ -194,6 +204,7 @@ def _retimed(prefix, destination, timestamp, counts):
       writer.write(log.SerializeToString())
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_drift_between_consecutive_windows(logs, inputs, tmp_path):
   counts = monitoring.LogReadCounts()
   _retimed(logs['training'], tmp_path / 'a.tfrecord', 1_700_000_000, counts)
@@ -212,6 +223,7 @@ def _frame(payload: bytes) -> bytes:
           struct.pack('<I', monitoring._masked_crc(payload)))
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_corrupt_records_are_skipped_and_counted(logs, inputs, tmp_path):
   source = monitoring.log_files(logs['payment'])
   assert len(source) == 1
@@ -228,6 +240,7 @@ def test_corrupt_records_are_skipped_and_counted(logs, inputs, tmp_path):
   assert result['findings']['skew'] == ['payment_type']
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_cli_writes_json_and_html_and_exit_code_says_skew(logs, pipeline_run, tmp_path):
   config, _ = pipeline_run
   code = monitoring.main(['--logs', logs['fare'], '--metadata', config.metadata_path,
@@ -240,6 +253,7 @@ def test_cli_writes_json_and_html_and_exit_code_says_skew(logs, pipeline_run, tm
   assert 'JENSEN_SHANNON_DIVERGENCE' in html and '<svg class="chart"' in html
 
 
+@pytest.mark.slow  # The session pipeline run and a served model.
 def test_monitoring_report_renders_in_chromium(logs, inputs, tmp_path):
   from tests.test_report import render
   result, statistics = monitoring.run(inputs(logs['payment']))
@@ -248,3 +262,337 @@ def test_monitoring_report_renders_in_chromium(logs, inputs, tmp_path):
   # Training vs serving for every feature the schema watches, plus predictions.
   assert charts == dom.count('<svg class="chart"') >= 18
   assert 'payment_type (share)' in dom
+
+
+# ---- distributions: samples of the training data and real shifts (no server) -----------
+#
+# Request logs written as the server writes them (PredictionLog, serving_default
+# tf.Examples), monitored against statistics of the shipped CSV: the training
+# data of a pipeline run on it (TFDV statistics, as StatisticsGen computes them).
+
+
+def _typed(header, rows):
+  from serving.client import typed_row
+  return [typed_row(dict(zip(header, row))) for row in rows]
+
+
+def write_request_logs(path, rows, version=1, timestamp=1_700_000_000, model=MODEL, batch=100):
+  """rows as predict requests of serving_default, logged as the server logs them."""
+  import tensorflow as tf
+  from serving.client import to_example
+  from tensorflow_serving.apis import prediction_log_pb2
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for i in range(0, len(rows), batch):
+      log = prediction_log_pb2.PredictionLog()
+      log.log_metadata.model_spec.name = model
+      log.log_metadata.model_spec.version.value = version
+      log.log_metadata.timestamp_secs = timestamp
+      examples = [to_example(r) for r in rows[i:i + batch]]
+      log.predict_log.request.inputs['examples'].CopyFrom(tf.make_tensor_proto(examples))
+      writer.write(log.SerializeToString())
+
+
+@pytest.fixture(scope='module')
+def shipped():
+  header, rows = conftest.read_shipped_rows()
+  return header, _typed(header, rows)
+
+
+@pytest.fixture(scope='module')
+def shipped_statistics(tmp_path_factory, shipped):
+  """A StatisticsGen-like output dir: statistics of the whole shipped CSV."""
+  _, rows = shipped
+  root = tmp_path_factory.mktemp('training_statistics')
+  (root / 'Split-train').mkdir()
+  stats = monitoring.statistics_of(rows, monitoring.load_schema(str(SCHEMA)))
+  (root / 'Split-train' / 'FeatureStats.pb').write_bytes(stats.SerializeToString())
+  return str(root)
+
+
+SCHEMA = conftest.REPO / 'schema' / 'schema.pbtxt'
+
+
+def monitor_windows(tmp_path, statistics_dir, *windows):
+  """Monitoring of hourly windows of rows (one log file each) against statistics_dir."""
+  for i, rows in enumerate(windows):
+    write_request_logs(tmp_path / f'requests-{i}.tfrecord', rows, timestamp=1_700_000_000 + 3600 * i)
+  result, _ = monitoring.run(monitoring.MonitoringInputs(
+      logs=str(tmp_path / 'requests-*.tfrecord'), model_name=MODEL,
+      training_statistics=statistics_dir, schema_file=str(SCHEMA)))
+  assert [w['examples'] for w in result['windows']] == [len(w) for w in windows]
+  return result
+
+
+def _sample(rows, n, seed):
+  import random
+  return random.Random(seed).sample(rows, n)
+
+
+def _generated(header, n, seed, **drift):
+  from data import generate
+  return _typed(header, [r for chunk in generate.generate_rows(n, seed, generate.Drift(**drift))
+                         for r in chunk])
+
+
+@pytest.mark.parametrize('n', [500, 2000, 10000])
+def test_samples_of_the_training_data_raise_no_skew_or_drift(n, shipped, shipped_statistics,
+                                                            tmp_path):
+  _, rows = shipped
+  result = monitor_windows(tmp_path, shipped_statistics, _sample(rows, n, 1),
+                           _sample(rows, n, 2))
+  assert result['findings']['skew'] == [] and result['findings']['drift'] == [], \
+      [(w['skew'], w['drift']) for w in result['windows']]
+  fare = result['windows'][0]['skew']['fare']
+  assert fare['measure'] == 'JENSEN_SHANNON_DIVERGENCE' and fare['value'] < fare['threshold']
+
+
+def test_generated_traffic_without_drift_raises_nothing(shipped, shipped_statistics, tmp_path):
+  header, _ = shipped
+  result = monitor_windows(tmp_path, shipped_statistics, _generated(header, 2000, 1),
+                           _generated(header, 2000, 2))
+  assert result['findings']['skew'] == [] and result['findings']['drift'] == []
+
+
+@pytest.mark.parametrize('n', [500, 2000])
+def test_fare_inflation_of_20_percent_is_skew_and_drift_on_fare_only(n, shipped,
+                                                                    shipped_statistics, tmp_path):
+  header, _ = shipped
+  result = monitor_windows(tmp_path, shipped_statistics, _generated(header, n, 1),
+                           _generated(header, n, 2, fare_inflation=0.2))
+  clean, inflated = result['windows']
+  assert clean['skew_anomalies'] == {}
+  assert sorted(inflated['skew_anomalies']) == ['fare']
+  assert sorted(inflated['drift_anomalies']) == ['fare']
+  assert result['findings']['skew'] == result['findings']['drift'] == ['fare']
+
+
+def test_payment_mix_change_is_skew_on_payment_type_only(shipped, shipped_statistics, tmp_path):
+  header, _ = shipped
+  result = monitor_windows(tmp_path, shipped_statistics,
+                           _generated(header, 2000, 1, payment_mix={'Credit Card': 0.6}))
+  assert result['findings']['skew'] == ['payment_type']
+  assert monitoring.exit_code(result) == monitoring.EXIT_DRIFT_OR_SKEW
+
+
+def test_served_values_are_counted_in_the_training_quantile_buckets():
+  from tensorflow_metadata.proto.v0 import statistics_pb2
+  histogram = statistics_pb2.Histogram(type=statistics_pb2.Histogram.QUANTILES)
+  for low, high in [(0, 0), (0, 0), (0, 1), (1, 5), (5, 5), (5, 10)]:
+    histogram.buckets.add(low_value=low, high_value=high)
+  # -3 and 700 lie beyond the training's extremes: they count in the end buckets.
+  assert monitoring.bucket_counts(histogram.buckets, [-3, 0, 0, 0.5, 1, 3, 5, 7, 700]) == \
+      [3, 0, 2, 1, 1, 2]
+
+
+# ---- lineage: the training data of the version that served ----------------------------
+
+
+def _mlmd_with_two_pushes(path, pushes):
+  """An MLMD store as the pipeline writes it, with one run per (version,
+  statistics uri, schema uri): ExampleGen -> StatisticsGen, Trainer -> Pusher."""
+  from ml_metadata import metadata_store
+  from ml_metadata.proto import metadata_store_pb2 as mlmd
+  connection = mlmd.ConnectionConfig()
+  connection.sqlite.filename_uri = str(path)
+  connection.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+  store = metadata_store.MetadataStore(connection)
+  types = {name: store.put_artifact_type(mlmd.ArtifactType(name=name)) for name in
+           ('Examples', 'ExampleStatistics', 'Schema', 'Model', 'PushedModel')}
+  exec_type = store.put_execution_type(mlmd.ExecutionType(name='component'))
+
+  def artifact(type_name, uri, **props):
+    a = mlmd.Artifact(type_id=types[type_name], uri=str(uri))
+    for k, v in props.items():
+      if isinstance(v, int):
+        a.custom_properties[k].int_value = v
+      else:
+        a.custom_properties[k].string_value = v
+    return a
+
+  def execution(inputs, outputs):
+    events = [(a, mlmd.Event(type=mlmd.Event.INPUT)) for a in inputs] + \
+             [(a, mlmd.Event(type=mlmd.Event.OUTPUT)) for a in outputs]
+    store.put_execution(mlmd.Execution(type_id=exec_type), events, [])
+
+  for version, statistics_uri, schema_uri in pushes:
+    examples = artifact('Examples', f'/examples/{version}', span=1)
+    [examples.id] = store.put_artifacts([examples])
+    execution([], [examples])
+    execution([examples], [artifact('ExampleStatistics', statistics_uri)])
+    schema = artifact('Schema', schema_uri)
+    [schema.id] = store.put_artifacts([schema])
+    model = artifact('Model', f'/model/{version}')
+    [model.id] = store.put_artifacts([model])
+    execution([examples, schema], [model])
+    execution([model], [artifact('PushedModel', f'/pushed/{version}', pushed=1,
+                                 pushed_version=str(version),
+                                 pushed_destination=f'/serving/{MODEL}/{version}')])
+
+
+@pytest.fixture
+def two_pushes(tmp_path, shipped_statistics):
+  """MLMD of two runs: version 100, then version 200 (the newest push), each
+  with its own statistics."""
+  import shutil
+  second = tmp_path / 'statistics-200'
+  shutil.copytree(shipped_statistics, second)
+  schema_dir = tmp_path / 'schema'
+  schema_dir.mkdir()
+  shutil.copy(SCHEMA, schema_dir / 'schema.pbtxt')
+  path = tmp_path / 'metadata.sqlite'
+  _mlmd_with_two_pushes(path, [(100, shipped_statistics, schema_dir), (200, second, schema_dir)])
+  return str(path), {100: shipped_statistics, 200: str(second)}
+
+
+def test_lineage_follows_the_version_that_served_not_the_newest_push(two_pushes, shipped,
+                                                                    tmp_path):
+  metadata, statistics = two_pushes
+  _, rows = shipped
+  write_request_logs(tmp_path / 'requests.tfrecord', rows[:600], version=100)
+  result, _ = monitoring.run(monitoring.MonitoringInputs(
+      logs=str(tmp_path / 'requests.tfrecord'), metadata_path=metadata, model_name=MODEL))
+  assert result['training']['statistics_uri'] == statistics[100]
+  assert result['training']['pushed_version'] == '100'
+  assert result['version'] == 100
+
+
+def test_every_served_version_is_judged_against_its_own_push(two_pushes, shipped, tmp_path):
+  metadata, statistics = two_pushes
+  _, rows = shipped
+  write_request_logs(tmp_path / 'requests-a.tfrecord', rows[:600], version=100)
+  write_request_logs(tmp_path / 'requests-b.tfrecord', rows[600:1200], version=200)
+  write_request_logs(tmp_path / 'requests-c.tfrecord', rows[1200:1800], version=7)
+  result, _ = monitoring.run(monitoring.MonitoringInputs(
+      logs=str(tmp_path / 'requests-*'), metadata_path=metadata, model_name=MODEL))
+  assert result['version'] == 200  # The newest served: no stable label given.
+  versions = result['versions']
+  assert sorted(versions) == ['100', '200', '7']
+  assert versions['100']['training']['statistics_uri'] == statistics[100]
+  assert versions['200']['training']['statistics_uri'] == statistics[200]
+  assert [w['examples'] for w in versions['100']['windows']] == [600]
+  assert 'has no push of version 7' in versions['7']['not_judged']
+  named, _ = monitoring.run(monitoring.MonitoringInputs(
+      logs=str(tmp_path / 'requests-*'), metadata_path=metadata, model_name=MODEL,
+      model_version=100))
+  assert named['version'] == 100 and sorted(named['versions']) == ['100']
+
+
+def test_a_version_mlmd_never_pushed_is_an_error(two_pushes, shipped, tmp_path, capsys):
+  metadata, _ = two_pushes
+  _, rows = shipped
+  write_request_logs(tmp_path / 'requests.tfrecord', rows[:600], version=300)
+  code = monitoring.main(['--logs', str(tmp_path / 'requests.tfrecord'), '--metadata', metadata,
+                          '--out', str(tmp_path / 'out')])
+  assert code == monitoring.EXIT_FAILED
+  err = capsys.readouterr().err.strip()
+  assert '\n' not in err and 'no push of version 300' in err and '100, 200' in err
+
+
+# ---- user errors: one line on stderr, exit 1 ---------------------------------------------
+
+
+@pytest.fixture
+def good_logs(tmp_path, shipped):
+  _, rows = shipped
+  path = tmp_path / 'good.tfrecord'
+  write_request_logs(path, rows[:600])
+  return str(path)
+
+
+def _one_line_error(capsys) -> str:
+  captured = capsys.readouterr()
+  err = captured.err.strip()
+  assert err and '\n' not in err and 'Traceback' not in err, captured
+  return err
+
+
+def test_a_model_name_matching_nothing_in_the_logs_is_an_error(good_logs, shipped_statistics,
+                                                              tmp_path, capsys):
+  code = monitoring.main(['--logs', good_logs, '--model-name', 'taxi_small_tipper',
+                          '--training-statistics', shipped_statistics, '--schema', str(SCHEMA),
+                          '--out', str(tmp_path / 'out')])
+  assert code == monitoring.EXIT_FAILED
+  err = _one_line_error(capsys)
+  assert "'taxi_small_tipper'" in err and f'{MODEL}: 6' in err and '6 request logs' in err
+  assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('case', ['no files', 'no mlmd', 'corrupt', 'not mlmd', 'version',
+                                  'unversioned', 'too few'])
+def test_user_errors_are_one_line_and_exit_1(case, good_logs, shipped, tmp_path, capsys):
+  args = {'--logs': good_logs, '--metadata': str(tmp_path / 'metadata.sqlite'),
+          '--out': str(tmp_path / 'out')}
+  if case == 'no files':
+    args['--logs'] = str(tmp_path / 'nothing-here')
+  elif case == 'corrupt':
+    (tmp_path / 'corrupt.tfrecord').write_bytes(b'\x07 not a TFRecord ' * 40)
+    args['--logs'] = str(tmp_path / 'corrupt.tfrecord')
+  elif case == 'not mlmd':
+    (tmp_path / 'metadata.sqlite').write_text('not a database')
+  elif case == 'version':
+    args['--model-version'] = '5'
+  elif case == 'unversioned':
+    write_request_logs(tmp_path / 'unversioned.tfrecord', shipped[1][:600], version=0)
+    args['--logs'] = str(tmp_path / 'unversioned.tfrecord')
+  elif case == 'too few':
+    args['--min-window-examples'] = '601'  # good_logs: 600 examples in one window.
+  code = monitoring.main([x for kv in args.items() for x in kv])
+  assert code == monitoring.EXIT_FAILED
+  err = _one_line_error(capsys)
+  expected = {'no files': 'no request log files match', 'no mlmd': 'no MLMD at',
+              'corrupt': 'hold no readable PredictionLog', 'not mlmd': 'not a readable MLMD',
+              'version': 'version 5 served nothing',
+              'unversioned': 'do not say which model version',
+              'too few': 'holds 601 examples (at most 600 in 1 windows)'}[case]
+  assert expected in err, err
+
+
+def test_usage_errors_exit_1_not_the_skew_status(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    monitoring.main(['--window-seconds', 'hourly'])
+  assert exit_info.value.code == monitoring.EXIT_FAILED != monitoring.EXIT_DRIFT_OR_SKEW
+  assert 'error' in _one_line_error(capsys).splitlines()[-1]
+
+
+def test_help_shows_defaults_exit_codes_and_environment(capsys, monkeypatch):
+  monkeypatch.setenv('TAXI_MODEL_NAME', 'taxi_other')
+  with pytest.raises(SystemExit) as exit_info:
+    monitoring.main(['--help'])
+  assert exit_info.value.code == 0
+  out = ' '.join(capsys.readouterr().out.split())  # Unwrapped.
+  assert '(default: taxi_other)' in out and '(default: 500)' in out
+  assert 'exit status' in out and '2 skew or drift found' in out and 'TAXI_OUTPUT_ROOT' in out
+
+
+def test_defaults_come_from_the_pipeline_config_and_outputs_go_under_its_output_root(
+    monkeypatch, tmp_path):
+  from pipeline import configs
+  args = monitoring.parse_args(['--logs', 'x'])
+  config = configs.load()
+  assert args.model_name == config.model_name
+  assert args.metadata == config.metadata_path
+  assert args.out == os.path.join(config.path(config.output_root), 'monitoring')
+  ignored = subprocess.run(['git', 'check-ignore', '-q', os.path.join(args.out, 'monitoring.json')],
+                           cwd=str(conftest.REPO), check=False)
+  assert ignored.returncode == 0, 'the default output is not git-ignored'
+  monkeypatch.setenv('TAXI_OUTPUT_ROOT', str(tmp_path))
+  monkeypatch.setenv('TAXI_MODEL_NAME', 'taxi_other')
+  args = monitoring.parse_args(['--logs', 'x'])
+  assert (args.out, args.metadata, args.model_name) == (
+      str(tmp_path / 'monitoring'), str(tmp_path / 'metadata.sqlite'), 'taxi_other')
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_is_one_line_on_stderr(good_logs, shipped_statistics, tmp_path):
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'pipeline.monitoring', '--logs', good_logs,
+       '--training-statistics', shipped_statistics, '--schema', str(SCHEMA),
+       '--out', str(tmp_path / 'out')],
+      cwd=str(conftest.REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'PYTHONWARNINGS': 'ignore'})
+  process.stdout.close()  # The reader went away, as with `| head -0`.
+  err = process.stderr.read().decode()
+  assert process.wait() == monitoring.EXIT_FAILED
+  assert 'Traceback' not in err and err.strip().splitlines()[-1] == \
+      'monitoring: stdout was closed before the summary was written', err
+  assert (tmp_path / 'out' / 'monitoring.json').exists()
