@@ -279,6 +279,18 @@ def _check_data_root(config: PipelineConfig) -> None:
                         f'{span_folder.replace("{SPAN}", "1")}/ and so on')
 
 
+def _check_repository_files(config: PipelineConfig) -> None:
+  """The schema and the hyperparameters the pipeline reads (local paths only)."""
+  files = {'schema_file': config.schema_file}
+  if not config.tune:  # A tuning run writes the hyperparameters file.
+    files['hyperparameters_file'] = config.hyperparameters_file
+  for name, relative in files.items():
+    path = config.path(relative)
+    if _is_local(path) and not os.path.isfile(path):
+      raise ConfigError(f'{name} {path} does not exist: set {ENV_PREFIX}{name.upper()} '
+                        f'to the file (default {getattr(PipelineConfig, name)})')
+
+
 def _check_serving_config_file(config: PipelineConfig) -> None:
   """The canary flow rewrites this file: never a tracked one, and it must exist."""
   if not config.serving_config_file:
@@ -304,6 +316,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
   _check_choices(config)
   _check_slices(config)
   _check_data_root(config)
+  _check_repository_files(config)
   _check_serving_config_file(config)
   return config
 

@@ -94,3 +94,14 @@ def test_a_missing_serving_config_names_the_command_creating_it(tmp_path):
   assert f'python -m pipeline.rollout init --config {path}' in message
   path.write_text('')
   assert configs.load({'serving_config_file': str(path)}, environ={}).serving_config_file
+
+
+@pytest.mark.parametrize('field', ['schema_file', 'hyperparameters_file'])
+def test_a_missing_repository_file_is_refused(tmp_path, field):
+  message = _load_error({field: str(tmp_path / 'missing')})
+  assert f'{field} {tmp_path / "missing"} does not exist' in message
+
+
+def test_a_tuning_run_may_create_its_hyperparameters_file(tmp_path):
+  path = str(tmp_path / 'hyperparameters.json')
+  assert configs.load({'hyperparameters_file': path, 'tune': True}, environ={}).tune
