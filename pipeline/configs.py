@@ -3,6 +3,14 @@
 Each field can be overridden by an environment variable named TAXI_<FIELD>
 (e.g. TAXI_TRAIN_STEPS=500) and, for the common ones, by a local_runner.py
 flag. Paths are relative to the repository root unless absolute.
+
+load() refuses what would otherwise fail late or silently, with a
+ConfigError naming the cause and the fix: an unknown TAXI_* variable (an
+error, not a warning: a typo like TAXI_TRAIN_STEP would silently train with
+the default), a boolean or number that is not one, a value outside its
+choices (CHOICES), a slice on no model feature, a missing data root, span
+folder, schema or hyperparameters file, and a serving config that is missing
+or tracked (the canary rollout rewrites it).
 """
 
 import dataclasses
