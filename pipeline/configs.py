@@ -254,6 +254,24 @@ def _check_choices(config: PipelineConfig) -> None:
                         f'set {ENV_PREFIX}{name.upper()} (or the flag) to one of them')
 
 
+# Numbers below their floor make a run fail late (or train on nothing).
+MINIMUMS = {'span_window': 1, 'train_buckets': 1, 'eval_buckets': 1, 'train_steps': 1,
+            'eval_steps': 0, 'tuner_trials': 1, 'tuner_steps': 1, 'parallel_components': 1,
+            'infra_num_examples': 1, 'dataflow_max_workers': 1, 'max_auc_drop': 0}
+FRACTIONS = ('min_auc', 'min_accuracy')
+
+
+def _check_numbers(config: PipelineConfig) -> None:
+  for name, floor in MINIMUMS.items():
+    if getattr(config, name) < floor:
+      raise ConfigError(f'{name} {getattr(config, name)} is below {floor}: '
+                        f'set {ENV_PREFIX}{name.upper()} to {floor} or more')
+  for name in FRACTIONS:
+    if not 0 <= getattr(config, name) <= 1:
+      raise ConfigError(f'{name} {getattr(config, name)} is not a fraction: '
+                        f'set {ENV_PREFIX}{name.upper()} between 0 and 1')
+
+
 def _check_slices(config: PipelineConfig) -> None:
   """TFMA finds no slices for a feature the examples lack: say so instead."""
   from models import features  # pylint: disable=g-import-not-at-top
@@ -322,6 +340,7 @@ def _check_serving_config_file(config: PipelineConfig) -> None:
 def validate(config: PipelineConfig) -> PipelineConfig:
   """Raises ConfigError for a value that would fail late or silently."""
   _check_choices(config)
+  _check_numbers(config)
   _check_slices(config)
   _check_data_root(config)
   _check_repository_files(config)

@@ -105,3 +105,9 @@ def test_a_missing_repository_file_is_refused(tmp_path, field):
 def test_a_tuning_run_may_create_its_hyperparameters_file(tmp_path):
   path = str(tmp_path / 'hyperparameters.json')
   assert configs.load({'hyperparameters_file': path, 'tune': True}, environ={}).tune
+
+
+@pytest.mark.parametrize('field, value', [('span_window', 0), ('train_steps', -5),
+                                          ('min_auc', 1.5), ('max_auc_drop', -0.1)])
+def test_a_number_out_of_its_range_is_refused(field, value):
+  assert f'{field} {value}' in _load_error({field: value})
