@@ -153,6 +153,8 @@ def test_generate_help_shows_defaults_and_exit_codes():
     (['--gcs-bucket', 'b'], {'TAXI_TRAIN_STEP': '5'}, ['TAXI_TRAIN_STEP', 'TAXI_TRAIN_STEPS']),
     (['--gcs-bucket', 'b'], {'TAXI_INFRA_VALIDATOR': 'kubernets'}, ['infra_validator']),
     (['--gcs-bucket', 'b', '--submit'], {}, ['--submit needs a project']),
+    (['--gcs-bucket', 'b'], {'TAXI_SCHEMA_FILE': '/nowhere/schema.pbtxt'},
+     ['schema_file /nowhere/schema.pbtxt does not exist']),
     (['--gcs-bucket', 'b', '--beam-profile', 'flink'], {}, ['invalid choice']),
 ])
 def test_kubeflow_runner_with_a_bad_setting(argv, env, words):
