@@ -348,7 +348,8 @@ def parse_args(argv):
   commands = parser.add_subparsers(dest='command', required=True)
   step = commands.add_parser('init', help='write --config from the tracked template')
   step.add_argument('--serving-dir', default=os.path.dirname(default_config_path()),
-                    help='where pushed models are (default: %(default)s)')
+                    help='where the server finds pushed models (default: %(default)s; '
+                    'for docker-compose.yml, /models)')
   step.add_argument('--template', default=TEMPLATE, help='(default: %(default)s)')
   step.add_argument('--force', action='store_true',
                     help='rewrite an existing config (its labels are lost)')

@@ -261,3 +261,12 @@ def test_canary_rollout_on_a_served_model(pipeline_run, pushed_version_dir, tmp_
     assert _served_version(server, 'stable') == stable + 2
   finally:
     server.close()
+
+
+def test_init_for_the_docker_image_keeps_its_paths(tmp_path):
+  # docker-compose.yml mounts the serving dir at /models and reads $MODEL_CONFIG_FILE.
+  path = str(tmp_path / 'models.config')
+  assert rollout.init(path, '/models')
+  model = rollout.model_config(rollout.read_config(path), MODEL)
+  assert model.base_path == f'/models/{MODEL}'
+  assert model.logging_config.log_collector_config.filename_prefix == f'/models/logs/{MODEL}'
