@@ -31,27 +31,56 @@ import re
 PIPELINE_NAME_PATTERN = re.compile(r'[a-z0-9][a-z0-9-]{0,127}')
 
 
+EPILOG = """\
+exit status: 0 compiled (and submitted, with --submit); 1 a missing or wrong
+setting, an unwritable --output, or a refused submission (the reason on
+stderr, one line); 2 a usage error.
+
+environment: every field of pipeline/configs.py as TAXI_<FIELD> (e.g.
+TAXI_GCP_PROJECT, TAXI_GCS_BUCKET, TAXI_PIPELINE_IMAGE, TAXI_BEAM_PROFILE);
+flags win over them. An unknown TAXI_* variable is an error.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):  # One line, not usage plus error.
+    self.exit(2, f'{self.prog}: {message} (see --help)\n')
+
+
+def _default(field: str) -> str:
+  """'TAXI_<FIELD>, else <default>': what a flag left out means."""
+  from pipeline import configs
+  value = getattr(configs.PipelineConfig, field)
+  shown = 'off' if value is False else (value or 'unset')
+  return f'default: ${configs.ENV_PREFIX}{field.upper()}, else {shown}'
+
+
 def parse_args(argv):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  flag = parser.add_argument
-  flag('--project', dest='gcp_project', help='Google Cloud project')
-  flag('--region', dest='gcp_region', help='Vertex AI and Dataflow region')
-  flag('--service-account', dest='gcp_service_account', help='runs the pipeline steps')
-  flag('--gcs-bucket', help='bucket for data, artifacts, models and Beam temp files')
-  flag('--gcs-data-root', help='default gs://<bucket>/data/taxi')
-  flag('--image', dest='pipeline_image', help='pipeline image (make image)')
-  flag('--beam-profile', choices=['local', 'dataflow'],
-       help='where the Beam steps run: in their step container, or on Dataflow')
-  flag('--vertex-training', action='store_true', default=None,
-       help='Trainer/Tuner as Vertex AI custom jobs')
-  flag('--vertex-serving', action='store_true', default=None,
-       help='also deploy blessed models to a Vertex AI endpoint')
-  flag('--tune', action='store_true', default=None)
-  flag('--output', dest='pipeline_spec_file',
-       help='compiled file: .json (Vertex PipelineJob) or .yaml (KFP PipelineSpec)')
-  flag('--no-cache', action='store_true', help='re-run every step')
-  flag('--submit', action='store_true', help='submit to Vertex AI Pipelines')
-  flag('--verbose', action='store_true')
+  parser = _Parser(prog='python kubeflow_v2_runner.py', description=__doc__.split('\n')[0],
+                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+  def flag(name, help, dest=None, **kwargs):  # pylint: disable=redefined-builtin
+    dest = dest or name[2:].replace('-', '_')
+    parser.add_argument(name, dest=dest, help=f'{help} ({_default(dest)})', **kwargs)
+
+  flag('--project', 'Google Cloud project', dest='gcp_project')
+  flag('--region', 'Vertex AI and Dataflow region', dest='gcp_region')
+  flag('--service-account', 'runs the pipeline steps', dest='gcp_service_account')
+  flag('--gcs-bucket', 'bucket for data, artifacts, models and Beam temp files')
+  flag('--gcs-data-root', 'data in the bucket; unset: gs://<bucket>/data/taxi')
+  flag('--image', 'pipeline image (make image)', dest='pipeline_image')
+  flag('--beam-profile', 'where the Beam steps run: in their step container, or on Dataflow',
+       choices=['local', 'dataflow'])
+  flag('--vertex-training', 'Trainer/Tuner as Vertex AI custom jobs',
+       action='store_true', default=None)
+  flag('--vertex-serving', 'also deploy blessed models to a Vertex AI endpoint',
+       action='store_true', default=None)
+  flag('--tune', 'run the Tuner', action='store_true', default=None)
+  flag('--output', 'compiled file: .json (Vertex PipelineJob) or .yaml (KFP PipelineSpec)',
+       dest='pipeline_spec_file')
+  parser.add_argument('--no-cache', action='store_true', help='re-run every step')
+  parser.add_argument('--submit', action='store_true', help='submit to Vertex AI Pipelines')
+  parser.add_argument('--verbose', action='store_true', help="TensorFlow's C++ logs too")
   return parser.parse_args(argv)
 
 
@@ -96,7 +125,17 @@ def submit(config, spec_path: str, enable_cache: bool = True):
   return job
 
 
+def _say(line: str) -> None:
+  """Prints; a reader that left (`| head`) is no error: the work is done."""
+  try:
+    print(line, flush=True)
+  except BrokenPipeError:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv=None):
+  import warnings
+  warnings.filterwarnings('ignore', category=FutureWarning)  # Google libraries' Python notices.
   args = parse_args(sys.argv[1:] if argv is None else argv)
   overrides = {k: v for k, v in vars(args).items()
                if k not in ('no_cache', 'submit', 'verbose')}
@@ -105,15 +144,29 @@ def main(argv=None):
   except ValueError as e:  # A missing or wrong setting: say which, no traceback.
     raise SystemExit(f'kubeflow_v2_runner.py: {e}') from None
   if args.submit and not config.gcp_project:
-    raise SystemExit('--submit needs a project: --project or TAXI_GCP_PROJECT')
+    raise SystemExit('kubeflow_v2_runner.py: --submit needs a project: --project or '
+                     'TAXI_GCP_PROJECT')
   spec_path = config.path(config.pipeline_spec_file)  # Relative: to the repository.
+  try:  # Before compiling, which takes a while and then fails with a traceback.
+    os.makedirs(os.path.dirname(spec_path) or '.', exist_ok=True)
+    if not os.access(os.path.dirname(spec_path) or '.', os.W_OK):
+      raise PermissionError(13, 'Permission denied')
+  except OSError as e:
+    raise SystemExit(f'kubeflow_v2_runner.py: cannot write {spec_path}: {e.strerror}: '
+                     f'give --output a writable path') from None
   compile_pipeline(config, spec_path, enable_cache=not args.no_cache)
-  print(f'Compiled {config.pipeline_name} to {spec_path} '
-        f'(image {config.pipeline_image}, Beam profile {config.beam_profile}, '
-        f'pipeline root {config.pipeline_root})')
+  _say(f'Compiled {config.pipeline_name} to {spec_path} '
+       f'(image {config.pipeline_image}, Beam profile {config.beam_profile}, '
+       f'pipeline root {config.pipeline_root})')
   if args.submit:
-    job = submit(config, spec_path, enable_cache=not args.no_cache)
-    print(f'Submitted: {job.resource_name}')
+    try:
+      job = submit(config, spec_path, enable_cache=not args.no_cache)
+    except Exception as e:  # pylint: disable=broad-except
+      # Credentials, permissions, quota: Google's own message, on one line.
+      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise SystemExit(f'kubeflow_v2_runner.py: submitting to Vertex AI failed: {first_line}') \
+          from None
+    _say(f'Submitted: {job.resource_name}')
   return 0
 
 

@@ -80,10 +80,12 @@ class Source:
     types, counts = np.unique(self.payment, return_counts=True)
     unknown = set(payment_mix) - set(types)
     if unknown:
-      raise ValueError(f'payment types not in the data: {sorted(unknown)}')
+      raise ValueError(f'payment types not in the data: {", ".join(sorted(unknown))}: '
+                       f'use some of {", ".join(types)}')
     named = sum(payment_mix.values())
-    if not 0 <= named <= 1:
-      raise ValueError('payment_mix shares must add up to at most 1')
+    if min(payment_mix.values(), default=0) < 0 or named > 1:
+      raise ValueError(f'payment mix shares {payment_mix} must be at least 0 and add up '
+                       f'to at most 1')
     rest = counts[[t not in payment_mix for t in types]].sum()
     share = {t: payment_mix.get(t, (1 - named) * c / rest if rest else 0.0)
              for t, c in zip(types, counts)}
@@ -172,15 +174,20 @@ def write_span(root: str, span: int, rows: int, seed: int = 0,
                drift: Optional[Drift] = None) -> str:
   """Writes <root>/span-<span>/data.csv; returns its path."""
   path = os.path.join(root, f'span-{span}', 'data.csv')
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   source = Source()
+  source.row_weights((drift or Drift()).payment_mix)  # A mix it cannot draw fails here, first.
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = path + '.partial'  # ExampleGen never sees a half-written span.
-  with open(tmp, 'w', newline='') as f:
-    writer = csv.writer(f, lineterminator='\n')
-    writer.writerow(source.header)
-    for chunk in generate_rows(rows, seed, drift, source):
-      writer.writerows(chunk)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w', newline='') as f:
+      writer = csv.writer(f, lineterminator='\n')
+      writer.writerow(source.header)
+      for chunk in generate_rows(rows, seed, drift, source):
+        writer.writerows(chunk)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):  # Interrupted or failed: no half file left behind.
+      os.remove(tmp)
   return path
 
 
@@ -189,22 +196,73 @@ def parse_payment_mix(text: str) -> Dict[str, float]:
   mix = {}
   for part in filter(None, (p.strip() for p in text.split(','))):
     name, _, share = part.rpartition('=')
-    mix[name.strip()] = float(share)
+    try:
+      mix[name.strip()] = float(share)
+    except ValueError:
+      raise ValueError(f'--payment-mix part {part!r} is not TYPE=SHARE: '
+                       f"write e.g. 'Credit Card=0.6,Cash=0.3'") from None
+    if not name.strip():
+      raise ValueError(f'--payment-mix part {part!r} names no payment type: '
+                       f"write e.g. 'Credit Card=0.6'")
   return mix
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+EPILOG = """\
+exit status: 0 written (its path printed); 1 a bad value or an unwritable
+root (the reason on stderr, one line); 2 a usage error.
+Reads no environment variables.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):  # One line, not usage plus error.
+    self.exit(2, f'{self.prog}: {message} (see --help)\n')
+
+
+PROG = 'python -m data.generate'
+
+
+def parse_args(argv):
+  parser = _Parser(prog=PROG, description=__doc__.split('\n')[0], epilog=EPILOG,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--root', required=True, help='writes <root>/span-<N>/data.csv')
-  parser.add_argument('--rows', type=int, required=True)
-  parser.add_argument('--span', type=int, default=1)
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--payment-mix', default='', help="e.g. 'Credit Card=0.6'")
-  parser.add_argument('--fare-inflation', type=float, default=0.0)
-  parser.add_argument('--hour-shift', type=int, default=0)
+  parser.add_argument('--rows', type=int, required=True, help='rows to write, at least 1')
+  parser.add_argument('--span', type=int, default=1, help='N (default: %(default)s)')
+  parser.add_argument('--seed', type=int, default=0,
+                      help='the same seed gives the same bytes (default: %(default)s)')
+  parser.add_argument('--payment-mix', default='', help="share per payment type, e.g. "
+                      "'Credit Card=0.6'; the others share the rest as shipped "
+                      "(default: as shipped)")
+  parser.add_argument('--fare-inflation', type=float, default=0.0,
+                      help='0.1: every fare 10%% higher (default: %(default)s)')
+  parser.add_argument('--hour-shift', type=int, default=0,
+                      help='trips start N hours later (default: %(default)s)')
   args = parser.parse_args(argv)
-  drift = Drift(parse_payment_mix(args.payment_mix), args.fare_inflation, args.hour_shift)
-  print(write_span(args.root, args.span, args.rows, args.seed, drift))
+  if args.rows < 1:
+    parser.error(f'--rows {args.rows}: a span needs at least 1 row')
+  if args.span < 0:
+    parser.error(f'--span {args.span}: spans are numbered from 0')
+  if args.fare_inflation <= -1:
+    parser.error(f'--fare-inflation {args.fare_inflation}: fares would not be positive')
+  return args
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  try:
+    drift = Drift(parse_payment_mix(args.payment_mix), args.fare_inflation, args.hour_shift)
+    path = write_span(args.root, args.span, args.rows, args.seed, drift)
+  except ValueError as e:  # A drift the data cannot have.
+    print(f'{PROG}: {e}', file=sys.stderr)
+    return 1
+  except OSError as e:
+    print(f'{PROG}: cannot write under {args.root}: {e.strerror} ({e.filename})',
+          file=sys.stderr)
+    return 1
+  try:
+    print(path, flush=True)
+  except BrokenPipeError:  # `| head -0`: the reader left; the span is written.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
   return 0
 
 

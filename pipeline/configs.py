@@ -3,10 +3,20 @@
 Each field can be overridden by an environment variable named TAXI_<FIELD>
 (e.g. TAXI_TRAIN_STEPS=500) and, for the common ones, by a local_runner.py
 flag. Paths are relative to the repository root unless absolute.
+
+load() refuses what would otherwise fail late or silently, with a
+ConfigError naming the cause and the fix: an unknown TAXI_* variable (an
+error, not a warning: a typo like TAXI_TRAIN_STEP would silently train with
+the default), a boolean or number that is not one, a value outside its
+choices (CHOICES), a slice on no model feature, a missing data root, span
+folder, schema or hyperparameters file, and a serving config that is missing
+or tracked (the canary rollout rewrites it).
 """
 
 import dataclasses
+import difflib
 import os
+import re
 from typing import Dict, List, Optional
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -177,7 +187,7 @@ def code_path(c: PipelineConfig, relative: str) -> str:
 def for_cloud(c: PipelineConfig) -> PipelineConfig:
   """The config with every path moved off this machine (see 'Google Cloud')."""
   if not c.gcs_bucket:  # Beam's temp files and Vertex jobs need one too.
-    raise ValueError('for the cloud, set gcs_bucket (TAXI_GCS_BUCKET or --gcs-bucket)')
+    raise ConfigError('for the cloud, set gcs_bucket (TAXI_GCS_BUCKET or --gcs-bucket)')
   bucket = f'gs://{c.gcs_bucket}'
   return dataclasses.replace(
       c,
@@ -190,24 +200,170 @@ def for_cloud(c: PipelineConfig) -> PipelineConfig:
 BEAM_PROFILES = {'local': _local_beam_args, 'dataflow': _dataflow_beam_args}
 
 
-def _coerce(text: str, like):
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the cause and the fix."""
+
+
+# Knobs with a fixed set of values: anything else is a typo, never a fallback.
+CHOICES = {
+    'beam_profile': tuple(BEAM_PROFILES),
+    'infra_validator': ('local', 'docker', 'kubernetes', 'none'),
+}
+TRUE_WORDS, FALSE_WORDS = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off', '')
+
+
+def _coerce(name: str, text: str, like):
+  """An environment variable's text as the field's type."""
+  variable = ENV_PREFIX + name.upper()
   if isinstance(like, bool):
-    return text.strip().lower() in ('1', 'true', 'yes', 'on')
-  return type(like)(text)
+    word = text.strip().lower()
+    if word not in TRUE_WORDS + FALSE_WORDS:
+      raise ConfigError(f'{variable}={text!r} is not a boolean: use one of '
+                        f'{", ".join(TRUE_WORDS + FALSE_WORDS[:-1])}')
+    return word in TRUE_WORDS
+  try:
+    return type(like)(text)
+  except ValueError:
+    kind = {int: 'an integer', float: 'a number'}.get(type(like), type(like).__name__)
+    raise ConfigError(f'{variable}={text!r} is not {kind}: set it like {like!r}') from None
+
+
+def _closest_field(name: str, prefix: str = '') -> str:
+  """'did you mean X?' for a misspelt field (or variable, with its prefix)."""
+  names = [f.name for f in dataclasses.fields(PipelineConfig)]
+  close = difflib.get_close_matches(name, names, n=1)
+  if not close:
+    return 'see pipeline/configs.py for the fields'
+  return f'did you mean {prefix}{close[0].upper() if prefix else close[0]}?'
+
+
+def _check_environ(environ) -> None:
+  """An unknown TAXI_* variable is a typo that would silently change nothing."""
+  fields = {f.name for f in dataclasses.fields(PipelineConfig)}
+  for variable in sorted(environ):
+    if variable.startswith(ENV_PREFIX) and variable[len(ENV_PREFIX):].lower() not in fields:
+      raise ConfigError(f'unknown environment variable {variable}: '
+                        f'{_closest_field(variable[len(ENV_PREFIX):].lower(), ENV_PREFIX)}')
+
+
+def _check_choices(config: PipelineConfig) -> None:
+  for name, allowed in CHOICES.items():
+    value = getattr(config, name)
+    if value not in allowed:
+      raise ConfigError(f'{name} {value!r} is not one of {", ".join(allowed)}: '
+                        f'set {ENV_PREFIX}{name.upper()} (or the flag) to one of them')
+
+
+# Numbers below their floor make a run fail late (or train on nothing).
+MINIMUMS = {'span_window': 1, 'train_buckets': 1, 'eval_buckets': 1, 'train_steps': 1,
+            'eval_steps': 0, 'tuner_trials': 1, 'tuner_steps': 1, 'parallel_components': 1,
+            'infra_num_examples': 1, 'dataflow_max_workers': 1, 'max_auc_drop': 0}
+FRACTIONS = ('min_auc', 'min_accuracy')
+
+
+def _check_numbers(config: PipelineConfig) -> None:
+  for name, floor in MINIMUMS.items():
+    if getattr(config, name) < floor:
+      raise ConfigError(f'{name} {getattr(config, name)} is below {floor}: '
+                        f'set {ENV_PREFIX}{name.upper()} to {floor} or more')
+  for name in FRACTIONS:
+    if not 0 <= getattr(config, name) <= 1:
+      raise ConfigError(f'{name} {getattr(config, name)} is not a fraction: '
+                        f'set {ENV_PREFIX}{name.upper()} between 0 and 1')
+
+
+def _check_slices(config: PipelineConfig) -> None:
+  """TFMA finds no slices for a feature the examples lack: say so instead."""
+  from models import features  # pylint: disable=g-import-not-at-top
+  known = features.model_features()
+  unknown = [s for s in config.slices if s not in known]
+  if unknown:
+    raise ConfigError(f'slice_features names {", ".join(unknown)}, not a model feature, '
+                      f'so TFMA would find no slices: use features of models/features.py '
+                      f'({", ".join(known)})')
+
+
+def _is_local(path: str) -> bool:
+  return '://' not in path
+
+
+def _check_data_root(config: PipelineConfig) -> None:
+  """The data root exists and holds span-N/ folders (local paths only)."""
+  root = config.path(config.data_root)
+  if not _is_local(root):
+    return  # gs:// and the like: the run's ExampleGen checks them.
+  if not os.path.isdir(root):
+    raise ConfigError(f'data_root {root} does not exist: point TAXI_DATA_ROOT '
+                      f'(--data-root) at the folder holding span-<N>/*.csv')
+  span_folder = config.input_pattern.split('/')[0]
+  if '{SPAN}' in span_folder:
+    pattern = re.compile(re.escape(span_folder).replace(re.escape('{SPAN}'), r'\d+'))
+    if not any(pattern.fullmatch(name) and os.path.isdir(os.path.join(root, name))
+               for name in os.listdir(root)):
+      raise ConfigError(f'data_root {root} has no {span_folder.replace("{SPAN}", "<N>")}/ '
+                        f'folder: put each span of CSV files in {root}/'
+                        f'{span_folder.replace("{SPAN}", "1")}/ and so on')
+
+
+def _check_repository_files(config: PipelineConfig) -> None:
+  """The schema and the hyperparameters the pipeline reads (local paths only)."""
+  files = {'schema_file': config.schema_file}
+  if not config.tune:  # A tuning run writes the hyperparameters file.
+    files['hyperparameters_file'] = config.hyperparameters_file
+  for name, relative in files.items():
+    path = config.path(relative)
+    if _is_local(path) and not os.path.isfile(path):
+      raise ConfigError(f'{name} {path} does not exist: set {ENV_PREFIX}{name.upper()} '
+                        f'to the file (default {getattr(PipelineConfig, name)})')
+
+
+def _check_serving_config_file(config: PipelineConfig) -> None:
+  """The canary flow rewrites this file: never a tracked one, and it must exist."""
+  if not config.serving_config_file:
+    return
+  path = os.path.abspath(config.path(config.serving_config_file))
+  if not _is_local(path):
+    return
+  generated_roots = [os.path.abspath(config.path(r)) + os.sep
+                     for r in (config.output_root, config.serving_dir)]
+  in_repository = path.startswith(os.path.join(REPO_ROOT, ''))
+  if in_repository and not any(path.startswith(r) for r in generated_roots):
+    raise ConfigError(
+        f'serving_config_file {path} is in the source tree, and the canary rollout '
+        f'rewrites it: use the generated config (python -m pipeline.rollout init '
+        f'writes {os.path.join(config.path(config.serving_dir), "models.config")})')
+  if not os.path.isfile(path):
+    raise ConfigError(f'serving_config_file {path} does not exist: create it with '
+                      f'python -m pipeline.rollout init --config {path}')
+
+
+def validate(config: PipelineConfig) -> PipelineConfig:
+  """Raises ConfigError for a value that would fail late or silently."""
+  _check_choices(config)
+  _check_numbers(config)
+  _check_slices(config)
+  _check_data_root(config)
+  _check_repository_files(config)
+  _check_serving_config_file(config)
+  return config
 
 
 def load(overrides: Optional[Dict] = None, environ=os.environ) -> PipelineConfig:
-  """Defaults, then TAXI_* environment variables, then explicit overrides."""
+  """Defaults, then TAXI_* environment variables, then explicit overrides.
+
+  Raises ConfigError (a ValueError) naming the cause and the fix for an
+  unknown variable or field, a value of the wrong type or out of its choices,
+  a slice on no model feature, a missing data root or serving config.
+  """
+  _check_environ(environ)
   config = PipelineConfig()
   for field in dataclasses.fields(config):
     text = environ.get(ENV_PREFIX + field.name.upper())
     if text is not None:
-      setattr(config, field.name, _coerce(text, getattr(config, field.name)))
+      setattr(config, field.name, _coerce(field.name, text, getattr(config, field.name)))
   for name, value in (overrides or {}).items():
     if value is not None:
       if not hasattr(config, name):
-        raise KeyError(f'unknown config field {name!r}')
+        raise ConfigError(f'unknown config field {name!r}: {_closest_field(name)}')
       setattr(config, name, value)
-  if config.beam_profile not in BEAM_PROFILES:
-    raise ValueError(f'beam_profile must be one of {sorted(BEAM_PROFILES)}')
-  return config
+  return validate(config)

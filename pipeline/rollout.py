@@ -1,9 +1,13 @@
 """Canary rollout with TF Serving version labels: canary, promote, rollback.
 
 The serving config is TF Serving's ModelServerConfig text proto (the file
-given to --model_config_file, e.g. serving/deploy/models.config). Two labels
-name the versions clients address (`/v1/models/NAME/labels/stable`, gRPC
-`model_spec.version_label`):
+given to --model_config_file). The rollout rewrites it, so it is a generated
+file, never the tracked template serving/deploy/models.config (whose comments
+explain the fields): `init` writes it, by default to
+serving_model/models.config, with the template's version policy and request
+logging and this machine's paths (the template's /models/... are the Docker
+image's). Two labels name the versions clients address
+(`/v1/models/NAME/labels/stable`, gRPC `model_spec.version_label`):
 
 - `canary NAME VERSION`: a newly pushed version becomes `canary`; `stable`
   stays where it was (the first version ever becomes both);
@@ -16,10 +20,12 @@ loaded whatever else is pushed. TF Serving (and serving.server) refuse a
 label on a version that is not loaded yet, so a new canary is written in two
 steps: first the policy (the server loads it), then the label.
 
-    python -m pipeline.rollout --config models.config canary taxi_big_tipper 1700003600
-    python -m pipeline.rollout --config models.config promote taxi_big_tipper \\
-        --monitoring monitoring/monitoring.json
-    python -m pipeline.rollout --config models.config rollback taxi_big_tipper
+    python -m pipeline.rollout init         # serving_model/models.config, once
+    python -m serving.server --model_config_file=serving_model/models.config \\
+        --model_config_file_poll_wait_seconds=5
+    python -m pipeline.rollout canary taxi_big_tipper 1700003600
+    python -m pipeline.rollout promote taxi_big_tipper --monitoring monitoring/monitoring.json
+    python -m pipeline.rollout rollback taxi_big_tipper
 
 The server picks the file up at its next --model_config_file_poll_wait_seconds
 poll, or at once with --reload HOST:PORT (ModelService.HandleReloadConfigRequest).
@@ -36,7 +42,13 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
+from pipeline import configs
+
 STABLE, CANARY = 'stable', 'canary'
+TEMPLATE = os.path.join(configs.REPO_ROOT, 'serving', 'deploy', 'models.config')
+DOCKER_MODEL_ROOT = '/models'  # Where docker-compose.yml mounts the serving dir.
+GENERATED_NAME = 'models.config'  # In the serving dir.
+RELOAD_ATTEMPTS = 5  # Waits 0.5, 1, 2, 4 s between them: a server still starting.
 
 
 class RolloutError(Exception):
@@ -44,6 +56,14 @@ class RolloutError(Exception):
 
 
 # ---- the config file ---------------------------------------------------------------
+
+
+def default_config_path(environ=os.environ) -> str:
+  """$TAXI_SERVING_CONFIG_FILE, else <serving dir>/models.config."""
+  defaults = configs.PipelineConfig()
+  serving_dir = environ.get(configs.ENV_PREFIX + 'SERVING_DIR') or defaults.serving_dir
+  return defaults.path(environ.get(configs.ENV_PREFIX + 'SERVING_CONFIG_FILE') or
+                       os.path.join(serving_dir, GENERATED_NAME))
 
 
 def read_config(path: str):
@@ -55,13 +75,69 @@ def read_config(path: str):
   return config
 
 
-def write_config(config, path: str) -> None:
-  """Atomically: a server polling the file never reads half of it."""
+def _header(path: str) -> str:
+  """The leading comment lines of the file (the generated file's origin)."""
+  if not os.path.exists(path):
+    return ''
+  lines = []
+  with open(path) as f:
+    for line in f:
+      if not line.startswith('#'):
+        break
+      lines.append(line)
+  return ''.join(lines)
+
+
+def _is_template(path: str) -> bool:
+  return os.path.exists(path) and os.path.samefile(path, TEMPLATE)
+
+
+def write_config(config, path: str, header: Optional[str] = None) -> None:
+  """Atomically: a server polling the file never reads half of it.
+
+  Comments other than the header are not kept (text protos drop them).
+  """
   from google.protobuf import text_format
+  if _is_template(path):
+    raise RolloutError(f'{path} is the tracked template: the rollout writes the generated '
+                       f'config instead (python -m pipeline.rollout init)')
+  header = _header(path) if header is None else header
   tmp = f'{path}.tmp-{os.getpid()}'
   with open(tmp, 'w') as f:
-    f.write(text_format.MessageToString(config))
+    f.write(header + text_format.MessageToString(config))
   os.replace(tmp, path)
+
+
+def _relocated(path: str, serving_dir: str) -> str:
+  """A template path under the Docker mount, under serving_dir instead."""
+  if path == DOCKER_MODEL_ROOT or path.startswith(DOCKER_MODEL_ROOT + '/'):
+    return os.path.join(serving_dir, os.path.relpath(path, DOCKER_MODEL_ROOT))
+  return path
+
+
+def init(config_path: str, serving_dir: str, template: str = TEMPLATE,
+         force: bool = False) -> bool:
+  """Writes the generated serving config from the template; False if it exists.
+
+  Version policy and logging come from the template; model and log paths
+  move from the Docker mount to serving_dir. An existing file holds the
+  current labels, so it is kept unless force.
+  """
+  if os.path.exists(config_path) and not force:
+    return False
+  serving_dir = os.path.abspath(serving_dir)
+  config = read_config(template)
+  for model in config.model_config_list.config:
+    model.base_path = _relocated(model.base_path, serving_dir)
+    collector = model.logging_config.log_collector_config
+    if collector.filename_prefix:
+      collector.filename_prefix = _relocated(collector.filename_prefix, serving_dir)
+  os.makedirs(os.path.dirname(os.path.abspath(config_path)), exist_ok=True)
+  source = os.path.relpath(template, configs.REPO_ROOT)
+  write_config(config, config_path, header=(
+      f'# Generated by `python -m pipeline.rollout init` from {source}\n'
+      f'# (see its comments), with paths under {serving_dir}. The rollout rewrites this file.\n'))
+  return True
 
 
 def model_config(config, model_name: str = ''):
@@ -155,14 +231,33 @@ def rollback(config_path: str, model_name: str) -> Dict[str, int]:
 # ---- talking to a server --------------------------------------------------------------
 
 
-def reload(grpc_target: str, config_path: str, timeout_s: float = 60.0) -> None:
-  """Makes the server apply the config now (HandleReloadConfigRequest)."""
+def reload(grpc_target: str, config_path: str, timeout_s: float = 60.0,
+           attempts: int = RELOAD_ATTEMPTS) -> None:
+  """Makes the server apply the config now (HandleReloadConfigRequest).
+
+  Retries a server that cannot be reached (still starting); then fails
+  saying so.
+  """
   import grpc
   from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
   request = model_management_pb2.ReloadConfigRequest(config=read_config(config_path))
-  with grpc.insecure_channel(grpc_target) as channel:
-    response = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
-        request, timeout=timeout_s)
+  retried = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+  for attempt in range(attempts):
+    try:
+      with grpc.insecure_channel(grpc_target) as channel:
+        response = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+            request, timeout=timeout_s)
+      break
+    except grpc.RpcError as e:
+      if e.code() not in retried:
+        raise RolloutError(
+            f'reload at {grpc_target} failed: {e.code().name} {e.details()}') from None
+      if attempt == attempts - 1:
+        raise RolloutError(
+            f'no model server answers at {grpc_target} ({attempts} attempts, {e.code().name}): '
+            f'start it, or fix --reload; {config_path} is written, a server polling it '
+            f'applies it at its next poll') from None
+      time.sleep(0.5 * 2 ** attempt)
   if response.status.error_code:
     raise RolloutError(f'reload refused: {response.status.error_message}')
 
@@ -174,9 +269,13 @@ def version_available(rest_url: str, model_name: str, version: int) -> bool:
                             timeout=5)
   except requests.RequestException:
     return False
-  states = [s.get('state') for s in response.json().get('model_version_status', [])] \
-      if response.status_code == 200 else []
-  return 'AVAILABLE' in states
+  if response.status_code != 200:
+    return False
+  try:
+    statuses = response.json().get('model_version_status', [])
+  except ValueError:  # Not JSON: not a model server.
+    return False
+  return 'AVAILABLE' in [s.get('state') for s in statuses]
 
 
 def waiter(rest_url: str, model_name: str, timeout_s: float = 120.0) -> Callable[[int], None]:
@@ -225,14 +324,35 @@ class TrafficSplit:
 
 # ---- CLI ---------------------------------------------------------------------------
 
+EPILOG = f"""\
+exit status: 0 done (the new labels printed as JSON); 1 the step was refused or
+failed (the reason on stderr, one line); 2 a usage error.
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--config', required=True, help='model_config_list text proto')
-  parser.add_argument('--reload', default='', help='gRPC HOST:PORT to reload at once')
+environment: TAXI_SERVING_CONFIG_FILE (the default --config),
+TAXI_SERVING_DIR (the default serving dir: the generated config's folder and
+where `init` points the model paths).
+"""
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(
+      prog='python -m pipeline.rollout', description=__doc__.split('\n\n')[0],
+      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--config', default=default_config_path(),
+                      help='the generated ModelServerConfig text proto (default: %(default)s)')
+  parser.add_argument('--reload', default='',
+                      help='gRPC HOST:PORT of a server to reload at once (default: none; '
+                      'the server polls the file)')
   parser.add_argument('--rest', default='',
-                      help='REST URL: canary waits until the version is AVAILABLE')
+                      help='REST URL: canary waits until the version is AVAILABLE (default: none)')
   commands = parser.add_subparsers(dest='command', required=True)
+  step = commands.add_parser('init', help='write --config from the tracked template')
+  step.add_argument('--serving-dir', default=os.path.dirname(default_config_path()),
+                    help='where the server finds pushed models (default: %(default)s; '
+                    'for docker-compose.yml, /models)')
+  step.add_argument('--template', default=TEMPLATE, help='(default: %(default)s)')
+  step.add_argument('--force', action='store_true',
+                    help='rewrite an existing config (its labels are lost)')
   step = commands.add_parser('canary', help='label a pushed version canary')
   step.add_argument('model_name')
   step.add_argument('version', type=int)
@@ -244,33 +364,73 @@ def main(argv=None) -> int:
   step.add_argument('model_name')
   step = commands.add_parser('show', help='print the labels')
   step.add_argument('model_name')
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
 
+
+def _read_monitoring(path: str) -> Dict:
   try:
-    if args.command == 'canary':
-      wait = None
-      if args.reload:
-        def wait(version, _wait=waiter(args.rest, args.model_name) if args.rest else None):
-          reload(args.reload, args.config)
-          if _wait:
-            _wait(version)
-      new = canary(args.config, args.model_name, args.version, wait)
-    elif args.command == 'promote':
-      result = None
-      if args.monitoring:
-        with open(args.monitoring) as f:
-          result = json.load(f)
-      new = promote(args.config, args.model_name, result, args.force)
-    elif args.command == 'rollback':
-      new = rollback(args.config, args.model_name)
-    else:
-      new = labels(read_config(args.config), args.model_name)
-    if args.reload and args.command != 'show':
-      reload(args.reload, args.config)
+    with open(path) as f:
+      return json.load(f)
+  except OSError as e:
+    raise RolloutError(f'cannot read --monitoring {path}: {e.strerror}') from None
+  except ValueError as e:
+    raise RolloutError(f'--monitoring {path} is not JSON ({e}): give the monitoring.json '
+                       f'that python -m pipeline.monitoring wrote') from None
+
+
+def _run(args) -> Dict:
+  if _is_template(args.config):
+    raise RolloutError(f'{args.config} is the tracked template, which the rollout never '
+                       f'rewrites: use the generated config (init writes {default_config_path()})')
+  if args.command == 'init':
+    if init(args.config, args.serving_dir, args.template, args.force):
+      return {'written': args.config}
+    return {'kept': args.config}  # It holds the current labels.
+  if not os.path.exists(args.config):
+    raise RolloutError(f'no serving config at {args.config}: create it with '
+                       f'python -m pipeline.rollout --config {args.config} init')
+  if args.command == 'canary':
+    wait = None
+    if args.reload:
+      def wait(version, _wait=waiter(args.rest, args.model_name) if args.rest else None):
+        reload(args.reload, args.config)
+        if _wait:
+          _wait(version)
+    new = canary(args.config, args.model_name, args.version, wait)
+  elif args.command == 'promote':
+    result = _read_monitoring(args.monitoring) if args.monitoring else None
+    new = promote(args.config, args.model_name, result, args.force)
+  elif args.command == 'rollback':
+    new = rollback(args.config, args.model_name)
+  else:
+    return labels(read_config(args.config), args.model_name)
+  if args.reload:
+    reload(args.reload, args.config)
+  return new
+
+
+def main(argv=None) -> int:
+  import warnings
+  warnings.filterwarnings('ignore', category=FutureWarning)  # Google libraries' Python notices.
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  from google.protobuf import text_format
+  try:
+    new = _run(args)
   except RolloutError as e:
     print(f'rollout: {e}', file=sys.stderr)
     return 1
-  print(json.dumps(new, sort_keys=True))
+  except text_format.ParseError as e:
+    print(f'rollout: {args.config} is not a ModelServerConfig text proto ({e}): '
+          f'fix it, or rewrite it with init --force', file=sys.stderr)
+    return 1
+  except OSError as e:  # E.g. a config in a folder that cannot be written.
+    print(f'rollout: {e.filename or args.config}: {e.strerror}', file=sys.stderr)
+    return 1
+  try:
+    print(json.dumps(new, sort_keys=True))
+    sys.stdout.flush()
+  except BrokenPipeError:  # `| head`: the reader left; the step itself is done.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
   return 0
 
 

@@ -1,5 +1,6 @@
 """Bad data stops the run with a clear message, and pushes nothing."""
 
+import csv
 import hashlib
 import io
 import pathlib
@@ -8,6 +9,9 @@ import pytest
 
 import local_runner
 from tests.conftest import sample_rows, small_config, write_csv
+
+# Each test runs the real pipeline (it stops at ExampleGen or the validator).
+pytestmark = pytest.mark.slow
 
 
 def _tree_digest(root: pathlib.Path) -> str:
@@ -38,26 +42,30 @@ def _row_with_too_few_cells(header, rows):
 CASES = {
     'string in a numeric column': (_string_in_numeric_column, 'fare: Expected data of type: FLOAT'),
     'missing required column': (_missing_required_column, 'fare: Column is completely missing'),
-    'row with too few cells': (_row_with_too_few_cells, 'Columns do not match'),
+    # The data file's line 9 (the header is line 1): the file, line and column.
+    'row with too few cells': (_row_with_too_few_cells,
+                               'data.csv:9:'),
 }
 
 
 @pytest.fixture
-def existing_push(tmp_path, pushed_version_dir):
+def existing_push(tmp_path):
   """A serving dir that already holds a model, which must survive."""
-  import shutil
-  serving = tmp_path / 'serving_model'
-  shutil.copytree(pushed_version_dir, serving / 'taxi_big_tipper' / '1')
-  return serving
+  version = tmp_path / 'serving_model' / 'taxi_big_tipper' / '1'
+  (version / 'variables').mkdir(parents=True)
+  (version / 'saved_model.pb').write_bytes(b'a model served before this run')
+  (version / 'variables' / 'variables.index').write_bytes(b'its weights')
+  return tmp_path / 'serving_model'
 
 
-def _run_on(tmp_path, serving, header, rows):
+def _run_on(tmp_path, serving, header, rows, csv_bytes=None):
   data_root = tmp_path / 'data'
+  path = data_root / 'span-1' / 'data.csv'
   if header is None:
-    (data_root / 'span-1').mkdir(parents=True)
-    (data_root / 'span-1' / 'data.csv').write_text('')
+    path.parent.mkdir(parents=True)
+    path.write_bytes(csv_bytes or b'')
   else:
-    write_csv(data_root / 'span-1' / 'data.csv', header, rows)
+    write_csv(path, header, rows)
   config = small_config(tmp_path, data_root, serving_dir=str(serving))
   return local_runner.run(config, stream=io.StringIO())
 
@@ -74,6 +82,48 @@ def test_bad_csv_stops_the_run_and_keeps_the_served_model(tmp_path, existing_pus
   assert _tree_digest(existing_push) == before
   ran = {c['component'] for c in summary['components']}
   assert 'Transform' not in ran and 'Pusher' not in ran
+
+
+def _csv_bytes(rows=40) -> bytes:
+  header, all_rows = sample_rows()
+  buffer = io.StringIO()
+  csv.writer(buffer, lineterminator='\n').writerows([header] + all_rows[:rows])
+  return buffer.getvalue().encode()
+
+
+def _assert_stopped_at_example_gen(summary, existing_push, before):
+  assert not summary['succeeded'] and not summary['pushed']
+  assert local_runner.exit_code(summary) == local_runner.EXIT_FAILED
+  assert _tree_digest(existing_push) == before
+  assert {c['component'] for c in summary['components']}.isdisjoint({'Transform', 'Pusher'})
+
+
+def test_a_truncated_last_line_names_file_line_and_column(tmp_path, existing_push):
+  # Before: 'Columns do not match specified csv headers: [...] -> [b'8', ...]'.
+  before = _tree_digest(existing_push)
+  data = _csv_bytes()
+  data = data[:data.rstrip(b'\n').rindex(b'\n') + 60]  # Line 41 cut after 59 characters.
+  summary = _run_on(tmp_path, existing_push, None, None, csv_bytes=data)
+  _assert_stopped_at_example_gen(summary, existing_push, before)
+  path = tmp_path / 'data' / 'span-1' / 'data.csv'
+  assert f'{path}:41:60: ' in summary['error']
+  assert 'are missing (a truncated line?)' in summary['error']
+
+
+def test_a_latin1_byte_names_file_line_and_column(tmp_path, existing_push):
+  # Before: "'utf-8 [while running 'InputToRecord/InferReadFromText']' codec can't decode".
+  before = _tree_digest(existing_push)
+  lines = _csv_bytes().split(b'\n')
+  header = lines[0].decode().split(',')
+  cells = lines[12].decode().split(',')
+  cells[header.index('company')] = 'Taxi Affili\xe9'
+  lines[12] = ','.join(cells).encode('latin-1')
+  summary = _run_on(tmp_path, existing_push, None, None, csv_bytes=b'\n'.join(lines))
+  _assert_stopped_at_example_gen(summary, existing_push, before)
+  column = len(','.join(cells[:header.index('company')])) + 1 + len('Taxi Affili') + 1
+  path = tmp_path / 'data' / 'span-1' / 'data.csv'
+  assert f'{path}:13:{column}: byte 0xe9 in column {header.index("company") + 1} ' \
+         f'(company) is not UTF-8' in summary['error']
 
 
 def test_empty_csv_is_an_anomaly(tmp_path, existing_push):
