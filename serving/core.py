@@ -254,8 +254,25 @@ def _example_signature(servable, signature_name, method, check_method):
   return signature
 
 
+_OFF_LOOP_EXAMPLES = 1000  # More examples than this are serialised off the event loop.
+
+
+async def _off_loop(count: int, function, *args):
+  """function(*args), on a thread when count says it is large: it holds the
+  GIL for seconds at 100,000 examples, and the loop serves everyone else."""
+  if count <= _OFF_LOOP_EXAMPLES:
+    return function(*args)
+  return await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+
+def _example_count(input_proto) -> int:
+  kind = input_proto.WhichOneof('kind')
+  return len(getattr(input_proto, kind).examples) if kind else 0
+
+
 async def _run_examples(servable, signature, input_proto, runner):
-  examples = tensors.serialized_examples(input_proto)
+  examples = await _off_loop(_example_count(input_proto), tensors.serialized_examples,
+                             input_proto)
   input_name = next(iter(signature.input_dtypes))
   outputs = await runner.run(signature, signature.prepare({input_name: examples}, servable.name))
   return len(examples), outputs
@@ -272,6 +289,11 @@ async def classify_on(servable, request, runner, check_method=False):
       model_spec=_spec_proto(servable, signature.name))
   classes = _per_example(outputs.get('classes'), n, 'classes')
   scores = _per_example(outputs.get('scores'), n, 'scores')
+  await _off_loop(n, _fill_classifications, response, n, classes, scores)
+  return response
+
+
+def _fill_classifications(response, n, classes, scores) -> None:
   for i in range(n):
     row = response.result.classifications.add()
     count = (classes if classes is not None else scores).shape[1]
@@ -281,7 +303,6 @@ async def classify_on(servable, request, runner, check_method=False):
         entry.label = _text(classes[i, j])
       if scores is not None:
         entry.score = float(scores[i, j])
-  return response
 
 
 def _per_example(value, n, name):

@@ -84,6 +84,10 @@ OWN_FLAGS = {
                        'Address the gRPC and REST APIs bind to (ours; 0.0.0.0 for all).'),
     'max_request_body_bytes': (int, 64 * 1024 * 1024, True,
                                'Larger REST bodies are refused with 413 (ours).'),
+    'max_request_values': (int, 20_000_000, True,
+                           'REST requests decoding into more values (tensor elements or feature'
+                           ' values, a context counted once per example) are refused with 413'
+                           ' (ours; 0: no bound).'),
     'server_processes': (int, 1, True,
                          'Server processes sharing the ports, each with its own copy of the'
                          ' models and batcher (ours; serving/workers.py).'),

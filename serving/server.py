@@ -203,7 +203,8 @@ class ModelServer:
       if args.rest_api_port == args.port:
         log.error('--rest_api_port cannot be same as --port. Skipped exporting HTTP/REST API.')
       else:
-        rest = RestApi(self.core, self._metrics_path(), args.max_request_body_bytes)
+        rest = RestApi(self.core, self._metrics_path(), args.max_request_body_bytes,
+                       args.max_request_values)
         runner = web.AppRunner(rest.app(), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, args.rest_api_port, backlog=1024,
