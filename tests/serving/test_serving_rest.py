@@ -93,8 +93,6 @@ def test_metadata(server):
     ('/v1/models/tiny:predict', b'', 400, 'document is empty'),
     ('/v1/models/tiny:predict', [1, 2], 400, 'Is not object'),
     ('/v1/models/tiny:predict', {'instances': ['a']}, 400, 'not of expected type'),
-    # A [1, 1] tensor for a [None] signature: rejected by the model (TF Serving
-    # builds the tensor as the JSON is; the graph decides), worded by TensorFlow.
     ('/v1/models/tiny:predict', {'instances': []}, 400, "No values in 'instances'"),
     ('/v1/models/tiny:predict', {'inputz': [1.0]}, 400, "Missing 'inputs' or 'instances'"),
     ('/v1/models/tiny:predict', {'signature_name': 'nope', 'inputs': [1]}, 400, 'nope'),
