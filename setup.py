@@ -13,7 +13,7 @@ setuptools.setup(
     python_requires='>=3.9,<3.11',
     packages=setuptools.find_packages(include=['models', 'pipeline', 'serving']),
     py_modules=['local_runner', 'kubeflow_v2_runner'],
-    package_data={'models': ['hyperparameters.json']},
+    package_data={'models': ['hyperparameters.json'], 'pipeline': ['templates/*.j2']},
     # Workers get exact versions from requirements.lock; this only names them.
     install_requires=[
         'tfx==1.16.0',

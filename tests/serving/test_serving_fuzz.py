@@ -151,7 +151,6 @@ def bad_tensors(draw):
   return kind, proto
 
 
-@pytest.mark.xfail(strict=False, reason='needs S1 fix (gRPC tensor conversion, issue 11 item 14)')
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(case=bad_tensors(), signature=st.sampled_from(['', 'raw']))
 def test_bad_tensors_are_invalid_argument_over_grpc(server, case, signature):
