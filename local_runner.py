@@ -49,10 +49,11 @@ logs:
   path at the end (and its last lines when the run fails).
 """
 
-# Libraries whose INFO logs go only to the log file in quiet runs. The
-# root logger is left alone: a user's own logging (in run_fn, say) reaches
-# the log file, and its warnings the console.
-LIBRARY_LOGGERS = ('absl', 'apache_beam', 'tensorflow', 'tfx', 'ml_metadata',
+# Libraries whose INFO logs go only to the log file in quiet runs (and this
+# runner's record of a failure, shown on the console as one line). The root
+# logger is left alone: a user's own logging (in run_fn, say) reaches the
+# log file, and its warnings the console.
+LIBRARY_LOGGERS = ('local_runner', 'absl', 'apache_beam', 'tensorflow', 'tfx', 'ml_metadata',
                    'tensorflow_transform', 'tensorflow_model_analysis',
                    'tensorflow_data_validation', 'tfx_bsl', 'keras_tuner',
                    'google', 'urllib3', 'h5py', 'py.warnings')
@@ -329,7 +330,7 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
       with printer.watching(on_execute):
         runner.run(pipeline)
     except Exception as e:  # Reported, never swallowed: the exit code says it.
-      logging.getLogger(__name__).exception('The run failed')
+      logging.getLogger('local_runner').exception('The run failed')
       error = e
       printer.fail(e)
   if error is None and not printer.components:

@@ -1,7 +1,7 @@
 """Continuous training: decide whether the pipeline should run again.
 
-It should when a data span newer than any the pipeline has ingested from its
-data root has arrived, or when monitoring of served traffic found skew or
+It should when a data span of its data root newer than any a model was
+trained on has arrived, or when monitoring of served traffic found skew or
 drift beyond the schema's thresholds. `python local_runner.py
 --retrain-if-needed` asks this module, says what it decided and why, and
 runs the pipeline only if needed.
@@ -20,6 +20,7 @@ from pipeline.configs import PipelineConfig
 
 _SPAN_DIR = re.compile(r'span-(\d+)$')
 EXAMPLE_GEN_ID = 'CsvExampleGen'
+EVALUATOR_ID = 'Evaluator'
 _FINISHED = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
 
 
@@ -37,12 +38,14 @@ def latest_span_on_disk(config: PipelineConfig) -> Optional[int]:
   return max(spans, default=None)
 
 
-def latest_span_ingested(config: PipelineConfig) -> Optional[int]:
-  """The highest span this pipeline's ExampleGen ingested from this data root.
+def latest_span_trained_on(config: PipelineConfig) -> Optional[int]:
+  """The highest span of this data root that a model was trained on.
 
-  Only executions of this pipeline's ExampleGen whose input_base is this data
-  root count: another data root's spans (which may also start at 1) say
-  nothing about this one's.
+  A span counts once this pipeline's Evaluator has judged a model on it
+  (the Evaluator runs after the Trainer, so a run that failed on the span's
+  data does not count), and only if this pipeline's ExampleGen read it from
+  this data root: another data root's spans (which may also start at 1)
+  say nothing about this one's.
   """
   if not os.path.exists(config.metadata_path):
     raise FileNotFoundError(
@@ -50,16 +53,32 @@ def latest_span_ingested(config: PipelineConfig) -> Optional[int]:
         'compares with earlier runs, so run `python local_runner.py` once first '
         '(or pass the --output-root those runs used)')
   store = progress.open_store(config.metadata_path, read_only=True)
-  context = store.get_context_by_type_and_name(
-      'node', f'{config.pipeline_name}.{EXAMPLE_GEN_ID}')
-  if context is None:
-    return None
   data_root = os.path.normpath(config.path(config.data_root))
-  spans = [progress.custom_property(e, 'span')
-           for e in store.get_executions_by_context(context.id)
-           if e.last_known_state in _FINISHED and
-           os.path.normpath(str(progress.custom_property(e, 'input_base', ''))) == data_root]
+  from_this_root = _artifacts_of(store, _finished_executions(
+      store, config, EXAMPLE_GEN_ID,
+      lambda e: os.path.normpath(str(progress.custom_property(e, 'input_base', ''))) == data_root),
+      metadata_store_pb2.Event.OUTPUT)
+  evaluated = _artifacts_of(store, _finished_executions(store, config, EVALUATOR_ID),
+                            metadata_store_pb2.Event.INPUT)
+  spans = [progress.custom_property(a, 'span')
+           for a in store.get_artifacts_by_id(sorted(from_this_root & evaluated))]
   return max((s for s in spans if s is not None), default=None)
+
+
+def _finished_executions(store, config, node_id, keep=lambda e: True):
+  context = store.get_context_by_type_and_name('node', f'{config.pipeline_name}.{node_id}')
+  if context is None:
+    return []
+  return [e.id for e in store.get_executions_by_context(context.id)
+          if e.last_known_state in _FINISHED and keep(e)]
+
+
+def _artifacts_of(store, execution_ids, event_type):
+  """Ids of the artifacts the executions read (INPUT) or wrote (OUTPUT)."""
+  if not execution_ids:
+    return set()
+  return {e.artifact_id for e in store.get_events_by_execution_ids(execution_ids)
+          if e.type == event_type}
 
 
 def monitoring_found_problems(result_path: Optional[str]) -> Optional[str]:
@@ -80,7 +99,7 @@ def monitoring_found_problems(result_path: Optional[str]) -> Optional[str]:
 
 def decide(config: PipelineConfig, monitoring_result: Optional[str] = None) -> Decision:
   problem = monitoring_found_problems(monitoring_result)
-  on_disk, ingested = latest_span_on_disk(config), latest_span_ingested(config)
+  on_disk, ingested = latest_span_on_disk(config), latest_span_trained_on(config)
   if on_disk is None:
     return Decision(False, f'no span-N folder under {config.path(config.data_root)}')
   if ingested is None:

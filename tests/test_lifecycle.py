@@ -4,22 +4,24 @@ train, drive the runner with TFX's CLI. After each step, what the runner
 says was pushed is what a server watching the serving directory serves (its
 highest version), and the checkout is left as it was."""
 
+import io
 import json
+import logging
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 
 import local_runner
 from pipeline import components
+from pipeline import progress
 from pipeline import retrain
 from pipeline import rollout
 from tests.conftest import REPO, sample_rows, small_config, write_csv
-
-pytestmark = pytest.mark.slow
 
 # What small_config sets, as a user would: TAXI_* variables and flags. The
 # change threshold is off: a model trained for other steps must be blessed.
@@ -76,14 +78,20 @@ class Loop:
 def _assert_summary_matches_directory(loop, code, summary):
   """The runner's word on the push is the serving directory's truth."""
   highest = loop.versions()[-1]
+  highest_dir = os.path.join(loop.config.push_dir, str(highest))
   assert code == local_runner.EXIT_OK, summary['error']
+  if summary['pushed']:
+    assert summary['pushed_path'] == highest_dir, 'pushed, but not the served version'
   assert summary['serving_version'] == highest
   if summary['pushed']:
-    assert summary['pushed_path'] == os.path.join(loop.config.push_dir, str(highest))
-    assert summary['push_result'] == f'pushed to {summary["pushed_path"]} (new version {highest})'
+    assert summary['push_result'] == f'pushed to {highest_dir} (new version {highest})'
   else:
     assert summary['push_result'].startswith(f'not pushed: version {highest} already serves')
   assert loop.labels()['canary'] == highest  # The canary is what was pushed last.
+
+
+def _served_dir(loop, summary):
+  return os.path.join(loop.config.push_dir, str(summary['serving_version']))
 
 
 @pytest.fixture(scope='module')
@@ -100,35 +108,54 @@ def git_status_before():
   return _git_status()
 
 
-def test_rerunning_the_first_configuration_serves_its_model_again(
-    loop, git_status_before, capsys):
+@pytest.mark.slow
+def test_tune_then_train(loop, git_status_before, capsys):
   # git_status_before: taken before the first run of this module.
-  code, first, _ = loop.run(capsys=capsys)
-  _assert_summary_matches_directory(loop, code, first)
-  assert first['pushed'] and len(loop.versions()) == 1
-  assert first['run_id'] and first['succeeded'] and first['failed_component'] is None
+  checked_in = (REPO / 'models' / 'hyperparameters.json').read_text()
+  code, tuned, printed = loop.run('--tune', capsys=capsys)
+  assert tuned['succeeded'], tuned['error']
+  assert tuned['run_id'] and tuned['failed_component'] is None
+  # The next plain run trains with what the tuning found.
+  code, plain, _ = loop.run(capsys=capsys)
+  assert plain['succeeded'], plain['error']
+  _assert_summary_matches_directory(loop, code, plain)
+  saved = pathlib.Path(tuned['hyperparameters_saved_to'])
+  assert saved == pathlib.Path(loop.config.output_root) / 'tuned_hyperparameters.json'
+  assert plain['hyperparameters'] == str(saved)
+  assert f'cp {saved} models/hyperparameters.json' in printed
+  # Merged: the tuned knobs over every other value the Trainer needs.
+  assert set(json.loads(checked_in)) <= set(json.loads(saved.read_text()))
+  assert (REPO / 'models' / 'hyperparameters.json').read_text() == checked_in
 
-  code, second, _ = loop.run('--train-steps', '200', capsys=capsys)
-  _assert_summary_matches_directory(loop, code, second)
-  assert second['pushed'] and len(loop.versions()) == 2
-  assert second['run_id'] != first['run_id']
+
+@pytest.mark.slow
+def test_rerunning_the_first_configuration_serves_its_model_again(loop, capsys):
+  # The first configuration: the plain run of test_tune_then_train.
+  first_served = _served_dir(loop, json.loads((loop.tmp / 'summary-2.json').read_text()))
+
+  code, other, _ = loop.run('--train-steps', '200', capsys=capsys)
+  _assert_summary_matches_directory(loop, code, other)
+  assert other['pushed']
 
   # The first configuration again: its Trainer is a cache hit, its model is
   # blessed again, and it must become the served (highest) version again.
-  code, third, _ = loop.run(capsys=capsys)
-  trainer = [c for c in third['components'] if c['component'] == 'Trainer'][0]
+  versions = len(loop.versions())
+  code, again, _ = loop.run(capsys=capsys)
+  trainer = [c for c in again['components'] if c['component'] == 'Trainer'][0]
   assert trainer['cached']
-  _assert_summary_matches_directory(loop, code, third)
-  assert third['pushed'] and len(loop.versions()) == 3
-  assert _fingerprint(third['pushed_path']) == _fingerprint(first['pushed_path'])
+  _assert_summary_matches_directory(loop, code, again)
+  assert again['pushed'] and len(loop.versions()) == versions + 1
+  assert _fingerprint(again['pushed_path']) == _fingerprint(first_served)
+  assert again['run_id'] != other['run_id']
 
   # Nothing changed: no new version, and the summary names the served one.
-  code, fourth, printed = loop.run(capsys=capsys)
-  _assert_summary_matches_directory(loop, code, fourth)
-  assert not fourth['pushed'] and len(loop.versions()) == 3
+  code, unchanged, printed = loop.run(capsys=capsys)
+  _assert_summary_matches_directory(loop, code, unchanged)
+  assert not unchanged['pushed'] and len(loop.versions()) == versions + 1
   assert f'not pushed: version {loop.versions()[-1]} already serves this model' in printed
 
 
+@pytest.mark.slow
 def test_retrain_if_needed_trains_the_new_span(loop, capsys):
   header, rows = sample_rows()
   served_before = loop.versions()[-1]
@@ -144,6 +171,7 @@ def test_retrain_if_needed_trains_the_new_span(loop, capsys):
   assert 'Not retraining: no new span (latest 2 already trained on)' in printed
 
 
+@pytest.mark.slow
 def test_retrain_for_skew_says_why_the_model_stands(loop, capsys):
   result = loop.tmp / 'monitoring.json'
   result.write_text(json.dumps({'findings': {
@@ -159,6 +187,7 @@ def test_retrain_for_skew_says_why_the_model_stands(loop, capsys):
   assert not summary['pushed'] and loop.versions()[-1] == served_before
 
 
+@pytest.mark.slow
 def test_a_new_data_root_is_judged_on_its_own_spans(loop):
   # Spans restart at 1 under a new data root: never trained on, whatever
   # span numbers the old root reached (2).
@@ -171,24 +200,7 @@ def test_a_new_data_root_is_judged_on_its_own_spans(loop):
   assert not retrain.decide(small_config(loop.tmp, loop.data_root)).run
 
 
-def test_tune_then_train(loop, capsys):
-  checked_in = (REPO / 'models' / 'hyperparameters.json').read_text()
-  code, tuned, printed = loop.run('--tune', capsys=capsys, data_root=None)
-  assert tuned['succeeded'], tuned['error']
-  saved = pathlib.Path(tuned['hyperparameters_saved_to'])
-  assert saved == pathlib.Path(loop.config.output_root) / 'tuned_hyperparameters.json'
-  assert f'cp {saved} models/hyperparameters.json' in printed
-  values = json.loads(saved.read_text())
-  # Merged: the tuned knobs over every other value the Trainer needs.
-  assert set(json.loads(checked_in)) <= set(values)
-  assert (REPO / 'models' / 'hyperparameters.json').read_text() == checked_in
-  # The next plain run trains with them.
-  code, plain, _ = loop.run(capsys=capsys)
-  assert plain['succeeded'], plain['error']
-  assert plain['hyperparameters'] == str(saved)
-  _assert_summary_matches_directory(loop, code, plain)
-
-
+@pytest.mark.slow
 def test_tfx_cli_creates_and_runs_the_pipeline(loop, tmp_path):
   """The TFX templates' flow: `tfx pipeline create`, then `tfx run create`."""
   env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=str(REPO),
@@ -207,6 +219,28 @@ def test_tfx_cli_creates_and_runs_the_pipeline(loop, tmp_path):
   assert 'already serves this model' in ran.stdout
 
 
+@pytest.mark.slow
+def test_a_failed_run_names_its_component_and_shows_its_log(loop, capsys):
+  header, rows = sample_rows()
+  fare = header.index('fare')
+  bad = [row[:fare] + ['n/a'] + row[fare + 1:] for row in rows[:300]]
+  write_csv(loop.data_root / 'span-3' / 'data.csv', header, bad)
+  try:
+    code, summary, printed = loop.run('--retrain-if-needed', capsys=capsys)
+    # No model was trained on span 3: once its data is fixed, it is still new.
+    assert retrain.decide(small_config(loop.tmp, loop.data_root)).run
+  finally:
+    shutil.rmtree(loop.data_root / 'span-3')
+  assert code == local_runner.EXIT_FAILED
+  assert summary['failed_component'] == 'AnomaliesGate' and summary['run_id']
+  assert '\n' not in summary['error'] and 'fare' in summary['error']
+  assert 'FAILED in AnomaliesGate' in printed
+  assert f'Last lines of the log ({summary["log_path"]}):' in printed
+  assert 'DataValidationError' in pathlib.Path(summary['log_path']).read_text()
+  assert 'Traceback' not in printed.split('Last lines of the log')[0]
+
+
+@pytest.mark.slow
 def test_documented_commands_leave_the_checkout_clean(loop, git_status_before):
   env = dict(os.environ, PYTHONPATH=str(REPO))
   shown = subprocess.run([sys.executable, 'local_runner.py', '--help'], cwd=REPO, env=env,
@@ -217,6 +251,7 @@ def test_documented_commands_leave_the_checkout_clean(loop, git_status_before):
   assert _git_status() == git_status_before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('flags, env, message', [
     (['--retrain-if-needed'], {}, 'no pipeline metadata at'),
     (['--retrain-if-needed', '--monitoring-result', 'missing.json'], {},
@@ -233,3 +268,38 @@ def test_user_errors_are_one_line(tmp_path, flags, env, message):
   assert result.stderr.startswith('local_runner.py: error: ') and message in result.stderr
   assert 'Traceback' not in result.stderr
   assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_quiet_logging_keeps_library_logs_out_of_the_console_but_in_the_file(
+    tmp_path, capsys):
+  log = tmp_path / 'run.log'
+  console = logging.StreamHandler(sys.stderr)
+  logging.getLogger().addHandler(console)
+  try:
+    with local_runner._logging_to(str(log), verbose=False):  # pylint: disable=protected-access
+      logging.getLogger('apache_beam.runners').info('a library detail')
+      logging.getLogger('tfx.components').warning('a library warning')
+      logging.getLogger('my_run_fn').info('the user\'s own record')
+      logging.getLogger('my_run_fn').warning('the user\'s warning')
+  finally:
+    logging.getLogger().removeHandler(console)
+  shown = capsys.readouterr().err
+  written = log.read_text()
+  for text in ('a library detail', 'a library warning', "the user's own record",
+               "the user's warning"):
+    assert text in written
+  assert "the user's warning" in shown
+  assert 'library' not in shown and 'own record' not in shown
+
+
+def test_a_long_step_shows_it_is_alive():
+  stream = io.StringIO()
+  printer = progress.ProgressPrinter('p', '/nonexistent/metadata.sqlite', stream,
+                                     heartbeat_seconds=0.05)
+  with printer.watching():
+    printer.start('Evaluator')
+    for _ in range(400):  # Until the heartbeat thread wrote (at most ~20 s).
+      if 'still running Evaluator (' in stream.getvalue():
+        break
+      threading.Event().wait(0.05)
+  assert 'still running Evaluator (' in stream.getvalue()
