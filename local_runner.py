@@ -231,8 +231,11 @@ def print_summary(summary):
   print(f'Done in {summary["seconds"]}s. Eval: {shown or "n/a"}.')
   if summary['pushed']:
     print(f'Blessed and pushed: {summary["pushed_path"]} (now served: the highest version)')
-  elif summary['blessed'] or _already_served(summary):
+  elif _already_served(summary):
     print(f'Blessed; {summary["push_result"]}.')
+  elif summary['blessed']:
+    print('Blessed by the Evaluator but NOT pushed: the InfraValidator found it not '
+          'servable (see its line above).')
   else:
     print('Model NOT blessed: nothing pushed (see the Evaluator thresholds in '
           'pipeline/configs.py).')
@@ -286,10 +289,12 @@ def _start_standby_once(infra_check):
   executes (a cached rerun starts none). Its start-up, mostly importing TF,
   then runs on the other core while the pipeline works, and the check itself
   only loads the candidate into it."""
+  from pipeline import pipeline as taxi_pipeline
   started = []
 
   def on_execute(node_id):
-    if not started:
+    # The never-cached Pusher executes in every run, after the check.
+    if not started and node_id not in taxi_pipeline.NEVER_CACHED:
       started.append(node_id)
       infra_check.start_standby()
   return on_execute

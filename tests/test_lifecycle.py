@@ -17,7 +17,6 @@ import threading
 import pytest
 
 import local_runner
-from pipeline import components
 from pipeline import progress
 from pipeline import retrain
 from pipeline import rollout
@@ -68,7 +67,18 @@ class Loop:
     return code, summary, printed
 
   def versions(self):
-    return components.version_dirs(self.config.push_dir)
+    """The numeric version dirs, ascending: TF Serving serves the last."""
+    push_dir = pathlib.Path(self.config.push_dir)
+    names = os.listdir(push_dir) if push_dir.is_dir() else []
+    return sorted(int(name) for name in names if name.isdigit())
+
+  def served_dir(self, capsys):
+    """The served version's dir; a first run pushes one if none is yet
+    (so that each test also runs alone)."""
+    if not self.versions():
+      code, summary, _ = self.run(capsys=capsys)
+      assert summary['pushed'], summary['error']
+    return os.path.join(self.config.push_dir, str(self.versions()[-1]))
 
   def labels(self):
     return rollout.labels(rollout.read_config(str(self.serving_config)),
@@ -88,10 +98,6 @@ def _assert_summary_matches_directory(loop, code, summary):
   else:
     assert summary['push_result'].startswith(f'not pushed: version {highest} already serves')
   assert loop.labels()['canary'] == highest  # The canary is what was pushed last.
-
-
-def _served_dir(loop, summary):
-  return os.path.join(loop.config.push_dir, str(summary['serving_version']))
 
 
 @pytest.fixture(scope='module')
@@ -114,10 +120,10 @@ def test_tune_then_train(loop, git_status_before, capsys):
   checked_in = (REPO / 'models' / 'hyperparameters.json').read_text()
   code, tuned, printed = loop.run('--tune', capsys=capsys)
   assert tuned['succeeded'], tuned['error']
-  assert tuned['run_id'] and tuned['failed_component'] is None
   # The next plain run trains with what the tuning found.
   code, plain, _ = loop.run(capsys=capsys)
   assert plain['succeeded'], plain['error']
+  assert tuned['run_id'] and tuned['failed_component'] is None
   _assert_summary_matches_directory(loop, code, plain)
   saved = pathlib.Path(tuned['hyperparameters_saved_to'])
   assert saved == pathlib.Path(loop.config.output_root) / 'tuned_hyperparameters.json'
@@ -131,7 +137,7 @@ def test_tune_then_train(loop, git_status_before, capsys):
 @pytest.mark.slow
 def test_rerunning_the_first_configuration_serves_its_model_again(loop, capsys):
   # The first configuration: the plain run of test_tune_then_train.
-  first_served = _served_dir(loop, json.loads((loop.tmp / 'summary-2.json').read_text()))
+  first_served = loop.served_dir(capsys)
 
   code, other, _ = loop.run('--train-steps', '200', capsys=capsys)
   _assert_summary_matches_directory(loop, code, other)
@@ -158,7 +164,7 @@ def test_rerunning_the_first_configuration_serves_its_model_again(loop, capsys):
 @pytest.mark.slow
 def test_retrain_if_needed_trains_the_new_span(loop, capsys):
   header, rows = sample_rows()
-  served_before = loop.versions()[-1]
+  served_before = int(os.path.basename(loop.served_dir(capsys)))
   write_csv(loop.data_root / 'span-2' / 'data.csv', header, rows[::-1])
   code, summary, printed = loop.run('--retrain-if-needed', capsys=capsys)
   assert 'Retraining: new span 2 (last trained on span 1).' in printed
@@ -176,7 +182,7 @@ def test_retrain_for_skew_says_why_the_model_stands(loop, capsys):
   result = loop.tmp / 'monitoring.json'
   result.write_text(json.dumps({'findings': {
       'skew': ['fare'], 'drift': [], 'serving_anomalies': [], 'prediction_shift': []}}))
-  served_before = loop.versions()[-1]
+  served_before = int(os.path.basename(loop.served_dir(capsys)))
   code, summary, printed = loop.run('--retrain-if-needed', '--monitoring-result',
                                     str(result), capsys=capsys)
   assert 'Retraining: monitoring found skew or drift' in printed
