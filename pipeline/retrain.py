@@ -13,15 +13,11 @@ import os
 import re
 from typing import NamedTuple, Optional
 
-from ml_metadata.proto import metadata_store_pb2
-
-from pipeline import progress
 from pipeline.configs import PipelineConfig
 
 _SPAN_DIR = re.compile(r'span-(\d+)$')
 EXAMPLE_GEN_ID = 'CsvExampleGen'
 EVALUATOR_ID = 'Evaluator'
-_FINISHED = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
 
 
 class Decision(NamedTuple):
@@ -52,6 +48,9 @@ def latest_span_trained_on(config: PipelineConfig) -> Optional[int]:
         f'no pipeline metadata at {config.metadata_path}: --retrain-if-needed '
         'compares with earlier runs, so run `python local_runner.py` once first '
         '(or pass the --output-root those runs used)')
+  # Imported here: a user error above is reported before TensorFlow loads.
+  from ml_metadata.proto import metadata_store_pb2
+  from pipeline import progress
   store = progress.open_store(config.metadata_path, read_only=True)
   data_root = os.path.normpath(config.path(config.data_root))
   from_this_root = _artifacts_of(store, _finished_executions(
@@ -66,11 +65,13 @@ def latest_span_trained_on(config: PipelineConfig) -> Optional[int]:
 
 
 def _finished_executions(store, config, node_id, keep=lambda e: True):
+  from ml_metadata.proto import metadata_store_pb2
+  finished = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
   context = store.get_context_by_type_and_name('node', f'{config.pipeline_name}.{node_id}')
   if context is None:
     return []
   return [e.id for e in store.get_executions_by_context(context.id)
-          if e.last_known_state in _FINISHED and keep(e)]
+          if e.last_known_state in finished and keep(e)]
 
 
 def _artifacts_of(store, execution_ids, event_type):
