@@ -232,13 +232,16 @@ def test_a_failed_run_names_its_component_and_shows_its_log(loop, capsys):
   bad = [row[:fare] + ['n/a'] + row[fare + 1:] for row in rows[:300]]
   write_csv(loop.data_root / 'span-3' / 'data.csv', header, bad)
   try:
-    code, summary, printed = loop.run('--retrain-if-needed', capsys=capsys)
+    code, summary, printed = loop.run(capsys=capsys)
     # No model was trained on span 3: once its data is fixed, it is still new.
     assert retrain.decide(small_config(loop.tmp, loop.data_root)).run
   finally:
     shutil.rmtree(loop.data_root / 'span-3')
   assert code == local_runner.EXIT_FAILED
-  assert summary['failed_component'] == 'AnomaliesGate' and summary['run_id']
+  assert summary['failed_component'] == 'AnomaliesGate'
+  # The run id names this run's context in MLMD.
+  store = progress.open_store(loop.config.metadata_path)
+  assert store.get_context_by_type_and_name('pipeline_run', summary['run_id']) is not None
   assert '\n' not in summary['error'] and 'fare' in summary['error']
   assert 'FAILED in AnomaliesGate' in printed
   assert f'Last lines of the log ({summary["log_path"]}):' in printed
