@@ -5,8 +5,9 @@
     python local_runner.py --tune          # re-tune hyperparameters first
     python local_runner.py --retrain-if-needed [--monitoring-result m.json]
 
-Exit status: 0 a blessed model was pushed (or was already, cached);
-1 the run failed (bad data, error); 3 it ran but the model was not blessed.
+Exit status: 0 a blessed model was pushed as the new highest version (or
+that version already holds it); 1 the run failed (bad data, error); 2 a
+usage error; 3 it ran but the model was not blessed. See --help.
 """
 
 import os
@@ -21,86 +22,198 @@ if '--verbose' not in sys.argv:
   warnings.filterwarnings('ignore')  # Library deprecation chatter.
 
 import argparse  # pylint: disable=g-import-not-at-top
+import contextlib
+import datetime
 import gc
 import json
 import logging
 import time
 
-EXIT_OK, EXIT_FAILED, EXIT_NOT_BLESSED = 0, 1, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_BLESSED = 0, 1, 2, 3
+
+EPILOG = """\
+exit status:
+  0  a blessed model was pushed as the new highest version, or the highest
+     version already holds this model (or --retrain-if-needed: no need)
+  1  the run failed (bad data, an error in a component)
+  2  a usage error: a bad flag, config value or missing file
+  3  the run finished but the model was not blessed: nothing pushed
+
+environment:
+  Every field of pipeline/configs.py can be set as TAXI_<FIELD>, e.g.
+  TAXI_TRAIN_STEPS=500, TAXI_DATA_ROOT=/data/taxi, TAXI_TUNER_TRIALS=2,
+  TAXI_SERVING_CONFIG_FILE=models.config; flags override them.
+
+logs:
+  Every run writes its full log to <output-root>/logs/; quiet runs print its
+  path at the end (and its last lines when the run fails).
+"""
+
+# Libraries whose INFO logs go only to the log file in quiet runs (and this
+# runner's record of a failure, shown on the console as one line). The root
+# logger is left alone: a user's own logging (in run_fn, say) reaches the
+# log file, and its warnings the console.
+LIBRARY_LOGGERS = ('local_runner', 'absl', 'apache_beam', 'tensorflow', 'tfx', 'ml_metadata',
+                   'tensorflow_transform', 'tensorflow_model_analysis',
+                   'tensorflow_data_validation', 'tfx_bsl', 'keras_tuner',
+                   'google', 'urllib3', 'h5py', 'py.warnings')
+FAILURE_LOG_LINES = 20
 
 
 def parse_args(argv):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--data-root', help='folder holding span-<N>/*.csv')
-  parser.add_argument('--output-root', help='pipeline artifacts and MLMD')
-  parser.add_argument('--serving-dir', help='where blessed models are pushed')
-  parser.add_argument('--train-steps', type=int)
+  from pipeline import configs
+  defaults = configs.PipelineConfig()
+  parser = argparse.ArgumentParser(
+      description=__doc__.split('\n')[0], epilog=EPILOG,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--data-root', metavar='DIR',
+                      help=f'folder holding span-<N>/*.csv (default: {defaults.data_root})')
+  parser.add_argument('--output-root', metavar='DIR',
+                      help=f'pipeline artifacts, MLMD and logs (default: {defaults.output_root})')
+  parser.add_argument('--serving-dir', metavar='DIR',
+                      help=f'where blessed models are pushed (default: {defaults.serving_dir})')
+  parser.add_argument('--train-steps', type=int, metavar='N',
+                      help=f'training steps (default: {defaults.train_steps})')
   parser.add_argument('--tune', action='store_true', default=None,
-                      help='run the Tuner and save what it finds')
-  parser.add_argument('--span-window', type=int, help='train on the latest N spans')
+                      help='run the Tuner first; its best values are saved to '
+                           '<output-root>/tuned_hyperparameters.json, which later '
+                           'runs with that output root use (default: off)')
+  parser.add_argument('--span-window', type=int, metavar='N',
+                      help=f'train on the latest N spans (default: {defaults.span_window})')
   parser.add_argument('--retrain-if-needed', action='store_true',
                       help='run only if a new span arrived or monitoring found skew/drift')
-  parser.add_argument('--monitoring-result', help='JSON written by pipeline.monitoring')
-  parser.add_argument('--beam-profile', choices=['local', 'dataflow'])
+  parser.add_argument('--monitoring-result', metavar='JSON',
+                      help='monitoring.json written by pipeline.monitoring '
+                           '(with --retrain-if-needed)')
+  parser.add_argument('--beam-profile', choices=['local', 'dataflow'],
+                      help=f'Beam runner settings (default: {defaults.beam_profile})')
   parser.add_argument('--no-cache', action='store_true', help='re-run every component')
-  parser.add_argument('--summary-json', help='also write the run summary here')
-  parser.add_argument('--verbose', action='store_true', help='full TFX/Beam logs')
+  parser.add_argument('--summary-json', metavar='FILE', help='also write the run summary here')
+  parser.add_argument('--verbose', action='store_true',
+                      help='also print the full TFX/Beam logs (default: quiet, a line '
+                           'per component)')
   return parser.parse_args(argv)
 
 
 def _configure_logging(verbose: bool):
+  """Quiet library loggers for the whole process (bench/scale_bench.py)."""
   from absl import logging as absl_logging
   if verbose:
     absl_logging.set_verbosity(absl_logging.INFO)
     return
-  # Failures still reach the user: as the exception the runner reports.
   absl_logging.set_verbosity(absl_logging.FATAL)
-  for name in ('absl', 'apache_beam', 'tensorflow', ''):
+  for name in LIBRARY_LOGGERS:
     logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+@contextlib.contextmanager
+def _logging_to(log_path: str, verbose: bool):
+  """Every log record of the run into log_path; in quiet runs the library
+  loggers reach only that file. Restored afterwards (a caller's process)."""
+  from absl import logging as absl_logging
+  file_handler = logging.FileHandler(log_path)
+  file_handler.setFormatter(logging.Formatter(
+      '%(asctime)s %(levelname)s %(name)s: %(message)s'))
+  root = logging.getLogger()
+  saved_root = (root.level, [(h, h.level) for h in root.handlers])
+  saved_libraries = {name: (lg.level, lg.propagate, list(lg.handlers))
+                     for name in LIBRARY_LOGGERS for lg in [logging.getLogger(name)]}
+  saved_absl = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.INFO)
+  root.setLevel(logging.INFO)
+  root.addHandler(file_handler)
+  if not verbose:
+    for handler, _ in saved_root[1]:  # The console: the user's warnings only.
+      handler.setLevel(max(handler.level, logging.WARNING))
+    for name in LIBRARY_LOGGERS:
+      library = logging.getLogger(name)
+      library.setLevel(logging.INFO)
+      library.handlers = [file_handler]
+      library.propagate = False
+  try:
+    yield
+  finally:
+    root.removeHandler(file_handler)
+    root.setLevel(saved_root[0])
+    for handler, level in saved_root[1]:
+      handler.setLevel(level)
+    for name, (level, propagate, handlers) in saved_libraries.items():
+      library = logging.getLogger(name)
+      library.setLevel(level)
+      library.propagate = propagate
+      library.handlers = handlers
+    absl_logging.set_verbosity(saved_absl)
+    file_handler.close()
+
+
 def _save_tuned_hyperparameters(config, printer):
-  """After --tune, the best values become the checked-in defaults."""
+  """After --tune: the current values with the tuned ones merged in, saved
+  under the output root (never over the checked-in file)."""
+  from pipeline import pipeline as taxi_pipeline
   from pipeline import progress
-  tuner_run = [c for c in printer.components if c['component'] == 'Tuner']
-  if not tuner_run:
+  if not [c for c in printer.components if c['component'] == 'Tuner']:
     return None
   store = progress.open_store(config.metadata_path)
   artifact = progress.LatestRun(store, config.pipeline_name, 'Tuner').one(
       'best_hyperparameters')
   with open(os.path.join(artifact.uri, 'best_hyperparameters.txt')) as f:
-    values = json.load(f)['values']
-  path = config.path(config.hyperparameters_file)
+    tuned = json.load(f)['values']
+  with open(taxi_pipeline.hyperparameters_path(config)) as f:
+    values = json.load(f)
+  values.update(tuned)
+  path = taxi_pipeline.tuned_hyperparameters_path(config)
   with open(path, 'w') as f:
     json.dump(values, f, indent=2, sort_keys=True)
     f.write('\n')
   return path
 
 
-def summarize(config, printer, error, seconds):
-  """The run's outcome, from what ran in this run only."""
+def _one_line(error) -> str:
+  return '; '.join(line.strip() for line in str(error).splitlines() if line.strip()) \
+      or type(error).__name__
+
+
+def summarize(config, printer, error, seconds, run_id=None):
+  """The run's outcome, from what ran in this run only.
+
+  'pushed' means this run created a new version, the highest in the serving
+  directory; 'serving_version' is the highest version there, what TF Serving
+  serves, and 'push_result' says which happened.
+  """
   from pipeline import progress
   ran = {c['component'] for c in printer.components}
+  failed = [c['component'] for c in printer.components if c.get('failed')]
   summary = {
       'pipeline': config.pipeline_name,
+      'run_id': run_id if printer.components else None,
       'succeeded': error is None,
-      'error': None if error is None else str(error),
+      'error': None if error is None else _one_line(error),
+      'failed_component': failed[0] if failed else None,
       'seconds': round(seconds, 1),
       'components': printer.components,
       'metrics': {}, 'blessed': False, 'pushed': False, 'pushed_path': None,
+      'serving_version': None, 'push_result': 'nothing pushed',
   }
   store = progress.open_store(config.metadata_path)
   if 'Evaluator' in ran:
     out = progress.LatestRun(store, config.pipeline_name, 'Evaluator')
     summary['metrics'] = progress.evaluation_metrics(out.one('evaluation').uri)
     summary['blessed'] = progress.custom_property(out.one('blessing'), 'blessed', 0) == 1
-  if 'Pusher' in ran:
-    pushed = progress.LatestRun(store, config.pipeline_name, 'Pusher').one(
-        'pushed_model')
-    summary['pushed'] = progress.custom_property(pushed, 'pushed', 0) == 1
-    if summary['pushed']:
-      summary['pushed_path'] = progress.custom_property(pushed, 'pushed_destination')
+  if 'Pusher' in ran and error is None:
+    push = progress.push_outcome(
+        progress.LatestRun(store, config.pipeline_name, 'Pusher').one('pushed_model'))
+    summary['pushed'] = push['new_version']
+    summary['pushed_path'] = push['path'] if push['new_version'] else None
+    summary['push_result'] = push['result']
+  summary['serving_version'] = _served_version(config)
   return summary
+
+
+def _served_version(config):
+  """The highest version in the serving directory: what TF Serving serves."""
+  from pipeline import components
+  versions = components.version_dirs(config.push_dir)
+  return versions[-1] if versions else None
 
 
 def print_summary(summary):
@@ -108,29 +221,59 @@ def print_summary(summary):
   if summary.get('report_path'):
     print(f'Report: {summary["report_path"]}')
   if not summary['succeeded']:
-    print(f'FAILED after {summary["seconds"]}s: {summary["error"]}')
+    where = f' in {summary["failed_component"]}' if summary.get('failed_component') else ''
+    print(f'FAILED{where} after {summary["seconds"]}s: {summary["error"]}')
+    _print_log_tail(summary.get('log_path'))
     print('Nothing was pushed.')
     return
   metrics = summary['metrics']
   shown = ', '.join(f'{k} {metrics[k]:.4f}' for k in ('auc', 'accuracy') if k in metrics)
   print(f'Done in {summary["seconds"]}s. Eval: {shown or "n/a"}.')
   if summary['pushed']:
-    print(f'Blessed and pushed: {summary["pushed_path"]}')
-    if summary.get('labels'):
-      print(f'Serving labels: {summary["labels"]}')
+    print(f'Blessed and pushed: {summary["pushed_path"]} (now served: the highest version)')
+  elif _already_served(summary):
+    print(f'Blessed; {summary["push_result"]}.')
+  elif summary['blessed']:
+    print('Blessed by the Evaluator but NOT pushed: the InfraValidator found it not '
+          'servable (see its line above).')
   else:
     print('Model NOT blessed: nothing pushed (see the Evaluator thresholds in '
           'pipeline/configs.py).')
+  if summary.get('labels'):
+    print(f'Serving labels: {summary["labels"]}')
+  if summary.get('hyperparameters_saved_to'):
+    path = summary['hyperparameters_saved_to']
+    print(f'Tuned hyperparameters: {path}. Later runs with this output root train '
+          f'with them; to keep them for everyone: cp {path} models/hyperparameters.json '
+          '(then commit it).')
+  if summary.get('log_path'):
+    print(f'Full log: {summary["log_path"]}')
+
+
+def _print_log_tail(log_path):
+  if not log_path or not os.path.exists(log_path):
+    return
+  with open(log_path, errors='replace') as f:
+    lines = f.readlines()[-FAILURE_LOG_LINES:]
+  print(f'Last lines of the log ({log_path}):')
+  for line in lines:
+    print('  | ' + line.rstrip()[:300])
+
+
+def _already_served(summary) -> bool:
+  return summary['push_result'].startswith('not pushed: version')
 
 
 def exit_code(summary) -> int:
   if not summary['succeeded']:
     return EXIT_FAILED
-  return EXIT_OK if summary['pushed'] else EXIT_NOT_BLESSED
+  return EXIT_OK if summary['pushed'] or _already_served(summary) else EXIT_NOT_BLESSED
 
 
 def run(config, enable_cache=True, verbose=False, stream=sys.stdout):
-  """Runs the pipeline in this process; returns the summary dict."""
+  """Runs the pipeline in this process; returns the summary dict, or None
+  when another tool's patched runner took the pipeline without running it
+  (`tfx pipeline create` does)."""
   if config.infra_validator != 'local':
     return _run(config, enable_cache, verbose, stream)
   from serving import infra_check
@@ -146,13 +289,20 @@ def _start_standby_once(infra_check):
   executes (a cached rerun starts none). Its start-up, mostly importing TF,
   then runs on the other core while the pipeline works, and the check itself
   only loads the candidate into it."""
+  from pipeline import pipeline as taxi_pipeline
   started = []
 
   def on_execute(node_id):
-    if not started:
+    # The never-cached Pusher executes in every run, after the check.
+    if not started and node_id not in taxi_pipeline.NEVER_CACHED:
       started.append(node_id)
       infra_check.start_standby()
   return on_execute
+
+
+def _new_run_id(config) -> str:
+  """The TFX pipeline run id (the MLMD 'pipeline_run' context's name)."""
+  return f'{config.pipeline_name}-{datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")}'
 
 
 def _run(config, enable_cache, verbose, stream, on_execute=None):
@@ -164,27 +314,38 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
   if config.beam_profile == 'local':
     from pipeline import beam_speedups
     beam_speedups.apply()  # The in-memory runner's set-up, memoized.
+  run_id = _new_run_id(config)
+  log_dir = os.path.join(config.path(config.output_root), 'logs')
+  os.makedirs(log_dir, exist_ok=True)
+  log_path = os.path.join(log_dir, f'{run_id}.log')
   printer = progress.ProgressPrinter(config.pipeline_name, config.metadata_path, stream)
-  _configure_logging(verbose)
-  os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
   started = time.time()
   error = None
-  try:
-    print(f'Pipeline {config.pipeline_name}: data {config.path(config.data_root)}',
-          file=stream)
-    pipeline = taxi_pipeline.create_pipeline(
-        config, enable_cache=enable_cache,
-        metadata_connection_config=sqlite_metadata_connection_config(
-            config.metadata_path))
-    with printer.watching(on_execute):
-      parallel_runner.ParallelLocalDagRunner(config.parallel_components).run(pipeline)
-  except Exception as e:  # Reported, never swallowed: the exit code says it.
-    error = e
-    printer.fail(e)
-  summary = summarize(config, printer, error, time.time() - started)
+  with _logging_to(log_path, verbose):
+    try:
+      print(f'Pipeline {config.pipeline_name}: data {config.path(config.data_root)}, '
+            f'hyperparameters {taxi_pipeline.hyperparameters_path(config)}', file=stream)
+      pipeline = taxi_pipeline.create_pipeline(
+          config, enable_cache=enable_cache,
+          metadata_connection_config=sqlite_metadata_connection_config(
+              config.metadata_path))
+      runner = parallel_runner.ParallelLocalDagRunner(
+          config.parallel_components, run_id=run_id,
+          never_cached=taxi_pipeline.NEVER_CACHED)
+      with printer.watching(on_execute):
+        runner.run(pipeline)
+    except Exception as e:  # Reported, never swallowed: the exit code says it.
+      logging.getLogger('local_runner').exception('The run failed')
+      error = e
+      printer.fail(e)
+  if error is None and not printer.components:
+    return None  # A patched runner (tfx CLI) took the pipeline; nothing ran.
+  summary = summarize(config, printer, error, time.time() - started, run_id)
+  summary['log_path'] = log_path
+  summary['hyperparameters'] = taxi_pipeline.hyperparameters_path(config)
   if error is None and config.tune:
     summary['hyperparameters_saved_to'] = _save_tuned_hyperparameters(config, printer)
-  summary['report_path'] = _write_report(config)
+  summary['report_path'] = _write_report(config, summary)
   if summary['pushed'] and config.serving_config_file:
     summary['labels'] = _label_canary(config, summary['pushed_path'])
   return summary
@@ -197,46 +358,99 @@ def _label_canary(config, pushed_path):
   path = config.path(config.serving_config_file)
   labels = rollout.labels(rollout.read_config(path), config.model_name)
   if version in labels.values():
-    return labels  # Already labelled: an unchanged model, not re-pushed.
+    return labels  # Already labelled.
   return rollout.canary(path, config.model_name, version)
 
 
-def _write_report(config):
+def _write_report(config, summary):
   """The run's HTML report; a report that fails to build never fails the run."""
   from pipeline import report
   try:
-    return report.write_run_report(config)
+    try:
+      return report.write_run_report(config, summary=summary)
+    except TypeError:  # report.py before it took the summary (P2's change).
+      return report.write_run_report(config)
   except Exception as e:  # pylint: disable=broad-except
     print(f'(report not written: {e})', file=sys.stderr)
     return None
 
 
-def main(argv=None):
-  args = parse_args(sys.argv[1:] if argv is None else argv)
+class UsageError(Exception):
+  """A mistake in how local_runner.py was called: one line, exit 2."""
+
+
+def _load_config(args):
+  from pipeline import configs
+  try:
+    return configs.load({
+        'data_root': args.data_root, 'output_root': args.output_root,
+        'serving_dir': args.serving_dir, 'train_steps': args.train_steps,
+        'tune': args.tune, 'beam_profile': args.beam_profile,
+        'span_window': args.span_window,
+    })
+  except (ValueError, KeyError, TypeError) as e:  # Bad TAXI_* values among them.
+    raise UsageError(f'bad configuration: {_one_line(e)} (see pipeline/configs.py '
+                     'and the TAXI_* environment variables)') from e
+
+
+def _decide_retraining(config, args):
+  from pipeline import retrain
+  try:
+    return retrain.decide(config, args.monitoring_result)
+  except (OSError, ValueError, KeyError) as e:
+    raise UsageError(_one_line(e)) from e
+
+
+def _explain_cached_retrain(summary, decision):
+  """Monitoring asked for a retrain, but nothing the model depends on changed."""
+  trainer = [c for c in summary['components'] if c['component'] == 'Trainer']
+  if decision.monitoring_only and trainer and trainer[0]['cached']:
+    print('The Trainer was cached: data, code and configuration are those the current '
+          'model was trained on, so retraining would rebuild the same model and it '
+          'stands. Skew or drift needs newer data: add it as the next span-<N> '
+          'folder of the data root (or run with --no-cache to train again anyway).')
+
+
+def _main(argv):
+  args = parse_args(argv)
   # Fewer garbage collections: the run allocates millions of short-lived
   # objects beside ~1M long-lived ones (TF, Beam, TFX), and with Python's
   # default thresholds its full collections took ~3 s of a 40 s run (gc
   # callbacks); with these, ~1.5 s in all. Cycles are still collected.
   gc.set_threshold(50_000, 20, 20)
-  from pipeline import configs
-  config = configs.load({
-      'data_root': args.data_root, 'output_root': args.output_root,
-      'serving_dir': args.serving_dir, 'train_steps': args.train_steps,
-      'tune': args.tune, 'beam_profile': args.beam_profile,
-      'span_window': args.span_window,
-  })
+  if args.monitoring_result and not args.retrain_if_needed:
+    raise UsageError('--monitoring-result is read only with --retrain-if-needed')
+  config = _load_config(args)
+  decision = None
   if args.retrain_if_needed:
-    from pipeline import retrain
-    decision = retrain.decide(config, args.monitoring_result)
+    decision = _decide_retraining(config, args)
     print(f'{"Retraining" if decision.run else "Not retraining"}: {decision.reason}.')
     if not decision.run:
-      return EXIT_OK
+      return EXIT_OK, False
   summary = run(config, enable_cache=not args.no_cache, verbose=args.verbose)
+  if summary is None:
+    print(f'Pipeline {config.pipeline_name} handed to the calling tool, not run here.')
+    return EXIT_OK, False
   print_summary(summary)
+  if decision is not None:
+    _explain_cached_retrain(summary, decision)
   if args.summary_json:
     with open(args.summary_json, 'w') as f:
       json.dump(summary, f, indent=2, default=str)
-  return exit_code(summary)
+  return exit_code(summary), True
+
+
+def main_and_ran(argv):
+  """(exit code, whether the pipeline ran in this process)."""
+  try:
+    return _main(argv)
+  except UsageError as e:
+    print(f'local_runner.py: error: {e}', file=sys.stderr)
+    return EXIT_USAGE, False
+
+
+def main(argv=None) -> int:
+  return main_and_ran(sys.argv[1:] if argv is None else argv)[0]
 
 
 def exit_now(code: int):
@@ -250,4 +464,10 @@ def exit_now(code: int):
 
 
 if __name__ == '__main__':
-  exit_now(main())
+  # Fast exit only after a run in this process; when a tool drives this
+  # script (`tfx pipeline create` runs it in its own process) it must
+  # return to that tool.
+  CODE, RAN = main_and_ran(sys.argv[1:])
+  if RAN:
+    exit_now(CODE)
+  sys.exit(CODE)

@@ -17,8 +17,9 @@ from tfx_bsl.public import tfxio
 from models import features
 from models import signatures
 
-# The checked-in hyperparameters (written by `local_runner.py --tune`). The
-# pipeline passes their content to the Trainer, so an edit re-trains.
+# The checked-in hyperparameters. The pipeline passes the content of the file
+# in use (this one, or what `local_runner.py --tune` saved under the output
+# root) to the Trainer, so an edit re-trains.
 HPARAMS_FILE = os.path.join(os.path.dirname(__file__), 'hyperparameters.json')
 SEED = 42  # Same data, same code: same model.
 

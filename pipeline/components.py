@@ -8,7 +8,8 @@
   candidate itself, so a rerun with nothing changed stays cached.
 - AtomicPusher: the standard Pusher, but a version directory appears in the
   serving directory only once it is complete (written aside, then renamed),
-  and a model already served is not pushed again as a new version.
+  always as the new highest version (the one TF Serving serves), and not
+  at all when the highest version already holds the model.
 """
 
 import os
@@ -126,22 +127,30 @@ class PreviousBlessedModelStrategy(
 
 # --------------------------------------------------------------- pushing ----
 
-def _version_holding(model_path: str, base_dir: str):
-  """The pushed version dir whose SavedModel fingerprint equals the model's."""
-  fingerprint_file = os.path.join(model_path, 'fingerprint.pb')
-  if not os.path.exists(fingerprint_file) or not os.path.isdir(base_dir):
-    return None
-  fingerprint = io_utils.read_bytes_file(fingerprint_file)
-  for version in sorted(os.listdir(base_dir), reverse=True):
-    candidate = os.path.join(base_dir, version, 'fingerprint.pb')
-    if version.isdigit() and os.path.exists(candidate) and \
-        io_utils.read_bytes_file(candidate) == fingerprint:
-      return os.path.join(base_dir, version)
-  return None
+def version_dirs(base_dir: str) -> List[int]:
+  """The numeric version directories TF Serving sees in base_dir, ascending."""
+  if not os.path.isdir(base_dir):
+    return []
+  return sorted(int(name) for name in os.listdir(base_dir) if name.isdigit())
+
+
+def _same_saved_model(model_path: str, version_dir: str) -> bool:
+  """Whether two SavedModel dirs hold the same model (fingerprint.pb)."""
+  mine = os.path.join(model_path, 'fingerprint.pb')
+  theirs = os.path.join(version_dir, 'fingerprint.pb')
+  return (os.path.exists(mine) and os.path.exists(theirs) and
+          io_utils.read_bytes_file(mine) == io_utils.read_bytes_file(theirs))
 
 
 class _AtomicPusherExecutor(pusher_executor.Executor):
-  """Writes the version next to its final place, then renames it in.
+  """Pushes a blessed model as a NEW HIGHEST version, written aside and renamed in.
+
+  TF Serving serves the highest version of the directory. So a blessed model
+  is pushed unless the highest version already holds it; an older version
+  holding it does not count: re-running an earlier configuration rolls that
+  model forward as the newest version, which is what the user asked for.
+  When the highest version already holds it, the output says so
+  (pushed_version = that version, custom property `reused_version` = 1).
 
   TF Serving polls the model directory and tries to load every numeric
   subdirectory it sees; a version copied in place is visible half-written.
@@ -158,16 +167,16 @@ class _AtomicPusherExecutor(pusher_executor.Executor):
       return
     base_dir = self._base_directory(exec_properties)
     model_path = self.GetModelPath(input_dict)
-    already = _version_holding(model_path, base_dir)
-    if already:  # Re-blessed, unchanged model: TF Serving has it already.
-      self._MarkPushed(model_push, pushed_destination=already,
-                       pushed_version=os.path.basename(already))
+    versions = version_dirs(base_dir)
+    highest = os.path.join(base_dir, str(versions[-1])) if versions else None
+    if highest and _same_saved_model(model_path, highest):
+      self._MarkPushed(model_push, pushed_destination=highest,
+                       pushed_version=str(versions[-1]))
+      model_push.set_int_custom_property('reused_version', 1)
       return
-    version = str(int(time.time()))
+    # Above every existing version, even one from a clock set ahead.
+    version = str(max(int(time.time()), versions[-1] + 1 if versions else 0))
     final_dir = os.path.join(base_dir, version)
-    while os.path.exists(final_dir):  # Two pushes within one second.
-      version = str(int(version) + 1)
-      final_dir = os.path.join(base_dir, version)
     staging_dir = os.path.join(base_dir, f'.{version}.incomplete')
     os.makedirs(base_dir, exist_ok=True)
     shutil.rmtree(staging_dir, ignore_errors=True)
@@ -175,6 +184,7 @@ class _AtomicPusherExecutor(pusher_executor.Executor):
     os.rename(staging_dir, final_dir)
     io_utils.copy_dir(final_dir, model_push.uri)  # TFX keeps an archive copy.
     self._MarkPushed(model_push, pushed_destination=final_dir, pushed_version=version)
+    model_push.set_int_custom_property('reused_version', 0)
 
   @staticmethod
   def _base_directory(exec_properties) -> str:
@@ -185,5 +195,8 @@ class _AtomicPusherExecutor(pusher_executor.Executor):
 
 
 class AtomicPusher(Pusher):
-  """Pusher to a local or mounted serving directory, never half-written."""
+  """Pusher to a local or mounted serving directory, never half-written.
+
+  Its decision depends on the serving directory, which MLMD does not see:
+  runners must never take it from the cache (pipeline.NEVER_CACHED)."""
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(_AtomicPusherExecutor)

@@ -15,7 +15,7 @@ resolution, caching, publishing) except running the executor.
 import concurrent.futures
 import datetime
 import threading
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 from absl import logging
 from tfx.dsl.compiler import constants
@@ -31,16 +31,27 @@ from tfx.utils import telemetry_utils
 class ParallelLocalDagRunner(local_dag_runner.LocalDagRunner):
   """Runs a pipeline in this process, independent components concurrently."""
 
-  def __init__(self, max_parallel: int = 2):
+  def __init__(self, max_parallel: int = 2, run_id: Optional[str] = None,
+               never_cached: Sequence[str] = ()):
+    """run_id: the run's id (its MLMD 'pipeline_run' context), chosen by the
+    caller so it can find the run; default the start time. never_cached:
+    node ids that always execute (their result depends on state outside
+    MLMD, e.g. the Pusher on the serving directory)."""
     super().__init__()
     self._max_parallel = max_parallel
+    self._run_id = run_id
+    self._never_cached = set(never_cached)
 
   def run_with_ir(self, pipeline: pipeline_pb2.Pipeline,
                   run_options: Optional[pipeline_pb2.RunOptions] = None) -> None:
     if run_options is not None:  # Partial runs: TFX's own sequential loop.
       return super().run_with_ir(pipeline, run_options)
+    run_id = self._run_id or datetime.datetime.now().isoformat()
     runtime_parameter_utils.substitute_runtime_parameter(
-        pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: datetime.datetime.now().isoformat()})
+        pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
+    for node in pipeline.nodes:
+      if node.pipeline_node.node_info.id in self._never_cached:
+        node.pipeline_node.execution_options.caching_options.enable_cache = False
     deployment_config = runner_utils.extract_local_deployment_config(pipeline)
     connection = deployment_config.metadata_connection_config
     connection_config = getattr(connection, connection.WhichOneof('connection_config'))

@@ -41,6 +41,11 @@ from pipeline.configs import PipelineConfig
 TRANSFORM_CODE = ('models.features', 'models.preprocessing')
 TRAINER_CODE = ('models.features', 'models.model', 'models.signatures')
 
+# Nodes a local run always executes: the Pusher decides from the serving
+# directory, which its cache key does not cover (components.AtomicPusher).
+NEVER_CACHED = ('Pusher',)
+TUNED_HYPERPARAMETERS_FILE = 'tuned_hyperparameters.json'
+
 
 def source_fingerprint(module_names=(), files=()) -> str:
   """A short hash of the named modules' and files' source text."""
@@ -113,8 +118,21 @@ def _categorical_stats_options():
   return tfdv.StatsOptions(schema=schema)
 
 
+def tuned_hyperparameters_path(config: PipelineConfig) -> str:
+  """Where `local_runner.py --tune` saves what it found: under the output
+  root, never over the checked-in models/hyperparameters.json."""
+  return os.path.join(config.path(config.output_root), TUNED_HYPERPARAMETERS_FILE)
+
+
+def hyperparameters_path(config: PipelineConfig) -> str:
+  """The hyperparameters runs train with: the tuned ones of this output root
+  when `--tune` saved some, else the checked-in file."""
+  tuned = tuned_hyperparameters_path(config)
+  return tuned if os.path.exists(tuned) else config.path(config.hyperparameters_file)
+
+
 def _read_hyperparameters(config: PipelineConfig) -> str:
-  path = config.path(config.hyperparameters_file)
+  path = hyperparameters_path(config)
   if not os.path.exists(path):
     return '{}'
   with open(path) as f:

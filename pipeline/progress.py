@@ -139,11 +139,24 @@ def _infra_result(out: LatestRun) -> str:
   return 'NOT servable: ' + str(custom_property(blessing, 'details', ''))[:300]
 
 
+def push_outcome(pushed_model) -> Dict:
+  """What a Pusher output says: {'new_version': bool, 'version', 'path',
+  'result': one line}. components.AtomicPusher marks a model the highest
+  version already holds with reused_version=1."""
+  if custom_property(pushed_model, 'pushed', 0) != 1:
+    return {'new_version': False, 'version': None, 'path': None,
+            'result': 'nothing pushed (not blessed)'}
+  version = custom_property(pushed_model, 'pushed_version')
+  path = custom_property(pushed_model, 'pushed_destination', '?')
+  if custom_property(pushed_model, 'reused_version', 0) == 1:
+    return {'new_version': False, 'version': version, 'path': path,
+            'result': f'not pushed: version {version} already serves this model ({path})'}
+  return {'new_version': True, 'version': version, 'path': path,
+          'result': f'pushed to {path} (new version {version})'}
+
+
 def _pusher_result(out: LatestRun) -> str:
-  pushed = out.one('pushed_model')
-  if custom_property(pushed, 'pushed', 0) != 1:
-    return 'nothing pushed (not blessed)'
-  return 'pushed to ' + custom_property(pushed, 'pushed_destination', '?')
+  return push_outcome(out.one('pushed_model'))['result']
 
 
 RESULTS: Dict[str, Callable[[LatestRun], str]] = {
@@ -192,7 +205,9 @@ def evaluation_metrics(evaluation_uri: str) -> Dict[str, float]:
 class ProgressPrinter:
   """Prints a line as each component starts and ends; keeps a summary."""
 
-  def __init__(self, pipeline_name: str, metadata_path: str, stream=sys.stdout):
+  def __init__(self, pipeline_name: str, metadata_path: str, stream=sys.stdout,
+               heartbeat_seconds: float = 20):
+    self._heartbeat_seconds = heartbeat_seconds
     self._pipeline_name = pipeline_name
     self._metadata_path = metadata_path
     self._stream = stream
@@ -227,10 +242,33 @@ class ProgressPrinter:
         return super()._run_executor(execution_info)
 
     launcher.Launcher = ReportingLauncher
+    stop = threading.Event()
+    heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True,
+                                 name='progress-heartbeat')
+    heartbeat.start()
     try:
       yield self
     finally:
       launcher.Launcher = original
+      stop.set()
+      heartbeat.join()
+
+  def _heartbeat(self, stop: threading.Event):
+    """A line now and then while a long step (the Evaluator, the Tuner) runs,
+    so a quiet run never looks hung."""
+    while not stop.wait(self._heartbeat_seconds):
+      with self._lock:
+        now = time.time()
+        long_steps = [f'{node_id} ({now - since:.0f} s)'
+                      for node_id, since in self._running.items()
+                      if now - since >= self._heartbeat_seconds]
+        if not long_steps:
+          continue
+        line = '  still running ' + ', '.join(long_steps)
+        if self._stream.isatty():  # Overwritten by the step's own line.
+          self._write('\r' + line.ljust(70), end='')
+        else:
+          self._write(line)
 
   def start(self, node_id: str):
     with self._lock:
@@ -247,7 +285,8 @@ class ProgressPrinter:
     status = 'cached' if cached else f'{seconds:5.1f}s'
     with self._lock:
       del self._running[node_id]
-      self._write(f'\r  {node_id:<28} {status:>7}  {result}')
+      line = f'\r  {node_id:<28} {status:>7}  {result}'
+      self._write(line.ljust(72) if self._stream.isatty() else line)
       self.components.append({'component': node_id, 'seconds': round(seconds, 2),
                               'cached': cached, 'result': result})
 
@@ -258,7 +297,8 @@ class ProgressPrinter:
         seconds = time.time() - started
         self._write(f'\r  {node_id:<28} {seconds:5.1f}s  FAILED')
         self.components.append({'component': node_id, 'seconds': round(seconds, 2),
-                                'cached': False, 'result': 'failed: ' + str(error)[:200]})
+                                'cached': False, 'failed': True,
+                                'result': 'failed: ' + str(error)[:200]})
       self._running.clear()
 
   def _outputs(self, node_id: str) -> Optional[LatestRun]:

@@ -1,9 +1,10 @@
 """Continuous training: decide whether the pipeline should run again.
 
-It should when a data span newer than any the pipeline has ingested has
-arrived, or when monitoring of served traffic found skew or drift beyond the
-schema's thresholds. `python local_runner.py --retrain-if-needed` asks this
-module, says what it decided and why, and runs the pipeline only if needed.
+It should when a data span of its data root newer than any a model was
+trained on has arrived, or when monitoring of served traffic found skew or
+drift beyond the schema's thresholds. `python local_runner.py
+--retrain-if-needed` asks this module, says what it decided and why, and
+runs the pipeline only if needed.
 """
 
 import glob
@@ -12,15 +13,18 @@ import os
 import re
 from typing import NamedTuple, Optional
 
-from pipeline import progress
 from pipeline.configs import PipelineConfig
 
 _SPAN_DIR = re.compile(r'span-(\d+)$')
+EXAMPLE_GEN_ID = 'CsvExampleGen'
+EVALUATOR_ID = 'Evaluator'
 
 
 class Decision(NamedTuple):
   run: bool
   reason: str
+  # Only monitoring asked: with nothing new, the run may rebuild nothing.
+  monitoring_only: bool = False
 
 
 def latest_span_on_disk(config: PipelineConfig) -> Optional[int]:
@@ -30,21 +34,62 @@ def latest_span_on_disk(config: PipelineConfig) -> Optional[int]:
   return max(spans, default=None)
 
 
-def latest_span_ingested(config: PipelineConfig) -> Optional[int]:
-  """The highest span among the Examples ExampleGen has produced (MLMD)."""
+def latest_span_trained_on(config: PipelineConfig) -> Optional[int]:
+  """The highest span of this data root that a model was trained on.
+
+  A span counts once this pipeline's Evaluator has judged a model on it
+  (the Evaluator runs after the Trainer, so a run that failed on the span's
+  data does not count), and only if this pipeline's ExampleGen read it from
+  this data root: another data root's spans (which may also start at 1)
+  say nothing about this one's.
+  """
   if not os.path.exists(config.metadata_path):
-    return None
+    raise FileNotFoundError(
+        f'no pipeline metadata at {config.metadata_path}: --retrain-if-needed '
+        'compares with earlier runs, so run `python local_runner.py` once first '
+        '(or pass the --output-root those runs used)')
+  # Imported here: a user error above is reported before TensorFlow loads.
+  from ml_metadata.proto import metadata_store_pb2
+  from pipeline import progress
   store = progress.open_store(config.metadata_path, read_only=True)
-  spans = [a.custom_properties['span'].int_value
-           for a in store.get_artifacts_by_type('Examples')
-           if 'span' in a.custom_properties]
-  return max(spans, default=None)
+  data_root = os.path.normpath(config.path(config.data_root))
+  from_this_root = _artifacts_of(store, _finished_executions(
+      store, config, EXAMPLE_GEN_ID,
+      lambda e: os.path.normpath(str(progress.custom_property(e, 'input_base', ''))) == data_root),
+      metadata_store_pb2.Event.OUTPUT)
+  evaluated = _artifacts_of(store, _finished_executions(store, config, EVALUATOR_ID),
+                            metadata_store_pb2.Event.INPUT)
+  spans = [progress.custom_property(a, 'span')
+           for a in store.get_artifacts_by_id(sorted(from_this_root & evaluated))]
+  return max((s for s in spans if s is not None), default=None)
+
+
+def _finished_executions(store, config, node_id, keep=lambda e: True):
+  from ml_metadata.proto import metadata_store_pb2
+  finished = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+  context = store.get_context_by_type_and_name('node', f'{config.pipeline_name}.{node_id}')
+  if context is None:
+    return []
+  return [e.id for e in store.get_executions_by_context(context.id)
+          if e.last_known_state in finished and keep(e)]
+
+
+def _artifacts_of(store, execution_ids, event_type):
+  """Ids of the artifacts the executions read (INPUT) or wrote (OUTPUT)."""
+  if not execution_ids:
+    return set()
+  return {e.artifact_id for e in store.get_events_by_execution_ids(execution_ids)
+          if e.type == event_type}
 
 
 def monitoring_found_problems(result_path: Optional[str]) -> Optional[str]:
   """What a monitoring result reports as skew/drift, or None if nothing."""
   if not result_path:
     return None
+  if not os.path.isfile(result_path):
+    raise FileNotFoundError(
+        f'no monitoring result at {result_path}: pass the monitoring.json that '
+        'pipeline.monitoring wrote')
   with open(result_path) as f:
     result = json.load(f)
   from pipeline import monitoring  # The monitoring job owns its format.
@@ -55,14 +100,15 @@ def monitoring_found_problems(result_path: Optional[str]) -> Optional[str]:
 
 def decide(config: PipelineConfig, monitoring_result: Optional[str] = None) -> Decision:
   problem = monitoring_found_problems(monitoring_result)
-  if problem:
-    return Decision(True, problem)
-  on_disk, ingested = latest_span_on_disk(config), latest_span_ingested(config)
+  on_disk, ingested = latest_span_on_disk(config), latest_span_trained_on(config)
   if on_disk is None:
-    return Decision(False, f'no span-N folder under {config.data_root}')
+    return Decision(False, f'no span-N folder under {config.path(config.data_root)}')
   if ingested is None:
-    return Decision(True, f'span {on_disk} has never been trained on')
+    return Decision(True, f'span {on_disk} of {config.path(config.data_root)} '
+                          'has never been trained on')
   if on_disk > ingested:
     return Decision(True, f'new span {on_disk} (last trained on span {ingested})')
+  if problem:
+    return Decision(True, problem, monitoring_only=True)
   return Decision(False, f'no new span (latest {on_disk} already trained on) '
                          'and no skew or drift reported')
