@@ -366,10 +366,7 @@ def _write_report(config, summary):
   """The run's HTML report; a report that fails to build never fails the run."""
   from pipeline import report
   try:
-    try:
-      return report.write_run_report(config, summary=summary)
-    except TypeError:  # report.py before it took the summary (P2's change).
-      return report.write_run_report(config)
+    return report.write_run_report(config, summary=summary)
   except Exception as e:  # pylint: disable=broad-except
     print(f'(report not written: {e})', file=sys.stderr)
     return None

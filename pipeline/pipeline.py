@@ -220,7 +220,8 @@ def create_pipeline(
       schema=schema_gen.outputs['schema'])
 
   anomalies_gate = components.AnomaliesGate(
-      anomalies=example_validator.outputs['anomalies'])
+      anomalies=example_validator.outputs['anomalies'],
+      statistics=statistics_gen.outputs['statistics'])
 
   training_examples, analyzer_cache, window_nodes = _span_window(config, example_gen)
 

@@ -4,6 +4,7 @@ import csv
 import hashlib
 import io
 import pathlib
+import re
 
 import pytest
 
@@ -39,7 +40,17 @@ def _row_with_too_few_cells(header, rows):
   return header, rows
 
 
+def _blank_trip_miles_in_30_percent_of_rows(header, rows):
+  column = header.index('trip_miles')
+  for i, row in enumerate(rows):
+    if i % 10 < 3:
+      row[column] = ''
+  return header, rows
+
+
 CASES = {
+    'blank cells in a required column': (_blank_trip_miles_in_30_percent_of_rows,
+                                         r'trip_miles: (29|30|31) % of rows have no value'),
     'string in a numeric column': (_string_in_numeric_column, 'fare: Expected data of type: FLOAT'),
     'missing required column': (_missing_required_column, 'fare: Column is completely missing'),
     # The data file's line 9 (the header is line 1): the file, line and column.
@@ -76,7 +87,7 @@ def test_bad_csv_stops_the_run_and_keeps_the_served_model(tmp_path, existing_pus
   before = _tree_digest(existing_push)
   summary = _run_on(tmp_path, existing_push, *corrupt(*sample_rows()))
   assert not summary['succeeded']
-  assert message in summary['error']
+  assert re.search(message, summary['error']), summary['error']
   assert not summary['pushed']
   assert local_runner.exit_code(summary) == local_runner.EXIT_FAILED
   assert _tree_digest(existing_push) == before
