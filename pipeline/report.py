@@ -542,7 +542,9 @@ def pushed_section(run: RunRecord) -> Dict:
           ['model', f'#{model.id}' if model else '', model.uri if model else ''],
           ['pushed version', str(_custom(pushed, 'pushed_version')),
            str(_custom(pushed, 'pushed_destination'))]]
-  return {'pushed': True, 'cached': run.state('Pusher') == 'CACHED', 'rows': rows}
+  from pipeline import progress
+  return {'pushed': True, 'cached': run.state('Pusher') == 'CACHED', 'rows': rows,
+          'result': progress.push_outcome(pushed)['result']}
 
 
 # ---- the run report ----------------------------------------------------------------------

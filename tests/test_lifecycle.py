@@ -98,6 +98,8 @@ def _assert_summary_matches_directory(loop, code, summary):
   else:
     assert summary['push_result'].startswith(f'not pushed: version {highest} already serves')
   assert loop.labels()['canary'] == highest  # The canary is what was pushed last.
+  with open(summary['report_path']) as f:
+    assert summary['push_result'] in f.read()  # The report says it too.
 
 
 @pytest.fixture(scope='module')
