@@ -243,3 +243,17 @@ def test_rest_predict_raw_without_a_required_feature_is_a_400_naming_it(served_c
                            json={'signature_name': 'predict_raw', 'instances': instances})
   assert response.status_code == 400, response.text
   assert 'Missing required features (left out of the request): fare.' in response.json()['error']
+
+
+def test_predict_raw_warmup_request_sends_what_the_example_has():
+  from tensorflow.core.protobuf import meta_graph_pb2
+  signature_def = meta_graph_pb2.SignatureDef()
+  for name, dtype in (('fare', tf.float32), ('trip_start_hour', tf.int64),
+                      ('company', tf.string)):
+    signature_def.inputs[name].dtype = dtype.as_datatype_enum
+  example = to_example({'fare': 7.5, 'trip_start_hour': 9, 'company': None})
+  request = infra_validation.raw_request(example, signature_def)
+  assert request.model_spec.signature_name == 'predict_raw'
+  assert set(request.inputs) == {'fare', 'trip_start_hour'}  # company left out.
+  assert tf.make_ndarray(request.inputs['fare']).tolist() == [7.5]
+  assert tf.make_ndarray(request.inputs['trip_start_hour']).dtype == np.int64
