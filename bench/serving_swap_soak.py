@@ -141,11 +141,11 @@ class VersionWatcher(threading.Thread):
                                         'status': response.status_code}
 
 
-async def drive(url, bodies, concurrency, seconds, push_at_s, do_push):
-  """Single-row requests from `concurrency` loops; pushes version 2 after
-  push_at_s. Returns the per-request records and the push time."""
+async def drive(url, bodies, concurrency, push_at_s, do_push, finished):
+  """Single-row requests from `concurrency` loops until finished(); pushes
+  version 2 after push_at_s. Returns the per-request records and the push
+  times."""
   records = []  # (end time, latency s, signature, ok)
-  end = time.monotonic() + seconds
   pushed = {}
   order = itertools.cycle(range(len(bodies)))
   connector = aiohttp.TCPConnector(limit=concurrency)
@@ -154,7 +154,7 @@ async def drive(url, bodies, concurrency, seconds, push_at_s, do_push):
                                    timeout=aiohttp.ClientTimeout(total=30)) as session:
 
     async def loop():
-      while time.monotonic() < end:
+      while not finished():
         signature, method, body = bodies[next(order)]
         start = time.monotonic()
         try:
@@ -195,7 +195,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument('--model_dir', required=True, help='a pushed version directory')
-  parser.add_argument('--seconds', type=float, default=30.0, help='of load in all')
+  parser.add_argument('--seconds', type=float, default=30.0,
+                      help='of load at least; more if version 2 is not AVAILABLE by then')
+  parser.add_argument('--max_seconds', type=float, default=90.0,
+                      help='of load at most: version 2 counts as never AVAILABLE')
   parser.add_argument('--push_at_s', type=float, default=8.0, help='when version 2 is pushed')
   parser.add_argument('--window_s', type=float, default=3.0,
                       help='the swap window lasts this long after version 2 is AVAILABLE')
@@ -217,8 +220,16 @@ def main():
     stop = threading.Event()
     watcher = VersionWatcher(url, bodies, stop)
     watcher.start()
-    records, pushed = asyncio.run(drive(url, bodies, args.concurrency, args.seconds,
-                                        args.push_at_s, lambda: push(args.model_dir, base, 2)))
+    start = time.monotonic()
+
+    def finished():
+      now = time.monotonic()
+      swapped = (watcher.v1_unloaded_at is not None and
+                 now >= watcher.available_at + args.window_s)
+      return now >= start + args.max_seconds or (now >= start + args.seconds and swapped)
+
+    records, pushed = asyncio.run(drive(url, bodies, args.concurrency, args.push_at_s,
+                                        lambda: push(args.model_dir, base, 2), finished))
     stop.set()
     watcher.join(10)
     with open(log_path, errors='replace') as f:
@@ -226,7 +237,8 @@ def main():
     after_push = lambda t: None if t is None else round(t - pushed['at'], 2)  # noqa: E731
     window_end = (watcher.available_at or pushed['at']) + args.window_s
     print(json.dumps({
-        'concurrency': args.concurrency, 'seconds': args.seconds,
+        'concurrency': args.concurrency,
+        'seconds': round(max(r[0] for r in records) - start, 1),
         'batching': not args.no_batching,
         'load_average': os.getloadavg()[0],
         'overall': summary(records),
