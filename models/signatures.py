@@ -68,8 +68,8 @@ def _raw_to_sparse(value, batch_size):
   """
   n = tf.size(value, out_type=tf.int64)
   # tf.debugging.Assert with only string data is a plain Assert op;
-  # assert_equal wraps it in a cond, whose Switch ops keep the signature off
-  # TF's single-threaded executor (serving/servable.py), ~2x the CPU a call.
+  # assert_equal wraps it in a cond, whose Switch ops kept the signature off
+  # TF's single-threaded executor (serving/servable.py says why it matters).
   tf.debugging.Assert((n == 0) | (n == batch_size),
                       ['every raw input must have one value per example, or none'])
   rows = tf.range(n, dtype=tf.int64)
