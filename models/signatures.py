@@ -5,11 +5,15 @@
 - `classification` / `regression`: the same examples under TF Serving's
   Classify/Regress conventions (`inputs` -> `classes`+`scores` / `outputs`).
 - `predict_raw`: one named tensor per raw feature, so a REST client can POST
-  plain JSON rows; every input has a default, so any may be left out.
+  plain JSON rows. Every input has a default (TF Serving feeds it for an
+  omitted input), but only optional features may really be left out.
 - `transform_features`: raw examples to transformed features, for TFMA.
 
 Every signature runs the Transform graph inside the model, so clients send
-raw values and never re-implement preprocessing.
+raw values and never re-implement preprocessing. A request that leaves out a
+feature the schema requires (presence min_fraction 1.0 in the SERVING
+environment) fails with InvalidArgumentError naming it, which servers report
+as INVALID_ARGUMENT: answering from defaults would be a confident guess.
 """
 
 import os
@@ -25,6 +29,30 @@ OUTPUT_CLASS = 'class'
 CLASSIFY_METHOD = 'tensorflow/serving/classify'
 REGRESS_METHOD = 'tensorflow/serving/regress'
 _TF_DTYPES = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
+SERVING_ENVIRONMENT = 'SERVING'
+
+
+def _in_environment(feature, schema, environment: str) -> bool:
+  """TFDV's rule: in_environment wins, then not_in_environment, then the
+  schema's default environments."""
+  if environment in feature.in_environment:
+    return True
+  if environment in feature.not_in_environment:
+    return False
+  return environment in schema.default_environment
+
+
+def required_features(schema) -> list:
+  """Names of the features every serving request must carry: presence
+  min_fraction 1.0 in the SERVING environment, in schema order."""
+  required = [f.name for f in schema.feature
+              if f.presence.min_fraction == 1.0 and
+              _in_environment(f, schema, SERVING_ENVIRONMENT)]
+  unknown = sorted(set(required) - set(features.RAW_FEATURES))
+  if unknown:
+    raise ValueError(f'The schema requires features {unknown} that models/features.py'
+                     f' does not define; add them there or relax their presence.')
+  return required
 
 
 def _serving_feature_spec(tf_transform_output):
@@ -39,12 +67,39 @@ def _raw_to_sparse(value, batch_size):
   n is the batch size, or 0 when the client left the feature out.
   """
   n = tf.size(value, out_type=tf.int64)
-  tf.debugging.assert_equal(
-      (n == 0) | (n == batch_size), True,
-      message='every raw input must have one value per example, or none')
+  # tf.debugging.Assert with only string data is a plain Assert op;
+  # assert_equal wraps it in a cond, whose Switch ops kept the signature off
+  # TF's single-threaded executor (serving/servable.py says why it matters).
+  tf.debugging.Assert((n == 0) | (n == batch_size),
+                      ['every raw input must have one value per example, or none'])
   rows = tf.range(n, dtype=tf.int64)
   indices = tf.stack([rows, tf.zeros_like(rows)], axis=1)
   return tf.SparseTensor(indices, value, tf.stack([batch_size, 1]))
+
+
+def _assert_all_sent(sent, names, what: str):
+  """Fails the call, naming every required feature whose `sent` is False."""
+  missing = tf.strings.reduce_join(tf.boolean_mask(tf.constant(names), ~sent),
+                                   separator=', ')
+  message = tf.strings.join([f'Missing required features ({what}): ', missing,
+                             '. Send a value for each of them.'])
+  return tf.debugging.Assert(tf.reduce_all(sent), [message])
+
+
+def _check_required_columns(raw, required):
+  """predict_raw: an empty tensor is an input the request left out."""
+  sent = tf.stack([tf.size(raw[name]) > 0 for name in required])
+  return _assert_all_sent(sent, required, 'left out of the request')
+
+
+def _check_required_in_examples(parsed, required, batch_size):
+  """tf.Examples: every example must have a value for each required feature."""
+  sent = []
+  for name in required:
+    rows = tf.cast(parsed[name].indices[:, 0], tf.int32)
+    counts = tf.math.bincount(rows, minlength=batch_size, maxlength=batch_size)
+    sent.append(tf.reduce_all(counts > 0))
+  return _assert_all_sent(tf.stack(sent), required, 'absent from some examples')
 
 
 def _outputs(probability):
@@ -59,6 +114,9 @@ def make_signatures(model, tf_transform_output):
   """The signature functions, keyed by signature name."""
   model.tft_layer = tf_transform_output.transform_features_layer()
   feature_spec = _serving_feature_spec(tf_transform_output)
+  # The schema the model was trained with (Transform keeps it), not today's
+  # schema file: the model's own contract.
+  required = required_features(tf_transform_output.raw_metadata.schema)
 
   # Traced once and called by the three tf.Example signatures: each trace of
   # the Transform graph and the model costs seconds at export. No Python
@@ -68,6 +126,9 @@ def make_signatures(model, tf_transform_output):
   @tf.function(input_signature=examples_spec, autograph=False)
   def predict_examples(serialized):
     parsed = tf.io.parse_example(serialized, feature_spec)
+    # tf.function runs every stateful op (an Assert too) in program order,
+    # so the check fails the call before the model's answer is returned.
+    _check_required_in_examples(parsed, required, tf.size(serialized))
     return model(model.tft_layer(parsed))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')],
@@ -103,6 +164,9 @@ def make_signatures(model, tf_transform_output):
     sizes = [tf.size(v, out_type=tf.int64) for v in raw.values()]
     batch_size = tf.reduce_max(tf.stack(sizes))
     sparse = {name: _raw_to_sparse(v, batch_size) for name, v in raw.items()}
+    # After the ragged-column checks (stateful ops run in program order): a
+    # request with a short column is reported as ragged.
+    _check_required_columns(raw, required)
     return _outputs(model(model.tft_layer(sparse)))
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')],

@@ -2,9 +2,11 @@
 
 Build requests from raw feature rows (dicts, JSON lines or CSV rows like the
 training data, typed by models/features.py), send them over REST or gRPC,
-get back probabilities and classes. Retries with exponential backoff on
-UNAVAILABLE / 503 and connection failures; every other error is raised as a
-ServingClientError with the server's message.
+get back probabilities and classes. A row without a required feature
+(schema presence 1.0, models/features.py) or with a cell of the wrong type is
+a RowError before anything is sent: the model would only guess. Retries with
+exponential backoff on UNAVAILABLE / 503 and connection failures; every other
+error is raised as a ServingClientError with the server's message.
 
     python -m serving.client --rest http://127.0.0.1:8501 --csv data.csv
     python -m serving.client --grpc 127.0.0.1:8500 --jsonl rows.jsonl
@@ -18,6 +20,7 @@ import argparse
 import base64
 import csv
 import json
+import re
 import sys
 import time
 from typing import Dict, Iterable, Iterator, List, Optional
@@ -41,34 +44,85 @@ class ServingClientError(Exception):
 
 # ---- rows ------------------------------------------------------------------------
 
+class RowError(ValueError):
+  """A row the model cannot take: a cell that is not of its feature's type,
+  or a required feature left out."""
+
+
+_REQUIRED = [name for name, spec in features.RAW_FEATURES.items() if spec.required]
+_TYPE_NAMES = {'float': 'a number', 'int': 'an integer', 'string': 'a string'}
+
+
+def _typed_value(name: str, value):
+  """A cell (CSV text or a JSON value) as its feature's type; None if empty."""
+  dtype = features.RAW_FEATURES[name].dtype
+  try:
+    if isinstance(value, str):
+      typed = features.parse_value(name, value)
+      if dtype == 'int' and typed is not None and float(value) != typed:
+        raise ValueError  # '3.7' is not an id or a count.
+      return typed
+    if dtype == 'string' or isinstance(value, bool):
+      raise TypeError  # JSON true is not 1, and 5 is not a payment type.
+    if dtype == 'int' and float(value) != int(value):
+      raise ValueError
+    return float(value) if dtype == 'float' else int(value)
+  except (TypeError, ValueError, OverflowError):
+    raise RowError(f'column {name}: {value!r} is not {_TYPE_NAMES[dtype]}') from None
+
+
 def typed_row(row: Row) -> Row:
   """Raw features only, typed per models/features.py; empty cells dropped
-  (the model fills a missing feature with its default)."""
+  (the model fills a missing optional feature with its default). A missing
+  required feature is a RowError: the model would only guess."""
+  if not isinstance(row, dict):
+    raise RowError(f'expected an object of feature values, got {row!r:.80}')
   typed = {}
   for name, value in row.items():
     if name not in features.RAW_FEATURES or value is None:
       continue  # Label/tips columns and unknown keys are not model inputs.
-    if isinstance(value, str):
-      value = features.parse_value(name, value)
-    elif features.RAW_FEATURES[name].dtype == 'float':
-      value = float(value)
-    elif features.RAW_FEATURES[name].dtype == 'int':
-      value = int(value)
+    value = _typed_value(name, value)
     if value is not None:
       typed[name] = value
+  missing = [name for name in _REQUIRED if name not in typed]
+  if missing:
+    raise RowError(f'missing required feature{"s" if len(missing) > 1 else ""}'
+                   f' {", ".join(missing)}')
   return typed
 
 
-def rows_from_csv(lines: Iterable[str]) -> Iterator[Row]:
-  """CSV with a header, like the training data (tips is ignored)."""
-  for row in csv.DictReader(lines):
-    yield typed_row(row)
+def _typed_rows(rows: List[Row]) -> List[Row]:
+  """typed_row of each; a RowError says which row (0-based, as in the list)."""
+  typed = []
+  for i, row in enumerate(rows):
+    try:
+      typed.append(typed_row(row))
+    except RowError as e:
+      raise RowError(f'row {i}: {e}') from None
+  return typed
 
 
-def rows_from_jsonl(lines: Iterable[str]) -> Iterator[Row]:
-  for line in lines:
-    if line.strip():
+def rows_from_csv(lines: Iterable[str], source: str = 'CSV') -> Iterator[Row]:
+  """CSV with a header, like the training data (tips is ignored). A RowError
+  names the line."""
+  reader = csv.DictReader(lines)
+  for row in reader:
+    try:
+      yield typed_row(row)
+    except RowError as e:
+      raise RowError(f'{source} line {reader.line_num}: {e}') from None
+
+
+def rows_from_jsonl(lines: Iterable[str], source: str = 'JSON lines') -> Iterator[Row]:
+  for number, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
       yield typed_row(json.loads(line))
+    except json.JSONDecodeError as e:
+      raise RowError(f'{source} line {number}: not JSON ({e.msg})') from None
+    except RowError as e:
+      raise RowError(f'{source} line {number}: {e}') from None
 
 
 def to_example(row: Row) -> bytes:
@@ -87,15 +141,23 @@ def to_example(row: Row) -> bytes:
   return example.SerializeToString()
 
 
-def _filled(row: Row) -> Row:
-  """Every raw feature present, missing ones at the feature's default (the
-  same value the model's Transform would fill)."""
-  typed = typed_row(row)
+def _filled(typed: Row) -> Row:
+  """Every raw feature of a typed row present: missing optional ones at the
+  feature's default (the value the model's Transform would fill), so that
+  all rows of a request have the same inputs. Required ones are never
+  filled (typed_row refused their absence)."""
   return {name: typed.get(name, spec.default) for name, spec in features.RAW_FEATURES.items()}
 
 
 def _predictions(probabilities, classes) -> List[dict]:
   return [{'probability': float(p), 'class': int(c)} for p, c in zip(probabilities, classes)]
+
+
+def _reason(error: Exception) -> str:
+  """The OS's reason ('[Errno 111] Connection refused') out of requests'
+  nested connection-pool message, else the exception's own text."""
+  match = re.search(r'\[Errno -?\d+\] [^\'")]+', str(error))
+  return match.group(0) if match else f'{type(error).__name__}: {error}'
 
 
 def _with_retries(send, retries: int, backoff_s: float, retryable):
@@ -137,26 +199,37 @@ class RestClient:
           message = response.text[:500]
         raise ServingClientError(f'HTTP {response.status_code}: {message}',
                                  response.status_code)
-      return response.json()
+      try:
+        return response.json()
+      except ValueError:
+        raise ServingClientError(f'HTTP 200 but not JSON: {response.text[:200]!r}') from None
 
     def retryable(e):
       return (isinstance(e, ServingClientError) and e.status == 503 or
               isinstance(e, (requests.ConnectionError, requests.Timeout)))
 
-    return _with_retries(send, self.retries, self.backoff_s, retryable)
+    try:
+      return _with_retries(send, self.retries, self.backoff_s, retryable)
+    except requests.Timeout:
+      raise ServingClientError(f'no answer from {url} within {self.timeout_s} s, in'
+                               f' {self.retries + 1} attempts') from None
+    except requests.RequestException as e:
+      raise ServingClientError(f'cannot reach {url} ({_reason(e)}), in'
+                               f' {self.retries + 1} attempts') from None
 
   def predict(self, rows: List[Row], signature: str = 'predict_raw') -> List[dict]:
+    typed = _typed_rows(rows)
     if signature == 'predict_raw':
-      instances = [_filled(r) for r in rows]
+      instances = [_filled(r) for r in typed]
     else:
-      instances = [{'b64': base64.b64encode(to_example(r)).decode()} for r in rows]
+      instances = [{'b64': base64.b64encode(to_example(r)).decode()} for r in typed]
     body = self._call(':predict', {'signature_name': signature, 'instances': instances})
     return _predictions([p['probability'] for p in body['predictions']],
                         [p['class'] for p in body['predictions']])
 
   def classify(self, rows: List[Row], signature: str = 'classification') -> List[dict]:
     body = self._call(':classify', {'signature_name': signature,
-                                    'examples': [typed_row(r) for r in rows]})
+                                    'examples': _typed_rows(rows)})
     return _from_scores([[score for _, score in result] for result in body['results']],
                         [[label for label, _ in result] for result in body['results']])
 
@@ -205,13 +278,16 @@ class GrpcClient:
       return _with_retries(lambda: method(request, timeout=self.timeout_s),
                            self.retries, self.backoff_s, retryable)
     except grpc.RpcError as e:
-      raise ServingClientError(f'{e.code().name}: {e.details()}', e.code()) from None
+      attempts = (f' (in {self.retries + 1} attempts)'
+                  if e.code() == grpc.StatusCode.UNAVAILABLE else '')
+      raise ServingClientError(f'{e.code().name}: {e.details()}{attempts}', e.code()) from None
 
   def predict(self, rows: List[Row], signature: str = 'serving_default') -> List[dict]:
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
     request = predict_pb2.PredictRequest()
     self._spec(request.model_spec, signature)
+    rows = _typed_rows(rows)
     if signature == 'predict_raw':
       filled = [_filled(r) for r in rows]
       for name, spec in features.RAW_FEATURES.items():
@@ -231,7 +307,7 @@ class GrpcClient:
     from tensorflow_serving.apis import classification_pb2
     request = classification_pb2.ClassificationRequest()
     self._spec(request.model_spec, signature)
-    for row in rows:
+    for row in _typed_rows(rows):
       request.input.example_list.examples.add().ParseFromString(to_example(row))
     response = self._call(self.stub.Classify, request)
     classifications = response.result.classifications
@@ -244,55 +320,152 @@ class GrpcClient:
 
 # ---- CLI ---------------------------------------------------------------------------------
 
+EXIT_OK, EXIT_SERVER, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_CLOSED_OUTPUT = 0, 1, 2, 130, 141
+SIGNATURES = ('predict_raw', 'serving_default', 'classification')
+
+_EPILOG = '''\
+Prints one JSON line per row: {"probability": p, "class": 0 or 1}, in input order.
+
+exit status:
+  0    every row was answered
+  1    the server refused a request, or stayed unreachable through --retries
+  2    bad usage or input: an argument, an input file that cannot be read, no
+       rows, a row with a bad cell or without a required feature (the rows
+       before its batch were answered; nothing is sent from there on)
+  130  interrupted (Ctrl-C)
+  141  standard output closed early (e.g. piped into `head`)
+
+environment:
+  HTTP_PROXY, HTTPS_PROXY, NO_PROXY        used for --rest (by requests)
+  grpc_proxy, https_proxy, no_grpc_proxy, no_proxy
+                                           used for --grpc (by gRPC)
+  TF_USE_LEGACY_KERAS                      set to 1 if unset, as in the whole project
+  TF_CPP_MIN_LOG_LEVEL                     TensorFlow's log level (--grpc and
+                                           serving_default load TensorFlow)
+'''
+
+
+def _rest_url(text: str) -> str:
+  if not text.startswith(('http://', 'https://')):
+    raise argparse.ArgumentTypeError(f'{text!r} is not an http:// or https:// URL')
+  return text
+
+
+def _at_least(minimum, kind=int):
+  def parse(text: str):
+    try:
+      value = kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if value < minimum:
+      raise argparse.ArgumentTypeError(f'{text} is less than {minimum}')
+    return value
+  return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m serving.client', description=__doc__.split('\n\n')[0],
+      epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+  where = parser.add_mutually_exclusive_group(required=True)
+  where.add_argument('--rest', type=_rest_url, help='REST base URL, e.g. http://127.0.0.1:8501')
+  where.add_argument('--grpc', help='gRPC target, e.g. 127.0.0.1:8500')
+  rows = parser.add_mutually_exclusive_group(required=True)
+  rows.add_argument('--csv', help='CSV file with a header, like the training data (- for stdin)')
+  rows.add_argument('--jsonl', help='JSON lines file, one row object per line (- for stdin)')
+  rows.add_argument('--json', help='One row as a JSON object')
+  parser.add_argument('--model_name', default=DEFAULT_MODEL, help='(default: %(default)s)')
+  parser.add_argument('--version', type=_at_least(1),
+                      help='a version number (default: the latest available)')
+  parser.add_argument('--label', default='', help='a version label, e.g. stable (default: none)')
+  parser.add_argument('--signature', choices=SIGNATURES,
+                      help='default: predict_raw for --rest, serving_default for --grpc')
+  parser.add_argument('--batch_size', type=_at_least(1), default=64,
+                      help='rows per request (default: %(default)s)')
+  parser.add_argument('--timeout_s', type=_at_least(0.001, float), default=10.0,
+                      help='per request (default: %(default)s)')
+  parser.add_argument('--retries', type=_at_least(0), default=3,
+                      help='on UNAVAILABLE / HTTP 503 / no connection, with exponential'
+                           ' backoff from 0.2 s (default: %(default)s)')
+  return parser
+
+
 def _read_rows(args) -> Iterator[Row]:
-  if args.json:
-    yield typed_row(json.loads(args.json))
+  if args.json is not None:
+    try:
+      yield typed_row(json.loads(args.json))
+    except json.JSONDecodeError as e:
+      raise RowError(f'--json: not JSON ({e.msg})') from None
+    except RowError as e:
+      raise RowError(f'--json: {e}') from None
     return
-  source = open(args.csv or args.jsonl) if (args.csv or args.jsonl) not in (None, '-') else sys.stdin
+  path = args.csv or args.jsonl
+  reader = rows_from_csv if args.csv else rows_from_jsonl
+  if path == '-':
+    yield from reader(sys.stdin, source='stdin')
+    return
+  try:
+    source = open(path, newline='' if args.csv else None)
+  except OSError as e:
+    raise RowError(f'cannot read {path}: {e.strerror}') from None
   with source:
-    reader = rows_from_csv if args.csv else rows_from_jsonl
-    yield from reader(source)
+    yield from reader(source, source=path)
+
+
+def _one_line(error: Exception) -> str:
+  return ' '.join(str(error).split())  # Server messages (TF's) span lines.
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  where = parser.add_mutually_exclusive_group(required=True)
-  where.add_argument('--rest', help='REST base URL, e.g. http://127.0.0.1:8501')
-  where.add_argument('--grpc', help='gRPC target, e.g. 127.0.0.1:8500')
-  rows = parser.add_mutually_exclusive_group(required=True)
-  rows.add_argument('--csv', help='CSV file with a header (- for stdin)')
-  rows.add_argument('--jsonl', help='JSON lines file, one row per line (- for stdin)')
-  rows.add_argument('--json', help='One row as a JSON object')
-  parser.add_argument('--model_name', default=DEFAULT_MODEL)
-  parser.add_argument('--version', type=int)
-  parser.add_argument('--label', default='')
-  parser.add_argument('--signature', default='', help='predict_raw (REST default), '
-                      'serving_default (gRPC default) or classification')
-  parser.add_argument('--batch_size', type=int, default=64)
-  parser.add_argument('--timeout_s', type=float, default=10.0)
-  parser.add_argument('--retries', type=int, default=3)
-  args = parser.parse_args(argv)
-
+  args = _parser().parse_args(argv)
   kwargs = dict(model_name=args.model_name, version=args.version, label=args.label,
                 timeout_s=args.timeout_s, retries=args.retries)
   client = RestClient(args.rest, **kwargs) if args.rest else GrpcClient(args.grpc, **kwargs)
   signature = args.signature or ('predict_raw' if args.rest else 'serving_default')
   call = client.classify if signature == 'classification' else client.predict
+  answered = 0
+
+  def send(batch):
+    nonlocal answered
+    try:
+      predictions = call(batch, signature)
+    except ServingClientError as e:
+      raise ServingClientError(f'rows {answered + 1}-{answered + len(batch)}: {e}') from None
+    _print(predictions)
+    answered += len(batch)
+
   batch = []
   try:
     for row in _read_rows(args):
       batch.append(row)
       if len(batch) == args.batch_size:
-        _print(call(batch, signature))
+        send(batch)
         batch = []
     if batch:
-      _print(call(batch, signature))
+      send(batch)
+    sys.stdout.flush()  # Here, so that a closed pipe is reported below.
+    if not answered:
+      path = args.csv or args.jsonl
+      raise RowError(f'no rows in {"stdin" if path == "-" else path}')
+  except RowError as e:
+    return _fail(EXIT_INPUT, e)
   except ServingClientError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+    return _fail(EXIT_SERVER, e)
+  except BrokenPipeError:
+    # The reader is gone (`| head`): later writes, even Python's flush at
+    # exit, would fail too, so stdout goes to devnull.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return _fail(EXIT_CLOSED_OUTPUT, f'standard output closed after {answered} predictions')
+  except KeyboardInterrupt:
+    return _fail(EXIT_INTERRUPTED, f'interrupted after {answered} predictions')
   finally:
     client.close()
-  return 0
+  return EXIT_OK
+
+
+def _fail(code: int, error) -> int:
+  print(f'error: {_one_line(error)}', file=sys.stderr)
+  return code
 
 
 def _print(predictions: List[dict]) -> None:

@@ -1,15 +1,31 @@
-"""Every signature of the pushed SavedModel, called with real inputs."""
+"""Every signature of the pushed SavedModel, called with real inputs, and the
+pushed model's warmup file replayed by the local server.
+
+All but the schema test need the session's real pipeline run (slow)."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
+import portpicker
 import pytest
+import requests
 import tensorflow as tf
+import tensorflow_data_validation as tfdv
 from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
 from models import features
 from models import signatures
-from tests.conftest import sample_rows
+from pipeline import infra_validation
+from tests.conftest import REPO, sample_rows
 
 DTYPES = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
+REQUIRED = [n for n, s in features.RAW_FEATURES.items() if s.required]
 
 
 @pytest.fixture(scope='module')
@@ -54,6 +70,7 @@ def to_raw_tensors(rows):
   return columns
 
 
+@pytest.mark.slow
 def test_serving_default_scores_examples(loaded, rows):
   out = loaded.signatures['serving_default'](
       examples=tf.constant([to_example(r) for r in rows]))
@@ -63,6 +80,7 @@ def test_serving_default_scores_examples(loaded, rows):
   assert list(out['class'].numpy()) == [int(p > 0.5) for p in probability]
 
 
+@pytest.mark.slow
 def test_raw_feature_signature_agrees_with_examples(loaded, rows):
   from_examples = loaded.signatures['serving_default'](
       examples=tf.constant([to_example(r) for r in rows]))['probability']
@@ -70,10 +88,11 @@ def test_raw_feature_signature_agrees_with_examples(loaded, rows):
   np.testing.assert_allclose(from_raw.numpy(), from_examples.numpy(), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_raw_signature_allows_leaving_optional_features_out(loaded, rows):
   # TF Serving feeds an omitted input its SignatureDef default, an empty
   # tensor; called in-process, the default has to be passed explicitly.
-  required = {n for n, s in features.RAW_FEATURES.items() if s.required}
+  required = set(REQUIRED)
   full = to_raw_tensors(rows)
   partial = {n: (t if n in required else t[:0]) for n, t in full.items()}
   out = loaded.signatures['predict_raw'](**partial)
@@ -84,6 +103,7 @@ def test_raw_signature_allows_leaving_optional_features_out(loaded, rows):
                              expected['probability'].numpy(), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_raw_signature_rejects_ragged_columns(loaded, rows):
   columns = to_raw_tensors(rows)
   columns['fare'] = columns['fare'][:3]
@@ -91,6 +111,7 @@ def test_raw_signature_rejects_ragged_columns(loaded, rows):
     loaded.signatures['predict_raw'](**columns)
 
 
+@pytest.mark.slow
 def test_classification_and_regression_follow_tf_serving_conventions(loaded, rows):
   examples = tf.constant([to_example(r) for r in rows])
   probability = loaded.signatures['serving_default'](examples=examples)['probability']
@@ -102,6 +123,7 @@ def test_classification_and_regression_follow_tf_serving_conventions(loaded, row
   np.testing.assert_allclose(regressed, probability, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_method_names_let_tf_serving_classify_and_regress(pushed_version_dir):
   saved_model = saved_model_pb2.SavedModel()
   with open(f'{pushed_version_dir}/saved_model.pb', 'rb') as f:
@@ -112,3 +134,142 @@ def test_method_names_let_tf_serving_classify_and_regress(pushed_version_dir):
   assert defs['serving_default'].method_name == 'tensorflow/serving/predict'
   # Every raw input may be omitted: TF Serving fills it from `defaults`.
   assert set(defs['predict_raw'].defaults) == set(features.RAW_FEATURES)
+
+
+def test_required_features_are_the_schemas_serving_requirements():
+  schema = tfdv.load_schema_text(str(REPO / 'schema' / 'schema.pbtxt'))
+  assert signatures.required_features(schema) == REQUIRED
+  # `tips` has presence 1.0 too, but not in the SERVING environment.
+  assert features.TIPS_KEY not in REQUIRED
+
+
+@pytest.mark.slow
+def test_raw_signature_refuses_a_request_without_required_features(loaded, rows):
+  """Answering from defaults gave a confident 1.5e-27 for a 3-feature row."""
+  columns = to_raw_tensors(rows)
+  for name in ('fare', 'payment_type'):
+    columns[name] = columns[name][:0]  # What TF Serving feeds for an omitted input.
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r'Missing required features .*: fare, payment_type\.'):
+    loaded.signatures['predict_raw'](**columns)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('signature,key', [('serving_default', 'examples'),
+                                           ('classification', 'inputs'),
+                                           ('regression', 'inputs')])
+def test_example_signatures_refuse_examples_without_required_features(loaded, rows,
+                                                                       signature, key):
+  without_miles = dict(rows[1], trip_miles=None)
+  examples = tf.constant([to_example(rows[0]), to_example(without_miles)])
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r'Missing required features .*: trip_miles\.'):
+    loaded.signatures[signature](**{key: examples})
+
+
+# ---- The pushed model's warmup -------------------------------------------------------
+
+def warmup_records(version_dir):
+  path = os.path.join(version_dir, 'assets.extra', 'tf_serving_warmup_requests')
+  return [prediction_log_pb2.PredictionLog.FromString(r)
+          for r in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+
+
+def signature_of(record) -> str:
+  kind = record.WhichOneof('log_type')
+  return getattr(record, kind).request.model_spec.signature_name
+
+
+@pytest.mark.slow
+def test_warmup_file_has_records_for_every_client_signature(pushed_version_dir):
+  records = warmup_records(pushed_version_dir)
+  kinds = {signature_of(r): r.WhichOneof('log_type') for r in records}
+  assert kinds == {'serving_default': 'predict_log', 'classification': 'classify_log',
+                   'regression': 'regress_log', 'predict_raw': 'predict_log'}
+  assert set(kinds) == set(infra_validation.CLIENT_SIGNATURES)
+  raw = [r.predict_log.request for r in records if signature_of(r) == 'predict_raw']
+  assert all(set(REQUIRED) <= set(request.inputs) for request in raw)
+
+
+@pytest.fixture(scope='module')
+def served_copy(pushed_version_dir, tmp_path_factory):
+  """The local model server, in a subprocess as users run it, on a copy of
+  the pushed version; yields (REST url, path of its log)."""
+  base = tmp_path_factory.mktemp('served') / 'taxi_big_tipper'
+  shutil.copytree(pushed_version_dir, base / os.path.basename(pushed_version_dir))
+  log_path = base.parent / 'server.log'
+  grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
+  env = dict(os.environ, TF_USE_LEGACY_KERAS='1', PYTHONPATH=str(REPO))
+  with open(log_path, 'wb') as log:
+    server = subprocess.Popen(
+        [sys.executable, '-m', 'serving.server', f'--port={grpc_port}',
+         f'--rest_api_port={rest_port}', '--model_name=taxi_big_tipper',
+         f'--model_base_path={base}'],
+        cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
+  url = f'http://127.0.0.1:{rest_port}/v1/models/taxi_big_tipper'
+  try:
+    wait_until_available(server, url, log_path)
+    yield url, log_path
+  finally:
+    server.kill()
+    server.wait()
+
+
+def wait_until_available(server, url, log_path, attempts=1200):
+  for _ in range(attempts):
+    assert server.poll() is None, log_path.read_text()[-3000:]
+    try:
+      states = [v['state'] for v in requests.get(url, timeout=2).json()['model_version_status']]
+      if 'AVAILABLE' in states:
+        return
+    except (requests.ConnectionError, requests.Timeout, ValueError, KeyError):
+      pass  # Still starting.
+    time.sleep(0.1)
+  raise AssertionError(f'model not AVAILABLE: {log_path.read_text()[-3000:]}')
+
+
+@pytest.mark.slow
+def test_local_server_replays_every_warmup_record(served_copy, pushed_version_dir):
+  _, log_path = served_copy
+  counts = re.findall(r'Number of warmup records read: (\d+)', log_path.read_text())
+  assert counts == [str(len(warmup_records(pushed_version_dir)))]
+
+
+@pytest.mark.slow
+def test_rest_predict_raw_without_a_required_feature_is_a_400_naming_it(served_copy, rows):
+  url, _ = served_copy
+  instances = [{n: r[n] for n in REQUIRED if n != 'fare'} for r in rows[:3]]
+  response = requests.post(url + ':predict', timeout=30,
+                           json={'signature_name': 'predict_raw', 'instances': instances})
+  assert response.status_code == 400, response.text
+  assert 'Missing required features (left out of the request): fare.' in response.json()['error']
+
+
+def test_predict_raw_warmup_request_sends_what_the_example_has():
+  from tensorflow.core.protobuf import meta_graph_pb2
+  signature_def = meta_graph_pb2.SignatureDef()
+  for name, dtype in (('fare', tf.float32), ('trip_start_hour', tf.int64),
+                      ('company', tf.string)):
+    signature_def.inputs[name].dtype = dtype.as_datatype_enum
+  example = to_example({'fare': 7.5, 'trip_start_hour': 9, 'company': None})
+  request = infra_validation.raw_request(example, signature_def)
+  assert request.model_spec.signature_name == 'predict_raw'
+  assert set(request.inputs) == {'fare', 'trip_start_hour'}  # company left out.
+  assert tf.make_ndarray(request.inputs['fare']).tolist() == [7.5]
+  assert tf.make_ndarray(request.inputs['trip_start_hour']).dtype == np.int64
+
+
+@pytest.mark.slow
+def test_every_client_signature_runs_on_the_single_threaded_executor(pushed_version_dir, rows):
+  """The local server's faster executor: v1 control flow (a cond's Switch
+  ops, e.g. from assert_equal) in a signature sends it to the default one."""
+  from serving.servable import Servable
+  servable = Servable('taxi_big_tipper', 1, pushed_version_dir)
+  examples = np.array([to_example(r) for r in rows], dtype=object)
+  raw = {name: t.numpy() for name, t in to_raw_tensors(rows).items()}
+  for name, feed in (('serving_default', {'examples': examples}),
+                     ('classification', {'inputs': examples}),
+                     ('regression', {'inputs': examples}), ('predict_raw', raw)):
+    signature = servable.signature(name)
+    signature.call(feed)
+    assert signature._single_threaded, name  # pylint: disable=protected-access

@@ -3,10 +3,12 @@
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 
+import portpicker
 import pytest
 
 import tiny_models
@@ -128,3 +130,121 @@ def test_infra_check_replaces_a_standby_that_died(taxi_model):
   dead.wait()
   result = check_model(taxi_model, [serving_client.to_example(rows()[0])], timeout_s=120)
   assert result.ok, result.details
+
+
+# ---- No silent fill: required features are never defaulted by the client ---------
+
+def test_a_row_without_a_required_feature_is_refused_before_sending():
+  # An unreachable server: a request sent would fail with a ServingClientError.
+  rest = serving_client.RestClient('http://127.0.0.1:1', retries=0)
+  partial = [rows()[0], {'fare': 3.0, 'trip_miles': 1.0, 'payment_type': 'Cash'}]
+  for signature in ('predict_raw', 'serving_default'):
+    with pytest.raises(serving_client.RowError,
+                       match='^row 1: missing required features trip_start_month,'
+                             ' trip_start_hour, trip_start_day, trip_start_timestamp$'):
+      rest.predict(partial, signature)
+  with pytest.raises(serving_client.RowError, match='^row 1: missing required feature'):
+    rest.classify(partial)
+  grpc_client = serving_client.GrpcClient('127.0.0.1:1', retries=0)
+  with pytest.raises(serving_client.RowError, match='^row 1: missing required feature'):
+    grpc_client.predict(partial, 'predict_raw')
+  grpc_client.close()
+
+
+def test_optional_features_are_still_filled_with_their_defaults():
+  only_required = {k: v for k, v in rows()[0].items()
+                   if serving_client.features.RAW_FEATURES[k].required}
+  filled = serving_client._filled(serving_client.typed_row(only_required))
+  assert filled['company'] == '' and filled['pickup_latitude'] == 0.0
+  assert filled['fare'] == 12.45
+
+
+def test_csv_and_json_rows_name_the_line_column_and_value_of_a_bad_cell():
+  bad = CSV.replace(',3.25,', ',three,')
+  with pytest.raises(serving_client.RowError,
+                     match=r"^rows\.csv line 3: column fare: 'three' is not a number$"):
+    list(serving_client.rows_from_csv(bad.splitlines(), source='rows.csv'))
+  good = json.dumps(rows()[0])
+  with pytest.raises(serving_client.RowError, match=r'^in line 3: missing required'):
+    list(serving_client.rows_from_jsonl([good, '', '{"fare": 1.0}'], source='in'))
+  with pytest.raises(serving_client.RowError,
+                     match=r'^in line 2: column fare: True is not a number$'):
+    list(serving_client.rows_from_jsonl([good, good.replace('12.45', 'true')], source='in'))
+
+
+# ---- The CLI: user errors are one line on stderr and a non-zero exit -------------
+
+def run_cli(*args, stdin=None):
+  env = dict(os.environ, TF_USE_LEGACY_KERAS='1')
+  return subprocess.run([sys.executable, '-m', 'serving.client', *args], input=stdin,
+                        capture_output=True, text=True, env=env, timeout=120)
+
+
+def assert_one_error_line(result, code, pattern):
+  assert result.returncode == code, result.stderr
+  assert 'Traceback' not in result.stderr, result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert re.search(pattern, last), result.stderr
+
+
+@pytest.mark.slow
+def test_cli_help_shows_defaults_exit_codes_and_environment():
+  result = run_cli('--help')
+  assert result.returncode == 0
+  assert '(default: 64)' in result.stdout and '(default: taxi_big_tipper)' in result.stdout
+  assert 'exit status:' in result.stdout and '141' in result.stdout
+  assert 'HTTP_PROXY' in result.stdout and 'grpc_proxy' in result.stdout
+
+
+@pytest.mark.slow
+def test_cli_bad_cell_missing_file_and_missing_feature(tmp_path):
+  csv_file = tmp_path / 'rows.csv'
+  csv_file.write_text(CSV.replace(',3.25,', ',three,'))
+  unused = 'http://127.0.0.1:1'  # Input errors are found before anything is sent.
+  assert_one_error_line(run_cli('--rest', unused, '--csv', str(csv_file)), 2,
+                        r"^error: .*rows\.csv line 3: column fare: 'three' is not a number$")
+  assert_one_error_line(run_cli('--rest', unused, '--csv', str(tmp_path / 'nope.csv')), 2,
+                        r'^error: cannot read .*nope\.csv: No such file or directory$')
+  assert_one_error_line(run_cli('--rest', unused, '--json', '{"fare": 2.5}'), 2,
+                        r'^error: --json: missing required features trip_start_month,')
+  assert_one_error_line(run_cli('--rest', unused, '--jsonl', '-', stdin='\n'), 2,
+                        r'^error: no rows in stdin$')
+  assert_one_error_line(run_cli('--rest', 'localhost:8501', '--json', '{}'), 2,
+                        r"error: argument --rest: 'localhost:8501' is not an http")
+
+
+@pytest.mark.slow
+def test_cli_unreachable_server_after_retries():
+  port = portpicker.pick_unused_port()
+  row = json.dumps(rows()[0])
+  assert_one_error_line(
+      run_cli('--rest', f'http://127.0.0.1:{port}', '--retries', '1', '--json', row), 1,
+      r'^error: rows 1-1: cannot reach http://127\.0\.0\.1:\d+/v1/models/taxi_big_tipper:predict'
+      r' \(\[Errno 111\] Connection refused\), in 2 attempts$')
+  assert_one_error_line(
+      run_cli('--grpc', f'127.0.0.1:{port}', '--retries', '1', '--timeout_s', '2', '--json', row),
+      1, r'^error: rows 1-1: UNAVAILABLE: .* \(in 2 attempts\)$')
+
+
+@pytest.mark.slow
+def test_cli_server_refusal_is_one_line(taxi_server):
+  result = run_cli('--rest', taxi_server.rest, '--model_name', 'nope', '--retries', '0',
+                   '--json', json.dumps(rows()[0]))
+  assert_one_error_line(result, 1, r'^error: rows 1-1: HTTP 404: ')
+
+
+@pytest.mark.slow
+def test_cli_into_a_closed_pipe(taxi_server, tmp_path):
+  csv_file = tmp_path / 'rows.csv'
+  header, *body = CSV.splitlines()
+  csv_file.write_text('\n'.join([header] + body * 500) + '\n')
+  env = dict(os.environ, TF_USE_LEGACY_KERAS='1')
+  process = subprocess.Popen(
+      [sys.executable, '-m', 'serving.client', '--rest', taxi_server.rest, '--csv', str(csv_file)],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+  process.stdout.close()  # Like `| head` exiting: nobody reads the predictions.
+  stderr = process.stderr.read()
+  process.stderr.close()
+  process.wait(timeout=120)
+  result = subprocess.CompletedProcess(process.args, process.returncode, '', stderr)
+  assert_one_error_line(result, 141, r'^error: standard output closed after \d+ predictions$')
