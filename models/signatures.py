@@ -67,9 +67,7 @@ def _raw_to_sparse(value, batch_size):
   n is the batch size, or 0 when the client left the feature out.
   """
   n = tf.size(value, out_type=tf.int64)
-  # tf.debugging.Assert with only string data is a plain Assert op;
-  # assert_equal wraps it in a cond, whose Switch ops kept the signature off
-  # TF's single-threaded executor (serving/servable.py says why it matters).
+  # A plain Assert op: assert_equal would wrap it in a v1 cond (Switch/Merge).
   tf.debugging.Assert((n == 0) | (n == batch_size),
                       ['every raw input must have one value per example, or none'])
   rows = tf.range(n, dtype=tf.int64)

@@ -131,21 +131,31 @@ def _load(server: _Server, model_dir: str, deadline: float) -> None:
   request.config.model_config_list.config.add(
       name=MODEL_NAME, base_path=base_path, model_platform='tensorflow')
   with grpc.insecure_channel(f'127.0.0.1:{server.grpc_port}') as channel:
+    _wait_until_listening(server, channel, deadline)
     stub = model_service_pb2_grpc.ModelServiceStub(channel)
-    while True:  # The server listens once it has started: wait for that.
-      _check_running(server)
-      try:
-        response = stub.HandleReloadConfigRequest(
-            request, timeout=min(1.0, max(deadline - time.monotonic(), 0.1)),
-            wait_for_ready=True)
-        break
-      except grpc.RpcError as e:
-        if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-          raise _CheckFailed(f'model server refused the model: {e.code().name} {e.details()}')
-        if time.monotonic() >= deadline:
-          raise _CheckFailed(f'model server not up within the timeout: {_server_log(server)}')
+    try:  # Answers once the model is loaded and warmed, or failed to be.
+      response = stub.HandleReloadConfigRequest(
+          request, timeout=max(deadline - time.monotonic(), 0.1))
+    except grpc.RpcError as e:
+      if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        raise _CheckFailed(f'model not loaded within the timeout: {_server_log(server)}')
+      raise _CheckFailed(f'model failed to load: {e.code().name} {e.details()}')
   if response.status.error_code:
     raise _CheckFailed(f'model failed to load: {response.status.error_message}')
+
+
+def _wait_until_listening(server: _Server, channel, deadline: float) -> None:
+  """Waits for the server's gRPC port, a second at a time so that a server
+  that died is reported at once."""
+  while True:
+    _check_running(server)
+    try:
+      grpc.channel_ready_future(channel).result(
+          timeout=min(1.0, max(deadline - time.monotonic(), 0.1)))
+      return
+    except grpc.FutureTimeoutError:
+      if time.monotonic() >= deadline:
+        raise _CheckFailed(f'model server not up within the timeout: {_server_log(server)}')
 
 
 def _check_running(server: _Server) -> None:

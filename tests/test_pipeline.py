@@ -20,7 +20,7 @@ EXPECTED_UPSTREAMS = {
     'SchemaGen': {'StatisticsGen'},
     'CuratedSchemaGen': set(),
     'ExampleValidator': {'StatisticsGen', 'CuratedSchemaGen'},
-    'AnomaliesGate': {'ExampleValidator'},
+    'AnomaliesGate': {'ExampleValidator', 'StatisticsGen'},
     'Transform': {'CsvExampleGen', 'CuratedSchemaGen', 'AnomaliesGate'},
     'Trainer': {'Transform', 'CuratedSchemaGen'},
     'LatestBlessedModelResolver': {'Trainer'},  # Never the candidate itself.

@@ -257,19 +257,3 @@ def test_predict_raw_warmup_request_sends_what_the_example_has():
   assert set(request.inputs) == {'fare', 'trip_start_hour'}  # company left out.
   assert tf.make_ndarray(request.inputs['fare']).tolist() == [7.5]
   assert tf.make_ndarray(request.inputs['trip_start_hour']).dtype == np.int64
-
-
-@pytest.mark.slow
-def test_every_client_signature_runs_on_the_single_threaded_executor(pushed_version_dir, rows):
-  """The local server's faster executor: v1 control flow (a cond's Switch
-  ops, e.g. from assert_equal) in a signature sends it to the default one."""
-  from serving.servable import Servable
-  servable = Servable('taxi_big_tipper', 1, pushed_version_dir)
-  examples = np.array([to_example(r) for r in rows], dtype=object)
-  raw = {name: t.numpy() for name, t in to_raw_tensors(rows).items()}
-  for name, feed in (('serving_default', {'examples': examples}),
-                     ('classification', {'inputs': examples}),
-                     ('regression', {'inputs': examples}), ('predict_raw', raw)):
-    signature = servable.signature(name)
-    signature.call(feed)
-    assert signature._single_threaded, name  # pylint: disable=protected-access

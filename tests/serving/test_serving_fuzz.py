@@ -175,7 +175,7 @@ def test_server_still_serves_after_the_fuzz(server):
   assert response.status_code == 200
 
 
-# ---- The real model's predict_raw (one raw input per feature, all optional) -----------
+# ---- The real model's predict_raw (one raw input per feature; required ones must be sent) --
 
 from models import features  # noqa: E402  (the repo root is on sys.path: conftest)
 
@@ -187,17 +187,19 @@ _RAW_VALUES = {
 }
 well_typed_rows = st.fixed_dictionaries(
     {}, optional={name: _RAW_VALUES[spec.dtype] for name, spec in features.RAW_FEATURES.items()})
+REQUIRED = {name for name, spec in features.RAW_FEATURES.items() if spec.required}
+OPTIONAL = sorted(set(features.RAW_FEATURES) - REQUIRED)
 any_rows = st.dictionaries(
     st.sampled_from(list(features.RAW_FEATURES) + ['tips', 'x']), json_values, max_size=6)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(keys=st.sets(st.sampled_from(list(features.RAW_FEATURES)), min_size=1),
+@given(keys=st.sets(st.sampled_from(OPTIONAL)).map(lambda keys: keys | REQUIRED),
        data=st.data())
 def test_real_predict_raw_well_typed_rows_are_answered(real_server, keys, data):
-  """Any subset of the raw features with values of the right type (any
-  value: unseen categories, negative fares, empty strings) gets one finite
-  probability per row."""
+  """The required raw features and any subset of the optional ones, with
+  values of the right type (any value: unseen categories, negative fares,
+  empty strings), get one finite probability per row."""
   row_strategy = st.fixed_dictionaries(
       {name: _RAW_VALUES[features.RAW_FEATURES[name].dtype] for name in sorted(keys)})
   rows = data.draw(st.lists(row_strategy, min_size=1, max_size=5))
