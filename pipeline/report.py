@@ -661,7 +661,8 @@ def monitoring_html(result: Dict, statistics: Dict) -> str:
       'monitoring.html.j2', title=f'Monitoring: {result.get("model_name") or "model"}',
       findings=[[check, status(not flagged, 'none', ', '.join(map(str, flagged)))]
                 for check, flagged in result['findings'].items()],
-      counts={k: number(v, count=True) for k, v in counts.items()},
+      counts={k: number(v, count=True) for k, v in counts.items() if not isinstance(v, dict)},
+      models=counts.get('models', {}),
       training=[[k, '' if v is None else str(v)] for k, v in result['training'].items()],
       windows=windows, predictions=_predictions(result, statistics))
 

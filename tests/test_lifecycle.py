@@ -268,7 +268,7 @@ def test_documented_commands_leave_the_checkout_clean(loop, git_status_before):
     (['--retrain-if-needed', '--monitoring-result', 'missing.json'], {},
      'no monitoring result at missing.json'),
     ([], {'TAXI_TRAIN_STEPS': 'many'}, 'bad configuration'),
-    ([], {'TAXI_BEAM_PROFILE': 'spark'}, 'bad configuration: beam_profile must be one of'),
+    ([], {'TAXI_BEAM_PROFILE': 'spark'}, "bad configuration: beam_profile 'spark' is not one of"),
 ])
 def test_user_errors_are_one_line(tmp_path, flags, env, message):
   result = subprocess.run(

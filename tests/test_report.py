@@ -508,7 +508,7 @@ def test_monitoring_report_escapes_what_it_shows(training_and_serving):
   result = {'logs': 'x', 'model_name': 'taxi_big_tipper', 'training': {'span': 1},
             'records': {'files': 1, 'records': 100, 'corrupt': 0, 'unusable': 0},
             'windows': [window], 'labels': {}, 'predictions_by_version': {}}
-  result['findings'] = monitoring.findings(result)
+  result['findings'] = {**monitoring.window_findings([window]), 'prediction_shift': []}
   text = report.monitoring_html(result, {'training': training, 'windows': {
       window['start']: serving}, 'predictions': {}, 'schema': schema})
   assert '<b>Bitcoin' not in text and '&lt;b&gt;Bitcoin' in text
