@@ -29,6 +29,7 @@ import threading
 import time
 
 import portpicker
+import psutil
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,11 +60,7 @@ def columnar_body(rows: int, rng: random.Random) -> bytes:
 
 
 def rss_mb(pid: int) -> float:
-  with open(f'/proc/{pid}/status') as f:
-    for line in f:
-      if line.startswith('VmRSS'):
-        return int(line.split()[1]) / 1024
-  return 0.0
+  return psutil.Process(pid).memory_info().rss / 2**20
 
 
 def main():

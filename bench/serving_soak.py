@@ -26,6 +26,7 @@ import tempfile
 import time
 
 import portpicker
+import psutil
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,11 +73,7 @@ def random_headers(rng: random.Random, body: bytes):
 
 
 def rss_mb(pid: int) -> float:
-  with open(f'/proc/{pid}/status') as f:
-    for line in f:
-      if line.startswith('VmRSS'):
-        return int(line.split()[1]) / 1024
-  return 0.0
+  return psutil.Process(pid).memory_info().rss / 2**20
 
 
 def main():
