@@ -157,11 +157,18 @@ def test_predict_keras_model(tfs):
   assert_model_spec(result.model_spec, 'keras', 'serving_default', 1)
 
 
-def test_classify(tfs):
-  request = classification_pb2.ClassificationRequest()
-  request.model_spec.name = 'half_plus_two'
-  request.model_spec.signature_name = 'classify_x_to_y'
+def _x_is_2(request, signature_name=''):
+  """The request with one tf.Example, x = 2.0 (half_plus_two: y = 3.0), as
+  TF Serving's tests send it."""
+  if signature_name:
+    request.model_spec.name = 'half_plus_two'
+    request.model_spec.signature_name = signature_name
   request.input.example_list.examples.add().features.feature['x'].float_list.value.extend([2.0])
+  return request
+
+
+def test_classify(tfs):
+  request = _x_is_2(classification_pb2.ClassificationRequest(), 'classify_x_to_y')
   result = tfs.stub.Classify(request, RPC_TIMEOUT)
   assert len(result.result.classifications) == 1
   assert len(result.result.classifications[0].classes) == 1
@@ -171,10 +178,7 @@ def test_classify(tfs):
 
 
 def test_regress(tfs):
-  request = regression_pb2.RegressionRequest()
-  request.model_spec.name = 'half_plus_two'
-  request.model_spec.signature_name = 'regress_x_to_y'
-  request.input.example_list.examples.add().features.feature['x'].float_list.value.extend([2.0])
+  request = _x_is_2(regression_pb2.RegressionRequest(), 'regress_x_to_y')
   result = tfs.stub.Regress(request, RPC_TIMEOUT)
   assert [r.value for r in result.result.regressions] == [3.0]
   assert_model_spec(result.model_spec, 'half_plus_two', 'regress_x_to_y', 123)
@@ -186,7 +190,7 @@ def test_multi_inference(tfs):
                             ('classify_x_to_y', 'tensorflow/serving/classify')):
     task = request.tasks.add(method_name=method)
     task.model_spec.name, task.model_spec.signature_name = 'half_plus_two', signature
-  request.input.example_list.examples.add().features.feature['x'].float_list.value.extend([2.0])
+  _x_is_2(request)
   result = tfs.stub.MultiInference(request, RPC_TIMEOUT)
   assert len(result.results) == 2
   assert result.results[0].regression_result.regressions[0].value == 3.0
