@@ -25,6 +25,11 @@ RUN python -m pip install -r requirements.txt -c requirements.lock
 
 COPY models/ models/
 COPY pipeline/ pipeline/
+COPY orchestration/ orchestration/
+COPY operations/ operations/
+COPY reports/ reports/
+COPY client/ client/
+COPY compat/ compat/
 COPY serving/ serving/
 COPY schema/ schema/
 COPY local_runner.py kubeflow_v2_runner.py ./

@@ -83,7 +83,7 @@ def parse_args(argv):
   parser.add_argument('--retrain-if-needed', action='store_true',
                       help='run only if a new span arrived or monitoring found skew/drift')
   parser.add_argument('--monitoring-result', metavar='JSON',
-                      help='monitoring.json written by pipeline.monitoring '
+                      help='monitoring.json written by operations.monitoring '
                            '(with --retrain-if-needed)')
   parser.add_argument('--beam-profile', choices=['local', 'dataflow'],
                       help=f'Beam runner settings (default: {defaults.beam_profile})')
@@ -150,7 +150,7 @@ def _save_tuned_hyperparameters(config, printer):
   """After --tune: the current values with the tuned ones merged in, saved
   under the output root (never over the checked-in file)."""
   from pipeline import pipeline as taxi_pipeline
-  from pipeline import progress
+  from orchestration import progress
   if not [c for c in printer.components if c['component'] == 'Tuner']:
     return None
   store = progress.open_store(config.metadata_path)
@@ -180,7 +180,7 @@ def summarize(config, printer, error, seconds, run_id=None):
   directory; 'serving_version' is the highest version there, what TF Serving
   serves, and 'push_result' says which happened.
   """
-  from pipeline import progress
+  from orchestration import progress
   ran = {c['component'] for c in printer.components}
   failed = [c['component'] for c in printer.components if c.get('failed')]
   summary = {
@@ -211,8 +211,8 @@ def summarize(config, printer, error, seconds, run_id=None):
 
 def _served_version(config):
   """The highest version in the serving directory: what TF Serving serves."""
-  from pipeline import components
-  versions = components.version_dirs(config.push_dir)
+  from pipeline.components import pusher
+  versions = pusher.version_dirs(config.push_dir)
   return versions[-1] if versions else None
 
 
@@ -276,7 +276,7 @@ def run(config, enable_cache=True, verbose=False, stream=sys.stdout):
   (`tfx pipeline create` does)."""
   if config.infra_validator != 'local':
     return _run(config, enable_cache, verbose, stream)
-  from serving import infra_check
+  from pipeline.components import infra_check
   try:
     return _run(config, enable_cache, verbose, stream,
                 on_execute=_start_standby_once(infra_check))
@@ -307,12 +307,12 @@ def _new_run_id(config) -> str:
 
 def _run(config, enable_cache, verbose, stream, on_execute=None):
   from tfx.orchestration.metadata import sqlite_metadata_connection_config
-  from pipeline import parallel_runner
+  from orchestration import runner
   from pipeline import pipeline as taxi_pipeline
-  from pipeline import progress
+  from orchestration import progress
 
   if config.beam_profile == 'local':
-    from pipeline import beam_speedups
+    from orchestration import beam_speedups
     beam_speedups.apply()  # The in-memory runner's set-up, memoized.
   run_id = _new_run_id(config)
   log_dir = os.path.join(config.path(config.output_root), 'logs')
@@ -329,11 +329,11 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
           config, enable_cache=enable_cache,
           metadata_connection_config=sqlite_metadata_connection_config(
               config.metadata_path))
-      runner = parallel_runner.ParallelLocalDagRunner(
+      dag_runner = runner.ParallelLocalDagRunner(
           config.parallel_components, run_id=run_id,
           never_cached=taxi_pipeline.NEVER_CACHED)
       with printer.watching(on_execute):
-        runner.run(pipeline)
+        dag_runner.run(pipeline)
     except Exception as e:  # Reported, never swallowed: the exit code says it.
       logging.getLogger('local_runner').exception('The run failed')
       error = e
@@ -353,7 +353,7 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
 
 def _label_canary(config, pushed_path):
   """The new version becomes `canary` beside `stable` in the serving config."""
-  from pipeline import rollout
+  from operations import rollout
   version = int(os.path.basename(pushed_path))
   path = config.path(config.serving_config_file)
   labels = rollout.labels(rollout.read_config(path), config.model_name)
@@ -364,9 +364,9 @@ def _label_canary(config, pushed_path):
 
 def _write_report(config, summary):
   """The run's HTML report; a report that fails to build never fails the run."""
-  from pipeline import report
+  from reports import run_report
   try:
-    return report.write_run_report(config, summary=summary)
+    return run_report.write_run_report(config, summary=summary)
   except Exception as e:  # pylint: disable=broad-except
     print(f'(report not written: {e})', file=sys.stderr)
     return None
@@ -391,7 +391,7 @@ def _load_config(args):
 
 
 def _decide_retraining(config, args):
-  from pipeline import retrain
+  from operations import retrain
   try:
     return retrain.decide(config, args.monitoring_result)
   except (OSError, ValueError, KeyError) as e:

@@ -1,7 +1,7 @@
 """The taxi big-tipper pipeline package.
 
 Also what Dataflow workers install (`--setup_file`) so that Beam steps can
-import models/ and pipeline/.
+import the project's packages.
 """
 
 import setuptools
@@ -11,9 +11,11 @@ setuptools.setup(
     version='0.1.0',
     description='TFX pipeline that trains, validates and serves a taxi tip classifier',
     python_requires='>=3.9,<3.11',
-    packages=setuptools.find_packages(include=['models', 'pipeline', 'serving']),
+    packages=setuptools.find_packages(include=[
+        'models', 'pipeline', 'pipeline.*', 'orchestration', 'operations', 'reports',
+        'client', 'serving', 'compat']),
     py_modules=['local_runner', 'kubeflow_v2_runner'],
-    package_data={'models': ['hyperparameters.json'], 'pipeline': ['templates/*.j2']},
+    package_data={'models': ['hyperparameters.json'], 'reports': ['templates/*.j2']},
     # Workers get exact versions from requirements.lock; this only names them.
     install_requires=[
         'tfx==1.16.0',

@@ -1,5 +1,5 @@
 """What the schema's Jensen-Shannon thresholds separate: the fare skew and
-drift pipeline.monitoring measures for samples of the training data (noise)
+drift operations.monitoring measures for samples of the training data (noise)
 and for a 20% fare inflation (signal), per sample size.
 
     python bench/monitoring_jsd.py [--samples 5]   # ~30 s of CPU
@@ -23,8 +23,8 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data import generate  # pylint: disable=g-import-not-at-top
-from pipeline import monitoring
-from serving.client import typed_row
+from operations import monitoring
+from client.predict import typed_row
 
 SHIPPED = generate.SHIPPED_CSV
 SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

@@ -117,7 +117,7 @@ def run_one(rows: int) -> dict:
   from tfx import v1 as tfx
   from local_runner import _configure_logging
   from pipeline import pipeline as taxi_pipeline
-  from pipeline import progress
+  from orchestration import progress
 
   work_dir = os.path.join(RESULTS, 'scale', f'run-{rows}')
   shutil.rmtree(work_dir, ignore_errors=True)

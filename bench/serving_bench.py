@@ -104,7 +104,7 @@ WRK_LUA = textwrap.dedent('''
 
 
 def example_bytes() -> bytes:
-  from serving.client import to_example
+  from client.predict import to_example
   return to_example(ROW)
 
 

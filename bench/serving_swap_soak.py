@@ -45,7 +45,7 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from serving import client as taxi_client  # noqa: E402
+from client import predict as taxi_client  # noqa: E402
 
 MODEL = 'taxi_big_tipper'
 CSV_PATH = os.path.join(ROOT, 'data', 'taxi', 'span-1', 'data.csv')

@@ -79,7 +79,7 @@ class PipelineConfig:
 
   # Canary rollout: when set, each newly pushed version is labelled `canary`
   # in this TF Serving model config file while `stable` stays (see
-  # pipeline/rollout.py for promote/rollback).
+  # operations/rollout.py for promote/rollback).
   serving_config_file: str = ''
 
   # Beam: 'local' (in-memory DirectRunner) or 'dataflow'.
@@ -108,7 +108,7 @@ class PipelineConfig:
   dataflow_machine_type: str = 'n1-standard-4'
   dataflow_max_workers: int = 10
   dataflow_disk_size_gb: int = 50
-  # Optional managed training and serving (pipeline/cloud.py picks the components).
+  # Optional managed training and serving (pipeline/components/cloud.py picks the components).
   vertex_training: bool = False  # Trainer and Tuner run as Vertex AI custom jobs.
   vertex_training_machine_type: str = 'n1-standard-4'
   vertex_tuner_parallel_trials: int = 1
@@ -330,11 +330,11 @@ def _check_serving_config_file(config: PipelineConfig) -> None:
   if in_repository and not any(path.startswith(r) for r in generated_roots):
     raise ConfigError(
         f'serving_config_file {path} is in the source tree, and the canary rollout '
-        f'rewrites it: use the generated config (python -m pipeline.rollout init '
+        f'rewrites it: use the generated config (python -m operations.rollout init '
         f'writes {os.path.join(config.path(config.serving_dir), "models.config")})')
   if not os.path.isfile(path):
     raise ConfigError(f'serving_config_file {path} does not exist: create it with '
-                      f'python -m pipeline.rollout init --config {path}')
+                      f'python -m operations.rollout init --config {path}')
 
 
 def validate(config: PipelineConfig) -> PipelineConfig:

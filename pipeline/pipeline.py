@@ -1,6 +1,6 @@
 """The taxi big-tipper pipeline: one definition for every runner.
 
-local_runner.py runs it with pipeline/parallel_runner.py (TFX's LocalDagRunner,
+local_runner.py runs it with orchestration/runner.py (TFX's LocalDagRunner,
 independent components side by side); kubeflow_v2_runner.py compiles
 the same definition for Vertex AI Pipelines / Kubeflow Pipelines.
 """
@@ -28,11 +28,13 @@ from tfx.types import standard_artifacts
 from tfx.types.channel import Channel
 
 from models import features
-from pipeline import cloud
-from pipeline import components
+from pipeline.components import cloud
+from pipeline.components.anomalies_gate import AnomaliesGate
+from pipeline.components.baseline_resolver import PreviousBlessedModelStrategy
+from pipeline.components.schema_importer import CuratedSchemaGen
 from pipeline import configs
-from pipeline import example_gen as taxi_example_gen
-from pipeline import infra_validation
+from pipeline.components import csv_example_gen as taxi_example_gen
+from pipeline.components import infra_validator
 from pipeline.configs import PipelineConfig
 
 # The code each step runs. Listing it here makes an edit invalidate exactly
@@ -42,7 +44,7 @@ TRANSFORM_CODE = ('models.features', 'models.preprocessing')
 TRAINER_CODE = ('models.features', 'models.model', 'models.signatures')
 
 # Nodes a local run always executes: the Pusher decides from the serving
-# directory, which its cache key does not cover (components.AtomicPusher).
+# directory, which its cache key does not cover (pipeline/components/pusher.py).
 NEVER_CACHED = ('Pusher',)
 TUNED_HYPERPARAMETERS_FILE = 'tuned_hyperparameters.json'
 
@@ -167,7 +169,7 @@ def _baseline_resolver(trainer, for_kubeflow: bool):
   """The latest blessed model: the Evaluator's baseline.
 
   Locally the candidate is excluded, so a rerun stays cached (see
-  components.PreviousBlessedModelStrategy). The Kubeflow V2 compiler knows
+  PreviousBlessedModelStrategy). The Kubeflow V2 compiler knows
   only TFX's own strategy.
   """
   inputs = {
@@ -177,7 +179,7 @@ def _baseline_resolver(trainer, for_kubeflow: bool):
   if for_kubeflow:
     strategy = LatestBlessedModelStrategy
   else:
-    strategy = components.PreviousBlessedModelStrategy
+    strategy = PreviousBlessedModelStrategy
     inputs['candidate'] = trainer.outputs['model']
   return Resolver(strategy_class=strategy, **inputs).with_id(
       'LatestBlessedModelResolver')
@@ -191,7 +193,7 @@ def create_pipeline(
 ) -> Pipeline:
   """Builds every component and wires them into one pipeline."""
   example_gen = taxi_example_gen.csv_example_gen(
-      code_fingerprint=source_fingerprint(('pipeline.example_gen',)),
+      code_fingerprint=source_fingerprint(('pipeline.components.csv_example_gen',)),
       input_base=config.path(config.data_root),
       input_config=example_gen_pb2.Input(splits=[
           example_gen_pb2.Input.Split(name='all', pattern=config.input_pattern)]),
@@ -210,7 +212,7 @@ def create_pipeline(
 
   # The step reads the schema where it runs (the image, on the cloud); its
   # fingerprint comes from this checkout's copy, which the image is built from.
-  schema_gen = components.CuratedSchemaGen(
+  schema_gen = CuratedSchemaGen(
       schema_file=configs.code_path(config, config.schema_file),
       content_fingerprint=source_fingerprint(files=[config.path(config.schema_file)]),
   ).with_id('CuratedSchemaGen')
@@ -219,7 +221,7 @@ def create_pipeline(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])
 
-  anomalies_gate = components.AnomaliesGate(
+  anomalies_gate = AnomaliesGate(
       anomalies=example_validator.outputs['anomalies'],
       statistics=statistics_gen.outputs['statistics'])
 
@@ -272,13 +274,13 @@ def create_pipeline(
       baseline_model=model_resolver.outputs['model'],
       eval_config=_eval_config(config))
 
-  infra_validator = None
+  infra_check = None
   push_inputs = {'model': trainer.outputs['model']}
   if config.infra_validator != 'none':
-    infra_validator = infra_validation.infra_validator(
+    infra_check = infra_validator.infra_validator(
         config, trainer.outputs['model'], example_gen.outputs['examples'])
     # Pusher then pushes the validated copy, warmup requests included.
-    push_inputs = {'infra_blessing': infra_validator.outputs['blessing']}
+    push_inputs = {'infra_blessing': infra_check.outputs['blessing']}
 
   pusher = cloud.pusher(config, **push_inputs,
                         model_blessing=evaluator.outputs['blessing'])
@@ -290,7 +292,7 @@ def create_pipeline(
                  example_validator, anomalies_gate, *window_nodes, transform]
   nodes += [tuner] if tuner else []
   nodes += [trainer, model_resolver, evaluator]
-  nodes += [infra_validator] if infra_validator else []
+  nodes += [infra_check] if infra_check else []
   nodes += [pusher]
   nodes += [vertex_pusher] if vertex_pusher else []
   return Pipeline(

@@ -11,7 +11,7 @@ import pytest
 from tests import conftest
 
 PY = sys.executable
-ROLLOUT = [PY, '-m', 'pipeline.rollout']
+ROLLOUT = [PY, '-m', 'operations.rollout']
 GENERATE = [PY, '-m', 'data.generate']
 KUBEFLOW = [PY, 'kubeflow_v2_runner.py']
 
@@ -46,12 +46,12 @@ def _run_into_closed_pipe(argv, env=None):
     os.close(write_end)
 
 
-# ---- python -m pipeline.rollout ------------------------------------------------------
+# ---- python -m operations.rollout ------------------------------------------------------
 
 
 def test_rollout_without_its_config_names_the_init_command(tmp_path):
   done = _run(ROLLOUT + ['--config', str(tmp_path / 'models.config'), 'show', 'taxi_big_tipper'])
-  _assert_one_line_error(done, 'no serving config', 'pipeline.rollout', 'init')
+  _assert_one_line_error(done, 'no serving config', 'operations.rollout', 'init')
 
 
 def test_rollout_with_a_config_that_is_not_one(tmp_path):

@@ -85,13 +85,13 @@ def test_a_bucket_data_root_is_not_checked_here():
 
 def test_the_serving_config_must_not_be_a_tracked_file():
   message = _load_error({'serving_config_file': 'serving/deploy/models.config'})
-  assert 'python -m pipeline.rollout init' in message
+  assert 'python -m operations.rollout init' in message
 
 
 def test_a_missing_serving_config_names_the_command_creating_it(tmp_path):
   path = tmp_path / 'models.config'
   message = _load_error({'serving_config_file': str(path)})
-  assert f'python -m pipeline.rollout init --config {path}' in message
+  assert f'python -m operations.rollout init --config {path}' in message
   path.write_text('')
   assert configs.load({'serving_config_file': str(path)}, environ={}).serving_config_file
 

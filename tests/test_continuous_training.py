@@ -8,8 +8,8 @@ import pytest
 
 import local_runner
 from pipeline import configs
-from pipeline import progress
-from pipeline import retrain
+from orchestration import progress
+from operations import retrain
 from tests.conftest import sample_rows, small_config, write_csv
 
 

@@ -7,7 +7,7 @@ from tfx import v1 as tfx
 from tfx.components.example_gen.csv_example_gen import executor as csv_executor
 
 from pipeline import configs
-from pipeline import example_gen
+from pipeline.components import csv_example_gen
 from tests.conftest import sample_rows, write_csv
 
 SPLITS = ('train', 'eval')
@@ -22,7 +22,7 @@ def _run_example_gen(tmp: pathlib.Path, data_root: pathlib.Path, ours: bool):
       output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
           tfx.proto.SplitConfig.Split(name='train', hash_buckets=2),
           tfx.proto.SplitConfig.Split(name='eval', hash_buckets=1)])))
-  node = (example_gen.csv_example_gen(code_fingerprint='test', **kwargs) if ours
+  node = (csv_example_gen.csv_example_gen(code_fingerprint='test', **kwargs) if ours
           else tfx.components.CsvExampleGen(**kwargs))
   root = tmp / ('ours' if ours else 'tfx')
   tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
@@ -80,9 +80,9 @@ def test_row_with_too_few_cells_fails_clearly(tmp_path):
 def test_streams_only_on_the_in_memory_runner():
   local = configs.load(environ={})
   dataflow = configs.load({'beam_profile': 'dataflow', 'gcs_bucket': 'b'}, environ={})
-  assert example_gen.runs_in_memory(local.beam_pipeline_args())
-  assert not example_gen.runs_in_memory(dataflow.beam_pipeline_args())
-  assert not example_gen.runs_in_memory(['--direct_running_mode=multi_processing'])
-  on_dataflow = example_gen.Executor(example_gen.Executor.Context(
+  assert csv_example_gen.runs_in_memory(local.beam_pipeline_args())
+  assert not csv_example_gen.runs_in_memory(dataflow.beam_pipeline_args())
+  assert not csv_example_gen.runs_in_memory(['--direct_running_mode=multi_processing'])
+  on_dataflow = csv_example_gen.Executor(csv_example_gen.Executor.Context(
       beam_pipeline_args=dataflow.beam_pipeline_args()))
   assert on_dataflow.GetInputSourceToExamplePTransform() is csv_executor._CsvToExample  # pylint: disable=protected-access

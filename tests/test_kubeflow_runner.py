@@ -17,7 +17,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import kubeflow_v2_runner
-from pipeline import cloud
+from pipeline.components import cloud
 from pipeline import configs
 from pipeline import pipeline as taxi_pipeline
 

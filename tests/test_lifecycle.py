@@ -17,9 +17,9 @@ import threading
 import pytest
 
 import local_runner
-from pipeline import progress
-from pipeline import retrain
-from pipeline import rollout
+from orchestration import progress
+from operations import retrain
+from operations import rollout
 from tests.conftest import REPO, sample_rows, small_config, write_csv
 
 # What small_config sets, as a user would: TAXI_* variables and flags. The

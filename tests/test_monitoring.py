@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from pipeline import monitoring, rollout
+from operations import rollout
+from operations import monitoring
 from tests import conftest
 
 MODEL = 'taxi_big_tipper'
@@ -76,7 +77,7 @@ class Server:
 
 
 def sample_rows():
-  from serving.client import typed_row
+  from client.predict import typed_row
   header, rows = conftest.sample_rows()
   return [typed_row(dict(zip(header, row))) for row in rows]
 
@@ -84,7 +85,7 @@ def sample_rows():
 def send(server, rows, batch=250):
   """All rows, through REST predict_raw, gRPC serving_default and gRPC
   Classify in turn: every way a request log can hold features."""
-  from serving.client import GrpcClient, RestClient
+  from client.predict import GrpcClient, RestClient
   rest, grpc_client = RestClient(server.rest, MODEL), GrpcClient(server.grpc, MODEL)
   try:
     for i in range(0, len(rows), batch):
@@ -272,14 +273,14 @@ def test_monitoring_report_renders_in_chromium(logs, inputs, tmp_path):
 
 
 def _typed(header, rows):
-  from serving.client import typed_row
+  from client.predict import typed_row
   return [typed_row(dict(zip(header, row))) for row in rows]
 
 
 def write_request_logs(path, rows, version=1, timestamp=1_700_000_000, model=MODEL, batch=100):
   """rows as predict requests of serving_default, logged as the server logs them."""
   import tensorflow as tf
-  from serving.client import to_example
+  from client.predict import to_example
   from tensorflow_serving.apis import prediction_log_pb2
   with tf.io.TFRecordWriter(str(path)) as writer:
     for i in range(0, len(rows), batch):
@@ -585,7 +586,7 @@ def test_defaults_come_from_the_pipeline_config_and_outputs_go_under_its_output_
 @pytest.mark.slow
 def test_a_closed_stdout_is_one_line_on_stderr(good_logs, shipped_statistics, tmp_path):
   process = subprocess.Popen(
-      [sys.executable, '-m', 'pipeline.monitoring', '--logs', good_logs,
+      [sys.executable, '-m', 'operations.monitoring', '--logs', good_logs,
        '--training-statistics', shipped_statistics, '--schema', str(SCHEMA),
        '--out', str(tmp_path / 'out')],
       cwd=str(conftest.REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -7,7 +7,7 @@ import threading
 import pytest
 from tfx.proto.orchestration import pipeline_pb2
 
-from pipeline.parallel_runner import _run_when_ready
+from orchestration.runner import _run_when_ready
 
 
 def _nodes(graph):

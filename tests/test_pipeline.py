@@ -11,7 +11,7 @@ import local_runner
 from models import features
 from pipeline import configs
 from pipeline import pipeline as taxi_pipeline
-from serving import infra_check
+from pipeline.components import infra_check
 from tests.conftest import REPO, small_config
 
 EXPECTED_UPSTREAMS = {
@@ -131,7 +131,7 @@ def test_reruns_exactly_what_an_edit_affects(pipeline_run, monkeypatch):
 
 
 def test_a_new_push_becomes_the_canary(tmp_path):
-  from pipeline import rollout
+  from operations import rollout
   serving_config = tmp_path / 'models.config'
   serving_config.write_text((REPO / 'serving' / 'deploy' / 'models.config').read_text())
   config = configs.load({'serving_config_file': str(serving_config)}, environ={})

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from pipeline import report
+from reports import run_report as report
 from tests import conftest
 
 CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu',
@@ -111,7 +111,7 @@ def table_dict(rows):
 def first_run_id(config) -> str:
   """The pipeline_run context of the fixture's run: the first of its MLMD
   (later tests may run again on the same output root)."""
-  from pipeline import progress
+  from orchestration import progress
   store = progress.open_store(config.metadata_path, read_only=True)
   runs = store.get_contexts_by_type('pipeline_run')
   return min(runs, key=lambda c: (c.create_time_since_epoch, c.id)).name
@@ -120,7 +120,7 @@ def first_run_id(config) -> str:
 def run_outputs(config, run_id, node, key):
   """node's output `key` in the run run_id, straight from MLMD."""
   from ml_metadata.proto import metadata_store_pb2
-  from pipeline import progress
+  from orchestration import progress
   store = progress.open_store(config.metadata_path, read_only=True)
   run = store.get_context_by_type_and_name('pipeline_run', run_id)
   node_context = store.get_context_by_type_and_name('node', f'{config.pipeline_name}.{node}')
@@ -167,7 +167,7 @@ def test_report_holds_every_section(run_report):
   assert 'SUCCEEDED' in text and run_report['run_id'] in text
   assert f'{run_report["summary"]["metrics"]["auc"]:.4f}' in text  # The candidate's AUC.
   pushed = run_outputs(config, run_report['run_id'], 'Pusher', 'pushed_model')
-  from pipeline import progress
+  from orchestration import progress
   assert progress.custom_property(pushed, 'pushed_destination') in text
   lineage = table_dict(run_report['page'].tables['Pushed, and lineage'][0])
   model = run_outputs(config, run_report['run_id'], 'Trainer', 'model')
@@ -282,7 +282,7 @@ def test_report_draws_in_chromium(run_report, tmp_path):
 
 
 def _cli(*args, **kwargs):
-  return subprocess.run([sys.executable, '-m', 'pipeline.report', *args], cwd=str(conftest.REPO),
+  return subprocess.run([sys.executable, '-m', 'reports.run_report', *args], cwd=str(conftest.REPO),
                         capture_output=True, text=True, timeout=300, **kwargs)
 
 
@@ -316,7 +316,7 @@ def test_cli_help_shows_defaults_and_exit_codes():
 def test_cli_into_a_closed_pipe(pipeline_run, tmp_path):
   config, _ = pipeline_run
   process = subprocess.Popen(
-      [sys.executable, '-m', 'pipeline.report', '--output-root', config.path(config.output_root),
+      [sys.executable, '-m', 'reports.run_report', '--output-root', config.path(config.output_root),
        '--out', str(tmp_path / 'r.html')], cwd=str(conftest.REPO), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE)
   process.stdout.close()  # Like `| head -0`.
@@ -329,7 +329,7 @@ def test_cli_into_a_closed_pipe(pipeline_run, tmp_path):
 
 
 def _latest_run_id(config) -> str:
-  from pipeline import progress
+  from orchestration import progress
   store = progress.open_store(config.metadata_path, read_only=True)
   return max(store.get_contexts_by_type('pipeline_run'),
              key=lambda c: (c.create_time_since_epoch, c.id)).name
@@ -468,7 +468,7 @@ def _served_rows(header, rows):
 
 @pytest.fixture(scope='module')
 def training_and_serving(pipeline_run):
-  from pipeline import monitoring
+  from operations import monitoring
   config, _ = pipeline_run
   statistics = run_outputs(config, first_run_id(config), 'StatisticsGen', 'statistics')
   schema_artifact = run_outputs(config, first_run_id(config), 'CuratedSchemaGen', 'schema')
@@ -483,7 +483,7 @@ def training_and_serving(pipeline_run):
 
 @pytest.mark.slow
 def test_share_charts_use_the_counts_the_distance_uses(training_and_serving):
-  from pipeline import monitoring
+  from operations import monitoring
   training, serving, schema = training_and_serving
   skew = monitoring.validate_window(serving, schema, training)['skew']
   for feature in ('company', 'payment_type', 'trip_start_hour'):
@@ -500,7 +500,7 @@ def test_share_charts_use_the_counts_the_distance_uses(training_and_serving):
 
 @pytest.mark.slow
 def test_monitoring_report_escapes_what_it_shows(training_and_serving):
-  from pipeline import monitoring
+  from operations import monitoring
   training, serving, schema = training_and_serving
   window = dict(start=1_700_000_000, end=1_700_003_600, examples=100,
                 compared_to_window=None, **monitoring.validate_window(serving, schema, training))

@@ -21,7 +21,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from models import features
 from models import signatures
-from pipeline import infra_validation
+from pipeline.components import infra_validator
 from tests.conftest import REPO, sample_rows
 
 DTYPES = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
@@ -186,7 +186,7 @@ def test_warmup_file_has_records_for_every_client_signature(pushed_version_dir):
   kinds = {signature_of(r): r.WhichOneof('log_type') for r in records}
   assert kinds == {'serving_default': 'predict_log', 'classification': 'classify_log',
                    'regression': 'regress_log', 'predict_raw': 'predict_log'}
-  assert set(kinds) == set(infra_validation.CLIENT_SIGNATURES)
+  assert set(kinds) == set(infra_validator.CLIENT_SIGNATURES)
   raw = [r.predict_log.request for r in records if signature_of(r) == 'predict_raw']
   assert all(set(REQUIRED) <= set(request.inputs) for request in raw)
 
@@ -252,7 +252,7 @@ def test_predict_raw_warmup_request_sends_what_the_example_has():
                       ('company', tf.string)):
     signature_def.inputs[name].dtype = dtype.as_datatype_enum
   example = to_example({'fare': 7.5, 'trip_start_hour': 9, 'company': None})
-  request = infra_validation.raw_request(example, signature_def)
+  request = infra_validator.raw_request(example, signature_def)
   assert request.model_spec.signature_name == 'predict_raw'
   assert set(request.inputs) == {'fare', 'trip_start_hour'}  # company left out.
   assert tf.make_ndarray(request.inputs['fare']).tolist() == [7.5]

@@ -94,7 +94,7 @@ def server(tmp_path_factory, tiny_base):
 
 
 def push(source, base, version):
-  """What our pipeline's pusher does (pipeline/components.py): copy the
+  """What our pipeline's pusher does (pipeline/components/pusher.py): copy the
   version to `.<version>.incomplete` next to its final place, then rename it
   in. The server must never see a half-written numeric directory."""
   base = str(base)

@@ -13,9 +13,9 @@ import pytest
 
 import tiny_models
 from conftest import start_server
-from serving import client as serving_client
-from serving import infra_check
-from serving.infra_check import check_model
+from client import predict as serving_client
+from pipeline.components import infra_check
+from pipeline.components.infra_check import check_model
 
 CSV = """pickup_community_area,fare,trip_start_month,trip_start_hour,trip_start_day,trip_start_timestamp,pickup_latitude,pickup_longitude,dropoff_latitude,dropoff_longitude,trip_miles,pickup_census_tract,dropoff_census_tract,payment_type,company,trip_seconds,dropoff_community_area,tips
 ,12.45,5,19,6,1400269500,,,,,0.0,,,Credit Card,Chicago Elite Cab Corp.,0,,0.0
@@ -82,7 +82,7 @@ def test_cli_prints_json_lines(taxi_server, tmp_path):
   csv_file.write_text(CSV)
   env = dict(os.environ, TF_USE_LEGACY_KERAS='1')
   for target in (['--rest', taxi_server.rest], ['--grpc', taxi_server.grpc_target]):
-    out = subprocess.run([sys.executable, '-m', 'serving.client', *target, '--csv', str(csv_file)],
+    out = subprocess.run([sys.executable, '-m', 'client.predict', *target, '--csv', str(csv_file)],
                          capture_output=True, text=True, env=env, check=True, timeout=120).stdout
     assert [json.loads(line) for line in out.splitlines()] == EXPECTED
 
@@ -176,7 +176,7 @@ def test_csv_and_json_rows_name_the_line_column_and_value_of_a_bad_cell():
 
 def run_cli(*args, stdin=None):
   env = dict(os.environ, TF_USE_LEGACY_KERAS='1')
-  return subprocess.run([sys.executable, '-m', 'serving.client', *args], input=stdin,
+  return subprocess.run([sys.executable, '-m', 'client.predict', *args], input=stdin,
                         capture_output=True, text=True, env=env, timeout=120)
 
 
@@ -240,7 +240,7 @@ def test_cli_into_a_closed_pipe(taxi_server, tmp_path):
   csv_file.write_text('\n'.join([header] + body * 500) + '\n')
   env = dict(os.environ, TF_USE_LEGACY_KERAS='1')
   process = subprocess.Popen(
-      [sys.executable, '-m', 'serving.client', '--rest', taxi_server.rest, '--csv', str(csv_file)],
+      [sys.executable, '-m', 'client.predict', '--rest', taxi_server.rest, '--csv', str(csv_file)],
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
   process.stdout.close()  # Like `| head` exiting: nobody reads the predictions.
   stderr = process.stderr.read()

@@ -21,8 +21,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 from conftest import push, start_server
 from models import features
-from serving import client as serving_client
-from serving.infra_check import check_model
+from client import predict as serving_client
+from pipeline.components.infra_check import check_model
 
 MODEL = 'taxi_big_tipper'
 CSV_PATH = os.path.join(os.path.dirname(__file__), '..', '..', 'data', 'taxi', 'span-1',

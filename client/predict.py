@@ -8,8 +8,8 @@ a RowError before anything is sent: the model would only guess. Retries with
 exponential backoff on UNAVAILABLE / 503 and connection failures; every other
 error is raised as a ServingClientError with the server's message.
 
-    python -m serving.client --rest http://127.0.0.1:8501 --csv data.csv
-    python -m serving.client --grpc 127.0.0.1:8500 --jsonl rows.jsonl
+    python -m client.predict --rest http://127.0.0.1:8501 --csv data.csv
+    python -m client.predict --grpc 127.0.0.1:8500 --jsonl rows.jsonl
 """
 
 import os
@@ -365,7 +365,7 @@ def _at_least(minimum, kind=int):
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog='python -m serving.client', description=__doc__.split('\n\n')[0],
+      prog='python -m client.predict', description=__doc__.split('\n\n')[0],
       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
   where = parser.add_mutually_exclusive_group(required=True)
   where.add_argument('--rest', type=_rest_url, help='REST base URL, e.g. http://127.0.0.1:8501')

@@ -6,9 +6,9 @@ they produced: the data statistics (plots), anomalies, the schema in use,
 evaluation metrics overall and per slice with the baseline's beside the
 candidate's, the blessing with its thresholds, what was pushed and its
 lineage span -> model version. Pages are rendered from autoescaped Jinja2
-templates (pipeline/templates/); charts are inline SVG (pipeline/charts.py).
+templates (reports/templates/); charts are inline SVG (reports/charts.py).
 
-    python -m pipeline.report [--output-root tfx_output] [--out report.html]
+    python -m reports.run_report [--output-root tfx_output] [--out report.html]
 """
 
 import os
@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import jinja2
 from markupsafe import Markup
 
-from pipeline import charts
+from reports import charts
 
 EXIT_OK, EXIT_NO_RUN = 0, 1
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
@@ -229,7 +229,7 @@ def _open_store(config):
   root = config.path(config.output_root)
   if not os.path.exists(config.metadata_path):  # Opening it would create it.
     raise NoRunFound(f'no pipeline run found under {root}: run `python local_runner.py` first')
-  from pipeline import progress
+  from orchestration import progress
   return progress.open_store(config.metadata_path, read_only=True)
 
 
@@ -281,7 +281,7 @@ def outcome(run: Optional[RunRecord], summary: Optional[Dict]) -> Dict:
 
 
 def _custom(artifact, name, default=None):
-  from pipeline.progress import custom_property
+  from orchestration.progress import custom_property
   return custom_property(artifact, name, default)
 
 
@@ -339,11 +339,11 @@ def schema_section(schema, schema_path: str) -> Dict:
 
 
 def anomalies_section(anomalies_artifact) -> List[str]:
-  from pipeline import components
+  from pipeline.components import anomalies_gate
   from tfx.types import standard_artifacts
   artifact = standard_artifacts.ExampleAnomalies()
   artifact.set_mlmd_artifact(anomalies_artifact)
-  return components.read_anomalies(artifact)
+  return anomalies_gate.read_anomalies(artifact)
 
 
 # ---- evaluation --------------------------------------------------------------------------
@@ -542,7 +542,7 @@ def pushed_section(run: RunRecord) -> Dict:
           ['model', f'#{model.id}' if model else '', model.uri if model else ''],
           ['pushed version', str(_custom(pushed, 'pushed_version')),
            str(_custom(pushed, 'pushed_destination'))]]
-  from pipeline import progress
+  from orchestration import progress
   return {'pushed': True, 'cached': run.state('Pusher') == 'CACHED', 'rows': rows,
           'result': progress.push_outcome(pushed)['result']}
 
@@ -693,7 +693,7 @@ def _predictions(result: Dict, statistics: Dict) -> Dict:
 
 def parse_args(argv):
   parser = argparse.ArgumentParser(
-      prog='python -m pipeline.report',
+      prog='python -m reports.run_report',
       description='Writes the HTML report of the latest pipeline run under an output root.',
       epilog=f'Exit status: {EXIT_OK} report written; {EXIT_NO_RUN} no pipeline run found '
              '(or the output root is unreadable); 2 bad arguments.')

@@ -13,7 +13,7 @@ from typing import Dict, Optional
 from tfx.components import Pusher, Trainer, Tuner
 from tfx.proto import pusher_pb2, tuner_pb2
 
-from pipeline import components
+from pipeline.components.pusher import AtomicPusher
 from pipeline.configs import PipelineConfig
 
 
@@ -80,7 +80,7 @@ def pusher(config: PipelineConfig, **kwargs):
   """
   destination = pusher_pb2.PushDestination(
       filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.push_dir))
-  push_class = Pusher if '://' in config.push_dir else components.AtomicPusher
+  push_class = Pusher if '://' in config.push_dir else AtomicPusher
   return push_class(push_destination=destination, **kwargs).with_id('Pusher')
 
 

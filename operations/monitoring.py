@@ -16,7 +16,7 @@ served and the predictions that were returned, and checks them with TFDV:
 - prediction shift: the prediction distribution of every served version
   against the `stable` version's (canary comparison).
 
-    python -m pipeline.monitoring --logs /models/logs/taxi_big_tipper
+    python -m operations.monitoring --logs /models/logs/taxi_big_tipper
 
 (--metadata and --out default to the pipeline's output root, tfx_output/.)
 
@@ -174,7 +174,7 @@ def _rows_from_raw_inputs(inputs) -> List[Row]:
       if isinstance(value, bytes):
         value = value.decode('utf-8', 'replace')
       # predict_raw takes a value for every row, so clients fill a missing
-      # optional feature with its default (serving.client does): count it as
+      # optional feature with its default (client.predict does): count it as
       # missing, as it was in the training data, not as a real 0 or ''.
       if not spec.required and value == spec.default:
         value = None
@@ -389,7 +389,7 @@ class Lineage:
   """Walks MLMD from a pushed model back to what produced it."""
 
   def __init__(self, metadata_path: str):
-    from pipeline import progress
+    from orchestration import progress
     if not os.path.isfile(metadata_path):
       raise LookupError(f'no MLMD at {metadata_path}: run the pipeline first, or pass '
                         '--metadata (or --training-statistics and --schema)')
@@ -406,7 +406,7 @@ class Lineage:
 
   def pushed_models(self) -> list:
     """PushedModel artifacts that were pushed, oldest first."""
-    from pipeline.progress import custom_property
+    from orchestration.progress import custom_property
     pushed = self.store.get_artifacts_by_type('PushedModel')
     return sorted((a for a in pushed if custom_property(a, 'pushed', 0) == 1),
                   key=lambda a: a.id)
@@ -414,7 +414,7 @@ class Lineage:
   def pushed_model(self, version=None):
     """The push of version: its pushed_version, or the name of the directory
     it was pushed to (the version TF Serving reads). The newest when None."""
-    from pipeline.progress import custom_property
+    from orchestration.progress import custom_property
     pushed = self.pushed_models()
     if version is None:
       if not pushed:
@@ -584,7 +584,7 @@ def _training_side(inputs: MonitoringInputs, version: int) -> Tuple[object, obje
   provenance = {}
   stats_uri, schema_file = inputs.training_statistics, inputs.schema_file
   if not (stats_uri and schema_file):
-    from pipeline.progress import custom_property
+    from orchestration.progress import custom_property
     if not inputs.metadata_path:
       raise MonitoringError('need --metadata (MLMD of the pipeline that pushed the model) or '
                             'both --training-statistics and --schema')
@@ -705,7 +705,7 @@ def run(inputs: MonitoringInputs) -> Tuple[Dict, Dict]:
 
 def read_labels(config_path: str, model_name: str = '') -> Dict[str, int]:
   from google.protobuf import text_format
-  from pipeline import rollout
+  from operations import rollout
   try:
     return rollout.labels(rollout.read_config(config_path), model_name)
   except (OSError, text_format.ParseError) as e:
@@ -747,10 +747,10 @@ def exit_code(result: Dict) -> int:
 
 def write_outputs(result: Dict, statistics: Dict, out_dir: str) -> Dict[str, str]:
   """monitoring.json and monitoring.html in out_dir."""
-  from pipeline import report
+  from reports import run_report
   paths = {'json': os.path.join(out_dir, 'monitoring.json'),
            'html': os.path.join(out_dir, 'monitoring.html')}
-  html = report.monitoring_html(result, statistics)
+  html = run_report.monitoring_html(result, statistics)
   try:
     os.makedirs(out_dir, exist_ok=True)
     with open(paths['json'], 'w') as f:
@@ -784,7 +784,7 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv):
   from pipeline import configs
   config = configs.load()
-  parser = _Parser(prog='python -m pipeline.monitoring', description=__doc__.split('\n\n')[0],
+  parser = _Parser(prog='python -m operations.monitoring', description=__doc__.split('\n\n')[0],
                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--logs', required=True,
                       help='request log glob, or the logging_config filename_prefix (required)')

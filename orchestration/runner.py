@@ -56,7 +56,7 @@ class ParallelLocalDagRunner(local_dag_runner.LocalDagRunner):
     connection = deployment_config.metadata_connection_config
     connection_config = getattr(connection, connection.WhichOneof('connection_config'))
     # Looked up now, not at import: a caller may have wrapped TFX's Launcher
-    # (pipeline/progress.py reports around it).
+    # (orchestration/progress.py reports around it).
     locked_launcher = _metadata_locked(launcher.Launcher, threading.Lock())
 
     def launch(node: pipeline_pb2.PipelineNode) -> None:

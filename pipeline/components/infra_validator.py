@@ -117,7 +117,7 @@ def LocalInfraValidator(
     timeout_seconds: Parameter[int] = 180,
 ):
   """Blesses the model if the local server loads and answers with it."""
-  from serving import infra_check  # Imported here: only this step needs it.
+  from pipeline.components import infra_check  # Imported here: only this step needs it.
   requests = request_builder.build_requests(
       model_name=MODEL_NAME, model=model, examples=examples,
       request_spec=request_spec(num_examples))

@@ -15,7 +15,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration.portable import launcher
 
-from pipeline import components
+from pipeline.components import anomalies_gate
 
 
 
@@ -107,7 +107,7 @@ def _anomalies_result(out: LatestRun) -> str:
   from tfx.types import standard_artifacts
   artifact = standard_artifacts.ExampleAnomalies()
   artifact.set_mlmd_artifact(out.one('anomalies'))
-  problems = components.read_anomalies(artifact)
+  problems = anomalies_gate.read_anomalies(artifact)
   return 'no anomalies' if not problems else f'{len(problems)} anomalies'
 
 
@@ -141,7 +141,7 @@ def _infra_result(out: LatestRun) -> str:
 
 def push_outcome(pushed_model) -> Dict:
   """What a Pusher output says: {'new_version': bool, 'version', 'path',
-  'result': one line}. components.AtomicPusher marks a model the highest
+  'result': one line}. pipeline/components/pusher.py marks a model the highest
   version already holds with reused_version=1."""
   if custom_property(pushed_model, 'pushed', 0) != 1:
     return {'new_version': False, 'version': None, 'path': None,

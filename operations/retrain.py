@@ -50,7 +50,7 @@ def latest_span_trained_on(config: PipelineConfig) -> Optional[int]:
         '(or pass the --output-root those runs used)')
   # Imported here: a user error above is reported before TensorFlow loads.
   from ml_metadata.proto import metadata_store_pb2
-  from pipeline import progress
+  from orchestration import progress
   store = progress.open_store(config.metadata_path, read_only=True)
   data_root = os.path.normpath(config.path(config.data_root))
   from_this_root = _artifacts_of(store, _finished_executions(
@@ -89,10 +89,10 @@ def monitoring_found_problems(result_path: Optional[str]) -> Optional[str]:
   if not os.path.isfile(result_path):
     raise FileNotFoundError(
         f'no monitoring result at {result_path}: pass the monitoring.json that '
-        'pipeline.monitoring wrote')
+        'operations.monitoring wrote')
   with open(result_path) as f:
     result = json.load(f)
-  from pipeline import monitoring  # The monitoring job owns its format.
+  from operations import monitoring  # The monitoring job owns its format.
   if not monitoring.drift_or_skew_found(result):
     return None
   return 'monitoring found skew or drift beyond the schema thresholds'
