@@ -12,18 +12,19 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast venv lock bench clean help
+.PHONY: run test test-fast lint venv lock bench clean help
 
 help:
 	@echo "make run    - run the whole pipeline locally (ARGS='--verbose' etc.)"
 	@echo "make test   - run the test suite"
+	@echo "make lint   - ruff, as CI runs it before the tests"
 	@echo "make test-fast - the tests not marked slow (about a minute)"
 	@echo "make bench  - time a cold and a cached pipeline run"
 	@echo "make clean  - remove pipeline outputs and pushed models"
 
 venv: $(INSTALLED)
 
-$(INSTALLED): requirements.txt requirements.lock setup.py
+$(INSTALLED): requirements.txt requirements-dev.txt requirements.lock setup.py
 	@set -e; \
 	if [ ! -x $(PY) ]; then \
 	  python=$$(scripts/find_python.sh); \
@@ -31,7 +32,7 @@ $(INSTALLED): requirements.txt requirements.lock setup.py
 	  $$python -m venv $(VENV); \
 	fi; \
 	echo "Installing the locked dependencies into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"; \
-	if ! { $(PY) -m pip install -r requirements.txt -c requirements.lock && \
+	if ! { $(PY) -m pip install -r requirements.txt -r requirements-dev.txt -c requirements.lock && \
 	       $(PY) -m pip install --no-deps -e .; } > $(VENV)/install.log 2>&1; then \
 	  tail -20 $(VENV)/install.log; echo "Install failed: see $(VENV)/install.log"; exit 1; \
 	fi
@@ -44,6 +45,9 @@ test: $(INSTALLED)
 	@scripts/ensure_chromium.sh
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+
 test-fast: $(INSTALLED)
 	$(PY) -m pytest tests -m 'not slow' $(PYTEST_ARGS)
 
@@ -53,7 +57,7 @@ bench: $(INSTALLED)
 # Re-pins requirements.lock from a fresh resolve of requirements.txt.
 lock:
 	rm -rf .venv-lock && $$(scripts/find_python.sh) -m venv .venv-lock
-	.venv-lock/bin/pip install -q -r requirements.txt -c requirements.lock
+	.venv-lock/bin/pip install -q -r requirements.txt -r requirements-dev.txt -c requirements.lock
 	{ head -2 requirements.lock; .venv-lock/bin/pip freeze --exclude-editable; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock && rm -rf .venv-lock
 

@@ -150,11 +150,11 @@ def _save_tuned_hyperparameters(config, printer):
   """After --tune: the current values with the tuned ones merged in, saved
   under the output root (never over the checked-in file)."""
   from pipeline import pipeline as taxi_pipeline
-  from orchestration import progress
+  from pipeline import metadata
   if not [c for c in printer.components if c['component'] == 'Tuner']:
     return None
-  store = progress.open_store(config.metadata_path)
-  artifact = progress.LatestRun(store, config.pipeline_name, 'Tuner').one(
+  store = metadata.open_store(config.metadata_path)
+  artifact = metadata.LatestRun(store, config.pipeline_name, 'Tuner').one(
       'best_hyperparameters')
   with open(os.path.join(artifact.uri, 'best_hyperparameters.txt')) as f:
     tuned = json.load(f)['values']
@@ -180,7 +180,7 @@ def summarize(config, printer, error, seconds, run_id=None):
   directory; 'serving_version' is the highest version there, what TF Serving
   serves, and 'push_result' says which happened.
   """
-  from orchestration import progress
+  from pipeline import metadata
   ran = {c['component'] for c in printer.components}
   failed = [c['component'] for c in printer.components if c.get('failed')]
   summary = {
@@ -194,14 +194,14 @@ def summarize(config, printer, error, seconds, run_id=None):
       'metrics': {}, 'blessed': False, 'pushed': False, 'pushed_path': None,
       'serving_version': None, 'push_result': 'nothing pushed',
   }
-  store = progress.open_store(config.metadata_path)
+  store = metadata.open_store(config.metadata_path)
   if 'Evaluator' in ran:
-    out = progress.LatestRun(store, config.pipeline_name, 'Evaluator')
-    summary['metrics'] = progress.evaluation_metrics(out.one('evaluation').uri)
-    summary['blessed'] = progress.custom_property(out.one('blessing'), 'blessed', 0) == 1
+    out = metadata.LatestRun(store, config.pipeline_name, 'Evaluator')
+    summary['metrics'] = metadata.evaluation_metrics(out.one('evaluation').uri)
+    summary['blessed'] = metadata.custom_property(out.one('blessing'), 'blessed', 0) == 1
   if 'Pusher' in ran and error is None:
-    push = progress.push_outcome(
-        progress.LatestRun(store, config.pipeline_name, 'Pusher').one('pushed_model'))
+    push = metadata.push_outcome(
+        metadata.LatestRun(store, config.pipeline_name, 'Pusher').one('pushed_model'))
     summary['pushed'] = push['new_version']
     summary['pushed_path'] = push['path'] if push['new_version'] else None
     summary['push_result'] = push['result']

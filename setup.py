@@ -4,7 +4,16 @@ Also what Dataflow workers install (`--setup_file`) so that Beam steps can
 import the project's packages.
 """
 
+import pathlib
+
 import setuptools
+
+
+def _requirements(name: str):
+  """Names from a requirements file; exact versions come from requirements.lock."""
+  lines = (pathlib.Path(__file__).parent / name).read_text().splitlines()
+  return [line.strip() for line in lines if line.strip() and not line.startswith('#')]
+
 
 setuptools.setup(
     name='taxi-big-tipper',
@@ -16,12 +25,9 @@ setuptools.setup(
         'client', 'serving', 'compat']),
     py_modules=['local_runner', 'kubeflow_v2_runner'],
     package_data={'models': ['hyperparameters.json'], 'reports': ['templates/*.j2']},
-    # Workers get exact versions from requirements.lock; this only names them.
-    install_requires=[
-        'tfx==1.16.0',
-        'keras-tuner==1.3.5',
-        'tensorflow-serving-api==2.16.1',
-    ],
+    # Workers get exact versions from requirements.lock; these only name them.
+    install_requires=_requirements('requirements.txt'),
+    extras_require={'dev': _requirements('requirements-dev.txt')},
     entry_points={'console_scripts': [
         'taxi-pipeline=local_runner:main',
         'taxi-model-server=serving.server:main',

@@ -127,18 +127,7 @@ def rows_from_jsonl(lines: Iterable[str], source: str = 'JSON lines') -> Iterato
 
 def to_example(row: Row) -> bytes:
   """A serialized tf.Example of one raw row (what serving_default takes)."""
-  from tensorflow.core.example import example_pb2
-  example = example_pb2.Example()
-  for name, value in typed_row(row).items():
-    kind = features.RAW_FEATURES[name].dtype
-    feature = example.features.feature[name]
-    if kind == 'float':
-      feature.float_list.value.append(float(value))
-    elif kind == 'int':
-      feature.int64_list.value.append(int(value))
-    else:
-      feature.bytes_list.value.append(str(value).encode('utf-8'))
-  return example.SerializeToString()
+  return features.to_example(typed_row(row)).SerializeToString()
 
 
 def _filled(typed: Row) -> Row:

@@ -62,10 +62,6 @@ def model_features() -> Dict[str, Feature]:
   return {n: f for n, f in RAW_FEATURES.items() if f.kind != 'ignored'}
 
 
-def features_of_kind(kind: str) -> Dict[str, Feature]:
-  return {n: f for n, f in RAW_FEATURES.items() if f.kind == kind}
-
-
 def categorical_ints() -> list:
   """Integer features that are ids, not quantities: statistics, skew and
   drift treat them as categories (L-infinity distance, value histograms)."""
@@ -75,6 +71,38 @@ def categorical_ints() -> list:
 def csv_columns() -> list:
   """Columns of a training CSV: the raw features then the tips."""
   return list(RAW_FEATURES) + [TIPS_KEY]
+
+
+def to_example(row: Dict[str, Value]):
+  """A tf.train.Example of one row of raw feature values (None: no value)."""
+  # Imported here: importing TensorFlow's protos loads TensorFlow (seconds),
+  # which modules that only read this table do not need.
+  from tensorflow.core.example import example_pb2
+  example = example_pb2.Example()
+  for name, value in row.items():
+    if value is None:
+      continue
+    feature = example.features.feature[name]
+    dtype = RAW_FEATURES[name].dtype
+    if dtype == 'float':
+      feature.float_list.value.append(float(value))
+    elif dtype == 'int':
+      feature.int64_list.value.append(int(value))
+    else:
+      feature.bytes_list.value.append(str(value).encode('utf-8'))
+  return example
+
+
+def from_example(example) -> Dict[str, Optional[Value]]:
+  """The raw feature values of a tf.train.Example (None where it has none)."""
+  row = {}
+  for name in RAW_FEATURES:
+    feature = example.features.feature.get(name)
+    kind = feature.WhichOneof('kind') if feature is not None else None
+    values = list(getattr(feature, kind).value) if kind else []
+    value = values[0] if values else None
+    row[name] = value.decode('utf-8', 'replace') if isinstance(value, bytes) else value
+  return row
 
 
 def parse_value(name: str, text: str) -> Optional[Value]:

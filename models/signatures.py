@@ -19,7 +19,6 @@ as INVALID_ARGUMENT: answering from defaults would be a confident guess.
 import os
 
 import tensorflow as tf
-import tensorflow_transform as tft
 from tensorflow.core.protobuf import saved_model_pb2
 
 from models import features

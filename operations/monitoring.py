@@ -38,6 +38,8 @@ import sys
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from models import features
+from pipeline import metadata
+from reports import monitoring_report
 
 EXIT_OK, EXIT_FAILED, EXIT_DRIFT_OR_SKEW, EXIT_OTHER_FINDINGS = 0, 1, 2, 3
 PREDICTION = 'probability'
@@ -128,32 +130,21 @@ def read_logs(pattern: str, counts: LogReadCounts):
 Row = Dict[str, object]
 
 
-def _example_row(example) -> Row:
-  row = {}
-  for name in features.RAW_FEATURES:
-    feature = example.features.feature.get(name)
-    kind = feature.WhichOneof('kind') if feature is not None else None
-    values = list(getattr(feature, kind).value) if kind else []
-    value = values[0] if values else None
-    row[name] = value.decode('utf-8', 'replace') if isinstance(value, bytes) else value
-  return row
-
-
 def _rows_from_examples(serialized) -> List[Row]:
   from tensorflow.core.example import example_pb2
-  return [_example_row(example_pb2.Example.FromString(s)) for s in serialized]
+  return [features.from_example(example_pb2.Example.FromString(s)) for s in serialized]
 
 
 def _rows_from_input(model_input) -> List[Row]:
   """classify/regress/multi_inference requests: an Input of tf.Examples."""
   kind = model_input.WhichOneof('kind')
   if kind == 'example_list':
-    return [_example_row(e) for e in model_input.example_list.examples]
+    return [features.from_example(e) for e in model_input.example_list.examples]
   if kind == 'example_list_with_context':
     rows = []
-    context = _example_row(model_input.example_list_with_context.context)
+    context = features.from_example(model_input.example_list_with_context.context)
     for e in model_input.example_list_with_context.examples:
-      row = _example_row(e)
+      row = features.from_example(e)
       rows.append({k: row[k] if row[k] is not None else context[k] for k in row})
     return rows
   return []
@@ -385,101 +376,6 @@ def on_training_quantiles(stats, rows: List[Row], training_stats, schema):
 # ---- the served model's training data, through MLMD --------------------------------
 
 
-class Lineage:
-  """Walks MLMD from a pushed model back to what produced it."""
-
-  def __init__(self, metadata_path: str):
-    from orchestration import progress
-    if not os.path.isfile(metadata_path):
-      raise LookupError(f'no MLMD at {metadata_path}: run the pipeline first, or pass '
-                        '--metadata (or --training-statistics and --schema)')
-    self.path = metadata_path
-    try:
-      self.store = progress.open_store(metadata_path, read_only=True)  # A monitor never writes.
-      self._types = {t.id: t.name for t in self.store.get_artifact_types()}
-    except RuntimeError as e:
-      raise LookupError(f'{metadata_path} is not a readable MLMD database: pass the '
-                        'metadata.sqlite the pipeline wrote') from e
-
-  def type_of(self, artifact) -> str:
-    return self._types.get(artifact.type_id, '')
-
-  def pushed_models(self) -> list:
-    """PushedModel artifacts that were pushed, oldest first."""
-    from orchestration.progress import custom_property
-    pushed = self.store.get_artifacts_by_type('PushedModel')
-    return sorted((a for a in pushed if custom_property(a, 'pushed', 0) == 1),
-                  key=lambda a: a.id)
-
-  def pushed_model(self, version=None):
-    """The push of version: its pushed_version, or the name of the directory
-    it was pushed to (the version TF Serving reads). The newest when None."""
-    from orchestration.progress import custom_property
-    pushed = self.pushed_models()
-    if version is None:
-      if not pushed:
-        raise LookupError(f'MLMD {self.path} records no pushed model: run the pipeline first')
-      return pushed[-1]
-    matching = [a for a in pushed if str(version) in (
-        str(custom_property(a, 'pushed_version')),
-        os.path.basename(str(custom_property(a, 'pushed_destination', '')).rstrip('/')))]
-    if not matching:
-      known = ', '.join(str(custom_property(a, 'pushed_version')) for a in pushed) or 'none'
-      raise LookupError(
-          f'MLMD {self.path} has no push of version {version} (pushed versions: {known}): '
-          'pass the --metadata of the pipeline that pushed it, or --training-statistics '
-          'and --schema')
-    return matching[-1]
-
-  def ancestors(self, artifact) -> list:
-    """Every artifact upstream of artifact, nearest first."""
-    from ml_metadata.proto import metadata_store_pb2
-    inputs = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
-    outputs = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-    seen, frontier, found = {artifact.id}, [artifact.id], []
-    while frontier:
-      events = self.store.get_events_by_artifact_ids(frontier)
-      producers = {e.execution_id for e in events if e.type in outputs}
-      frontier = []
-      if producers:
-        upstream = {e.artifact_id for e in self.store.get_events_by_execution_ids(
-            list(producers)) if e.type in inputs} - seen
-        seen |= upstream
-        frontier = sorted(upstream)
-        found += self.store.get_artifacts_by_id(frontier)
-    return found
-
-  def outputs_of_consumers(self, artifact, type_name: str) -> list:
-    """Artifacts of type_name produced by executions that read artifact."""
-    from ml_metadata.proto import metadata_store_pb2
-    consumers = {e.execution_id for e in self.store.get_events_by_artifact_ids([artifact.id])
-                 if e.type == metadata_store_pb2.Event.INPUT}
-    produced = [e.artifact_id for e in self.store.get_events_by_execution_ids(list(consumers))
-                if e.type == metadata_store_pb2.Event.OUTPUT]
-    return [a for a in self.store.get_artifacts_by_id(produced) if self.type_of(a) == type_name]
-
-  def of_pushed(self, version=None) -> Dict[str, object]:
-    """The pushed model and, upstream of it, the model, the schema it was
-    trained with, the ExampleGen examples (span) and their statistics."""
-    pushed = self.pushed_model(version)
-    upstream = self.ancestors(pushed)
-    by_type = collections.defaultdict(list)
-    for a in upstream:
-      by_type[self.type_of(a)].append(a)
-    # ExampleGen's Examples carry a span; Transform's transformed ones do not.
-    examples = [a for a in by_type['Examples'] if 'span' in a.custom_properties]
-    statistics = [s for e in examples for s in self.outputs_of_consumers(e, 'ExampleStatistics')]
-    first = lambda items: items[0] if items else None
-    return {'pushed': pushed, 'model': first(by_type['Model']),
-            'schema': first(by_type['Schema']), 'examples': first(examples),
-            'statistics': first(statistics)}
-
-
-def training_statistics(statistics_uri: str, split: str = 'train'):
-  import tensorflow_data_validation as tfdv
-  return tfdv.load_stats_binary(os.path.join(statistics_uri, f'Split-{split}', 'FeatureStats.pb'))
-
-
 # ---- validation --------------------------------------------------------------------
 
 
@@ -584,7 +480,6 @@ def _training_side(inputs: MonitoringInputs, version: int) -> Tuple[object, obje
   provenance = {}
   stats_uri, schema_file = inputs.training_statistics, inputs.schema_file
   if not (stats_uri and schema_file):
-    from orchestration.progress import custom_property
     if not inputs.metadata_path:
       raise MonitoringError('need --metadata (MLMD of the pipeline that pushed the model) or '
                             'both --training-statistics and --schema')
@@ -592,7 +487,7 @@ def _training_side(inputs: MonitoringInputs, version: int) -> Tuple[object, obje
       raise MonitoringError('the request logs do not say which model version served them, so '
                             'MLMD cannot tell its training data: pass --training-statistics '
                             'and --schema')
-    found = Lineage(inputs.metadata_path).of_pushed(version)
+    found = metadata.Lineage(inputs.metadata_path).of_pushed(version)
     if found['statistics'] is None:
       raise LookupError(f'MLMD has no statistics upstream of pushed version {version}: pass '
                         '--training-statistics')
@@ -600,9 +495,9 @@ def _training_side(inputs: MonitoringInputs, version: int) -> Tuple[object, obje
     if not schema_file and found['schema'] is not None:
       schema_file = os.path.join(found['schema'].uri, 'schema.pbtxt')
     provenance = {
-        'pushed_version': custom_property(found['pushed'], 'pushed_version'),
+        'pushed_version': metadata.custom_property(found['pushed'], 'pushed_version'),
         'model_uri': found['model'].uri if found['model'] else None,
-        'span': custom_property(found['examples'], 'span') if found['examples'] else None,
+        'span': metadata.custom_property(found['examples'], 'span') if found['examples'] else None,
         'examples_uri': found['examples'].uri if found['examples'] else None}
   if not schema_file:
     raise MonitoringError('MLMD has no schema upstream of the pushed model: pass --schema')
@@ -613,7 +508,7 @@ def _training_side(inputs: MonitoringInputs, version: int) -> Tuple[object, obje
       raise MonitoringError(f'the {what} file {path} does not exist: pass a StatisticsGen '
                             'output dir to --training-statistics and a schema.pbtxt to --schema, '
                             'or the --metadata that recorded them')
-  return training_statistics(stats_uri), load_schema(schema_file), provenance
+  return metadata.read_statistics(stats_uri), load_schema(schema_file), provenance
 
 
 def primary_version(served: Dict[int, int], named: Optional[int], labels: Dict[str, int]) -> int:
@@ -747,10 +642,9 @@ def exit_code(result: Dict) -> int:
 
 def write_outputs(result: Dict, statistics: Dict, out_dir: str) -> Dict[str, str]:
   """monitoring.json and monitoring.html in out_dir."""
-  from reports import run_report
   paths = {'json': os.path.join(out_dir, 'monitoring.json'),
            'html': os.path.join(out_dir, 'monitoring.html')}
-  html = run_report.monitoring_html(result, statistics)
+  html = monitoring_report.monitoring_html(result, statistics)
   try:
     os.makedirs(out_dir, exist_ok=True)
     with open(paths['json'], 'w') as f:

@@ -50,36 +50,18 @@ def latest_span_trained_on(config: PipelineConfig) -> Optional[int]:
         '(or pass the --output-root those runs used)')
   # Imported here: a user error above is reported before TensorFlow loads.
   from ml_metadata.proto import metadata_store_pb2
-  from orchestration import progress
-  store = progress.open_store(config.metadata_path, read_only=True)
+  from pipeline import metadata
+  store = metadata.open_store(config.metadata_path, read_only=True)
   data_root = os.path.normpath(config.path(config.data_root))
-  from_this_root = _artifacts_of(store, _finished_executions(
+  from_this_root = metadata.artifacts_of(store, metadata.finished_executions(
       store, config, EXAMPLE_GEN_ID,
-      lambda e: os.path.normpath(str(progress.custom_property(e, 'input_base', ''))) == data_root),
+      lambda e: os.path.normpath(str(metadata.custom_property(e, 'input_base', ''))) == data_root),
       metadata_store_pb2.Event.OUTPUT)
-  evaluated = _artifacts_of(store, _finished_executions(store, config, EVALUATOR_ID),
+  evaluated = metadata.artifacts_of(store, metadata.finished_executions(store, config, EVALUATOR_ID),
                             metadata_store_pb2.Event.INPUT)
-  spans = [progress.custom_property(a, 'span')
+  spans = [metadata.custom_property(a, 'span')
            for a in store.get_artifacts_by_id(sorted(from_this_root & evaluated))]
   return max((s for s in spans if s is not None), default=None)
-
-
-def _finished_executions(store, config, node_id, keep=lambda e: True):
-  from ml_metadata.proto import metadata_store_pb2
-  finished = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
-  context = store.get_context_by_type_and_name('node', f'{config.pipeline_name}.{node_id}')
-  if context is None:
-    return []
-  return [e.id for e in store.get_executions_by_context(context.id)
-          if e.last_known_state in finished and keep(e)]
-
-
-def _artifacts_of(store, execution_ids, event_type):
-  """Ids of the artifacts the executions read (INPUT) or wrote (OUTPUT)."""
-  if not execution_ids:
-    return set()
-  return {e.artifact_id for e in store.get_events_by_execution_ids(execution_ids)
-          if e.type == event_type}
 
 
 def monitoring_found_problems(result_path: Optional[str]) -> Optional[str]:

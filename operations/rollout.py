@@ -324,7 +324,7 @@ class TrafficSplit:
 
 # ---- CLI ---------------------------------------------------------------------------
 
-EPILOG = f"""\
+EPILOG = """\
 exit status: 0 done (the new labels printed as JSON); 1 the step was refused or
 failed (the reason on stderr, one line); 2 a usage error.
 

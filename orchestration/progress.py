@@ -11,81 +11,19 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional
 
-from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration.portable import launcher
 
+from pipeline import metadata
 from pipeline.components import anomalies_gate
-
-
-
-def open_store(metadata_path: str, read_only: bool = False) -> metadata_store.MetadataStore:
-  """The pipeline's ML Metadata store (SQLite at metadata_path)."""
-  connection = metadata_store_pb2.ConnectionConfig()
-  connection.sqlite.filename_uri = metadata_path
-  if read_only:
-    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-  return metadata_store.MetadataStore(connection)
-
-
-class LatestRun:
-  """The artifacts a node's latest execution read and wrote, from MLMD."""
-
-  def __init__(self, store: metadata_store.MetadataStore, pipeline_name: str,
-               node_id: str):
-    self.outputs_by_key: Dict[str, List[metadata_store_pb2.Artifact]] = {}
-    self.inputs_by_key: Dict[str, List[metadata_store_pb2.Artifact]] = {}
-    self.execution: Optional[metadata_store_pb2.Execution] = None
-    context = store.get_context_by_type_and_name('node', f'{pipeline_name}.{node_id}')
-    if context is None:
-      return
-    executions = store.get_executions_by_context(context.id)
-    if not executions:
-      return
-    self.execution = max(executions, key=lambda e: e.id)
-    events = store.get_events_by_execution_ids([self.execution.id])
-    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
-    for event in events:
-      if event.type == metadata_store_pb2.Event.INPUT:
-        by_key = self.inputs_by_key
-      elif event.type in (metadata_store_pb2.Event.OUTPUT,
-                          metadata_store_pb2.Event.DECLARED_OUTPUT):
-        by_key = self.outputs_by_key
-      else:
-        continue
-      key = event.path.steps[0].key if event.path.steps else ''
-      by_key.setdefault(key, []).append(artifacts[event.artifact_id])
-
-  def inputs(self, key: str) -> List[metadata_store_pb2.Artifact]:
-    return self.inputs_by_key.get(key, [])
-
-  def one(self, key: str) -> Optional[metadata_store_pb2.Artifact]:
-    found = self.outputs_by_key.get(key)
-    return found[0] if found else None
-
-
-def custom_property(artifact, name, default=None):
-  if artifact is None or name not in artifact.custom_properties:
-    return default
-  value = artifact.custom_properties[name]
-  return getattr(value, value.WhichOneof('value'))
+from pipeline.metadata import LatestRun, custom_property
 
 
 # ---- key results, per component type --------------------------------------
 
-def _example_counts(statistics_uri: str) -> Dict[str, int]:
-  import tensorflow_data_validation as tfdv
-  counts = {}
-  for split in sorted(os.listdir(statistics_uri)):
-    if split.startswith('Split-'):
-      stats = tfdv.load_stats_binary(
-          os.path.join(statistics_uri, split, 'FeatureStats.pb'))
-      counts[split[len('Split-'):]] = stats.datasets[0].num_examples
-  return counts
-
-
 def _statistics_result(out: LatestRun) -> str:
-  counts = _example_counts(out.one('statistics').uri)
+  counts = {split: s.num_examples
+            for split, s in sorted(metadata.split_statistics(out.one('statistics').uri).items())}
   return ', '.join(f'{split} {n:,}' for split, n in counts.items()) + ' examples'
 
 
@@ -124,7 +62,7 @@ def _resolver_result(out: LatestRun) -> str:
 
 
 def _evaluator_result(out: LatestRun) -> str:
-  metrics = evaluation_metrics(out.one('evaluation').uri)
+  metrics = metadata.evaluation_metrics(out.one('evaluation').uri)
   blessed = custom_property(out.one('blessing'), 'blessed', 0) == 1
   shown = ', '.join(f'{k} {v:.4f}' for k, v in metrics.items() if k in ('auc', 'accuracy'))
   baseline = out.inputs('baseline_model')
@@ -139,24 +77,8 @@ def _infra_result(out: LatestRun) -> str:
   return 'NOT servable: ' + str(custom_property(blessing, 'details', ''))[:300]
 
 
-def push_outcome(pushed_model) -> Dict:
-  """What a Pusher output says: {'new_version': bool, 'version', 'path',
-  'result': one line}. pipeline/components/pusher.py marks a model the highest
-  version already holds with reused_version=1."""
-  if custom_property(pushed_model, 'pushed', 0) != 1:
-    return {'new_version': False, 'version': None, 'path': None,
-            'result': 'nothing pushed (not blessed)'}
-  version = custom_property(pushed_model, 'pushed_version')
-  path = custom_property(pushed_model, 'pushed_destination', '?')
-  if custom_property(pushed_model, 'reused_version', 0) == 1:
-    return {'new_version': False, 'version': version, 'path': path,
-            'result': f'not pushed: version {version} already serves this model ({path})'}
-  return {'new_version': True, 'version': version, 'path': path,
-          'result': f'pushed to {path} (new version {version})'}
-
-
 def _pusher_result(out: LatestRun) -> str:
-  return push_outcome(out.one('pushed_model'))['result']
+  return metadata.push_outcome(out.one('pushed_model'))['result']
 
 
 RESULTS: Dict[str, Callable[[LatestRun], str]] = {
@@ -172,34 +94,6 @@ RESULTS: Dict[str, Callable[[LatestRun], str]] = {
     'InfraValidator': _infra_result,
     'Pusher': _pusher_result,
 }
-
-
-def slicing_metrics(evaluation_uri: str, model_name: Optional[str] = None) -> List:
-  """[(slice key, metrics by output)] for one model of an Evaluator output.
-
-  Metrics only: tfma.load_eval_result also converts every plot to a dict,
-  which takes seconds.
-  """
-  import tensorflow_model_analysis as tfma
-  from tensorflow_model_analysis.view import util as view_util
-  converted = (view_util.convert_metrics_proto_to_dict(m, model_name=model_name)
-               for m in tfma.load_metrics(evaluation_uri))
-  return [c for c in converted if c is not None]
-
-
-def metric_values(by_output: Dict) -> Dict[str, float]:
-  """{metric name: value} of one slice's metrics (the model's only output)."""
-  values = by_output.get('', {}).get('', {})
-  return {k: v['doubleValue'] for k, v in values.items() if 'doubleValue' in v}
-
-
-def evaluation_metrics(evaluation_uri: str) -> Dict[str, float]:
-  """Overall (unsliced) metrics of an Evaluator output, by short name."""
-  names = {'binary_accuracy': 'accuracy', 'example_count': 'examples'}
-  for slice_key, by_output in slicing_metrics(evaluation_uri):
-    if slice_key == ():
-      return {names.get(k, k): v for k, v in metric_values(by_output).items()}
-  return {}
 
 
 class ProgressPrinter:
@@ -303,7 +197,7 @@ class ProgressPrinter:
 
   def _outputs(self, node_id: str) -> Optional[LatestRun]:
     try:
-      return LatestRun(open_store(self._metadata_path), self._pipeline_name, node_id)
+      return LatestRun(metadata.open_store(self._metadata_path), self._pipeline_name, node_id)
     except Exception:  # A progress line must never break the run.
       return None
 

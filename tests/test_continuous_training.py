@@ -8,15 +8,15 @@ import pytest
 
 import local_runner
 from pipeline import configs
-from orchestration import progress
+from pipeline import metadata
 from operations import retrain
 from tests.conftest import sample_rows, small_config, write_csv
 
 
 def _latest_inputs(config, node_id):
   """{input key: [artifact]} of the node's latest execution."""
-  store = progress.open_store(config.metadata_path)
-  return progress.LatestRun(store, config.pipeline_name, node_id).inputs_by_key
+  store = metadata.open_store(config.metadata_path)
+  return metadata.LatestRun(store, config.pipeline_name, node_id).inputs_by_key
 
 
 def _run(config):

@@ -48,10 +48,28 @@ def test_image_is_tfx_1_16_with_legacy_keras():
 
 def test_image_installs_with_the_makefiles_commands():
   make = _makefile_install_commands()
-  assert make == ['python -m pip install -r requirements.txt -c requirements.lock',
-                  'python -m pip install --no-deps -e .']
+  # The image: the same commands without the dev tools (requirements-dev.txt).
+  assert make == ['python -m pip install -r requirements.txt -r requirements-dev.txt '
+                  '-c requirements.lock', 'python -m pip install --no-deps -e .']
   runs = [_normalize(args) for op, args in _instructions(DOCKERFILE) if op == 'RUN']
-  assert [r for r in runs if 'pip install' in r] == make
+  assert [r for r in runs if 'pip install' in r] == [
+      'python -m pip install -r requirements.txt -c requirements.lock', make[1]]
+
+
+def test_every_project_package_is_packaged_and_in_the_image():
+  packages = sorted(p.parent.name for p in REPO.glob('*/__init__.py')
+                    if p.parent.name not in ('tests', 'bench', 'data'))  # data/: sample generator
+  setup_text = (REPO / 'setup.py').read_text()
+  sources = set(_copied_sources())
+  for package in packages:
+    assert f"'{package}'" in setup_text, f'{package} is missing from setup.py packages'
+    assert f'{package}/' in sources, f'the Dockerfile does not copy {package}/'
+
+
+def test_dev_tools_stay_out_of_the_runtime_requirements():
+  runtime = (REPO / 'requirements.txt').read_text()
+  for tool in ('pytest', 'hypothesis', 'flask', 'hadolint', 'ruff'):
+    assert tool not in runtime
 
 
 def test_image_workdir_is_where_the_compiled_pipeline_looks():
@@ -150,7 +168,8 @@ def test_workflow_only_runs_makefile_targets_that_exist():
 
 def test_pull_requests_run_the_tests_and_main_deploys():
   jobs = _workflow()['jobs']
-  assert [s['run'].split()[:2] for s in jobs['test']['steps'] if 'run' in s] == [['make', 'test']]
+  assert [s['run'].split()[:2] for s in jobs['test']['steps'] if 'run' in s] == [
+      ['make', 'lint'], ['make', 'test']]
   deploy = [s['run'].split()[1] for s in jobs['deploy']['steps'] if 'run' in s]
   assert deploy == ['push-image', 'submit']
 

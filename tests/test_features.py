@@ -1,6 +1,5 @@
 """models/features.py is the single source of the feature definitions."""
 
-import pathlib
 import re
 
 import pytest

@@ -18,6 +18,7 @@ import pytest
 
 import local_runner
 from orchestration import progress
+from pipeline import metadata
 from operations import retrain
 from operations import rollout
 from tests.conftest import REPO, sample_rows, small_config, write_csv
@@ -242,7 +243,7 @@ def test_a_failed_run_names_its_component_and_shows_its_log(loop, capsys):
   assert code == local_runner.EXIT_FAILED
   assert summary['failed_component'] == 'AnomaliesGate'
   # The run id names this run's context in MLMD.
-  store = progress.open_store(loop.config.metadata_path)
+  store = metadata.open_store(loop.config.metadata_path)
   assert store.get_context_by_type_and_name('pipeline_run', summary['run_id']) is not None
   assert '\n' not in summary['error'] and 'fare' in summary['error']
   assert 'FAILED in AnomaliesGate' in printed

@@ -18,6 +18,7 @@ import pytest
 
 from operations import rollout
 from operations import monitoring
+from pipeline import metadata
 from tests import conftest
 
 MODEL = 'taxi_big_tipper'
@@ -155,7 +156,7 @@ def inputs(pipeline_run):
 @pytest.mark.slow  # The session pipeline run and a served model.
 def test_lineage_finds_the_training_statistics_of_the_pushed_model(pipeline_run):
   config, summary = pipeline_run
-  found = monitoring.Lineage(config.metadata_path).of_pushed()
+  found = metadata.Lineage(config.metadata_path).of_pushed()
   assert found['statistics'].uri.startswith(os.path.join(config.pipeline_root, 'StatisticsGen'))
   assert found['examples'].custom_properties['span'].int_value == 1
   assert os.path.basename(summary['pushed_path']) == \

@@ -5,14 +5,12 @@ import io
 import os
 import pathlib
 
-import pytest
 
 import local_runner
-from models import features
 from pipeline import configs
 from pipeline import pipeline as taxi_pipeline
 from pipeline.components import infra_check
-from tests.conftest import REPO, small_config
+from tests.conftest import REPO
 
 EXPECTED_UPSTREAMS = {
     'CsvExampleGen': set(),

@@ -16,6 +16,8 @@ import sys
 
 import pytest
 
+from pipeline import metadata
+from reports import feature_plots, monitoring_report
 from reports import run_report as report
 from tests import conftest
 
@@ -111,8 +113,8 @@ def table_dict(rows):
 def first_run_id(config) -> str:
   """The pipeline_run context of the fixture's run: the first of its MLMD
   (later tests may run again on the same output root)."""
-  from orchestration import progress
-  store = progress.open_store(config.metadata_path, read_only=True)
+  from pipeline import metadata
+  store = metadata.open_store(config.metadata_path, read_only=True)
   runs = store.get_contexts_by_type('pipeline_run')
   return min(runs, key=lambda c: (c.create_time_since_epoch, c.id)).name
 
@@ -120,8 +122,8 @@ def first_run_id(config) -> str:
 def run_outputs(config, run_id, node, key):
   """node's output `key` in the run run_id, straight from MLMD."""
   from ml_metadata.proto import metadata_store_pb2
-  from orchestration import progress
-  store = progress.open_store(config.metadata_path, read_only=True)
+  from pipeline import metadata
+  store = metadata.open_store(config.metadata_path, read_only=True)
   run = store.get_context_by_type_and_name('pipeline_run', run_id)
   node_context = store.get_context_by_type_and_name('node', f'{config.pipeline_name}.{node}')
   executions = ({e.id for e in store.get_executions_by_context(run.id)} &
@@ -167,8 +169,8 @@ def test_report_holds_every_section(run_report):
   assert 'SUCCEEDED' in text and run_report['run_id'] in text
   assert f'{run_report["summary"]["metrics"]["auc"]:.4f}' in text  # The candidate's AUC.
   pushed = run_outputs(config, run_report['run_id'], 'Pusher', 'pushed_model')
-  from orchestration import progress
-  assert progress.custom_property(pushed, 'pushed_destination') in text
+  from pipeline import metadata
+  assert metadata.custom_property(pushed, 'pushed_destination') in text
   lineage = table_dict(run_report['page'].tables['Pushed, and lineage'][0])
   model = run_outputs(config, run_report['run_id'], 'Trainer', 'model')
   assert lineage['model']['id'] == f'#{model.id}' and lineage['model']['where'] == model.uri
@@ -329,8 +331,8 @@ def test_cli_into_a_closed_pipe(pipeline_run, tmp_path):
 
 
 def _latest_run_id(config) -> str:
-  from orchestration import progress
-  store = progress.open_store(config.metadata_path, read_only=True)
+  from pipeline import metadata
+  store = metadata.open_store(config.metadata_path, read_only=True)
   return max(store.get_contexts_by_type('pipeline_run'),
              key=lambda c: (c.create_time_since_epoch, c.id)).name
 
@@ -473,7 +475,7 @@ def training_and_serving(pipeline_run):
   statistics = run_outputs(config, first_run_id(config), 'StatisticsGen', 'statistics')
   schema_artifact = run_outputs(config, first_run_id(config), 'CuratedSchemaGen', 'schema')
   schema = monitoring.load_schema(os.path.join(schema_artifact.uri, 'schema.pbtxt'))
-  training = monitoring.training_statistics(statistics.uri)
+  training = metadata.read_statistics(statistics.uri)
   header, rows = conftest.read_shipped_rows()
   rows = rows[3::6]  # Other trips than the sample's: a small real skew.
   rows[0][header.index('payment_type')] = '<b>Bitcoin</b>'  # Markup in served data.
@@ -488,7 +490,7 @@ def test_share_charts_use_the_counts_the_distance_uses(training_and_serving):
   skew = monitoring.validate_window(serving, schema, training)['skew']
   for feature in ('company', 'payment_type', 'trip_start_hour'):
     assert skew[feature]['measure'] == 'L_INFTY'
-    plot = report.feature_plot(feature, {'training': training.datasets[0],
+    plot = feature_plots.feature_plot(feature, {'training': training.datasets[0],
                                          'serving': serving.datasets[0]})
     bars = read_page(str(plot)).charts[f'{feature} (share)']['bars']
     drawn = {}
@@ -509,7 +511,7 @@ def test_monitoring_report_escapes_what_it_shows(training_and_serving):
             'records': {'files': 1, 'records': 100, 'corrupt': 0, 'unusable': 0},
             'windows': [window], 'labels': {}, 'predictions_by_version': {}}
   result['findings'] = {**monitoring.window_findings([window]), 'prediction_shift': []}
-  text = report.monitoring_html(result, {'training': training, 'windows': {
+  text = monitoring_report.monitoring_html(result, {'training': training, 'windows': {
       window['start']: serving}, 'predictions': {}, 'schema': schema})
   assert '<b>Bitcoin' not in text and '&lt;b&gt;Bitcoin' in text
   assert 'Window 2023-11-14T22:13:20Z (100 examples)' in text

@@ -46,18 +46,7 @@ def rows():
 
 
 def to_example(row) -> bytes:
-  feature = {}
-  for name, value in row.items():
-    if value is None:
-      continue
-    kind = features.RAW_FEATURES[name].dtype
-    if kind == 'string':
-      feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
-    elif kind == 'int':
-      feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-    else:
-      feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+  return features.to_example(row).SerializeToString()
 
 
 def to_raw_tensors(rows):

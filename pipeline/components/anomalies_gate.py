@@ -12,6 +12,8 @@ from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 
+from pipeline import metadata
+
 ANOMALIES_FILE = 'SchemaDiff.pb'  # What ExampleValidator writes per split.
 
 
@@ -55,11 +57,9 @@ def blank_shares(statistics_uri: str, split: str) -> Dict[str, float]:
   TFDV counts a blank cell as present with zero values, so the blanks are
   the rows that the feature's total number of values does not cover.
   """
-  import tensorflow_data_validation as tfdv  # Only a failing gate needs it.
-  path = os.path.join(statistics_uri, f'Split-{split}', 'FeatureStats.pb')
-  if not os.path.exists(path):
+  if not os.path.exists(os.path.join(statistics_uri, f'Split-{split}', 'FeatureStats.pb')):
     return {}
-  dataset = tfdv.load_stats_binary(path).datasets[0]
+  dataset = metadata.read_statistics(statistics_uri, split).datasets[0]
   shares = {}
   for feature in dataset.features:
     kind = feature.WhichOneof('stats')

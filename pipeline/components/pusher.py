@@ -6,7 +6,7 @@ when the highest version already holds the model."""
 import os
 import shutil
 import time
-from typing import List
+from typing import Dict, List
 
 from tfx.components import Pusher
 from tfx.components.pusher import executor as pusher_executor
@@ -20,9 +20,16 @@ from tfx.utils import proto_utils
 
 def version_dirs(base_dir: str) -> List[int]:
   """The numeric version directories TF Serving sees in base_dir, ascending."""
+  return sorted(_version_paths(base_dir))
+
+
+def _version_paths(base_dir: str) -> Dict[int, str]:
+  """{version: its directory}: TF Serving reads the number from the name and
+  loads the directory as named (`00000123` is version 123)."""
   if not os.path.isdir(base_dir):
-    return []
-  return sorted(int(name) for name in os.listdir(base_dir) if name.isdigit())
+    return {}
+  return {int(name): os.path.join(base_dir, name)
+          for name in os.listdir(base_dir) if name.isdigit()}
 
 
 def _same_saved_model(model_path: str, version_dir: str) -> bool:
@@ -58,8 +65,9 @@ class _AtomicPusherExecutor(pusher_executor.Executor):
       return
     base_dir = self._base_directory(exec_properties)
     model_path = self.GetModelPath(input_dict)
-    versions = version_dirs(base_dir)
-    highest = os.path.join(base_dir, str(versions[-1])) if versions else None
+    paths = _version_paths(base_dir)
+    versions = sorted(paths)
+    highest = paths[versions[-1]] if versions else None
     if highest and _same_saved_model(model_path, highest):
       self._MarkPushed(model_push, pushed_destination=highest,
                        pushed_version=str(versions[-1]))

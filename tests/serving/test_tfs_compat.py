@@ -7,7 +7,6 @@ are checked field by field against what that test expects."""
 import os
 import subprocess
 import sys
-import textwrap
 import time
 
 import grpc

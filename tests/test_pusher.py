@@ -1,0 +1,51 @@
+"""The pipeline's Pusher next to version directories written by other tools."""
+
+import json
+import os
+
+from tfx.types import standard_artifacts
+
+from pipeline.components.pusher import _AtomicPusherExecutor, version_dirs
+
+
+def _saved_model(path, fingerprint: bytes):
+  os.makedirs(os.path.join(path, 'variables'), exist_ok=True)
+  for name, data in (('saved_model.pb', b'graph'), ('fingerprint.pb', fingerprint)):
+    with open(os.path.join(path, name), 'wb') as f:
+      f.write(data)
+
+
+def _push(tmp_path, fingerprint: bytes, serving_dir):
+  """Runs the Pusher's executor on a blessed model; returns its output."""
+  model = standard_artifacts.Model()
+  model.uri = str(tmp_path / 'model')
+  _saved_model(os.path.join(model.uri, 'Format-Serving'), fingerprint)
+  blessing = standard_artifacts.ModelBlessing()
+  blessing.uri = str(tmp_path / 'blessing')
+  blessing.set_int_custom_property('blessed', 1)
+  pushed = standard_artifacts.PushedModel()
+  pushed.uri = str(tmp_path / 'pushed')
+  os.makedirs(pushed.uri, exist_ok=True)
+  destination = json.dumps({'filesystem': {'base_directory': str(serving_dir)}})
+  _AtomicPusherExecutor().Do({'model': [model], 'model_blessing': [blessing]},
+                             {'pushed_model': [pushed]}, {'push_destination': destination})
+  return pushed
+
+
+def test_a_zero_padded_version_holding_the_model_is_reused(tmp_path):
+  serving = tmp_path / 'serving'
+  _saved_model(str(serving / '00000123'), b'same model')
+  pushed = _push(tmp_path, b'same model', serving)
+  assert pushed.get_string_custom_property('pushed_version') == '123'
+  assert pushed.get_string_custom_property('pushed_destination') == str(serving / '00000123')
+  assert pushed.get_int_custom_property('reused_version') == 1
+  assert version_dirs(str(serving)) == [123]
+
+
+def test_a_new_model_goes_above_a_zero_padded_version(tmp_path):
+  serving = tmp_path / 'serving'
+  _saved_model(str(serving / '99999999999'), b'old model')
+  pushed = _push(tmp_path, b'new model', serving)
+  assert pushed.get_string_custom_property('pushed_version') == '100000000000'
+  assert version_dirs(str(serving)) == [99999999999, 100000000000]
+  assert pushed.get_int_custom_property('reused_version') == 0
