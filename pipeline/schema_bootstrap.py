@@ -21,6 +21,7 @@ Exit codes: 0 written, 2 a usage or data error (one line on stderr).
 """
 
 import argparse
+import collections
 import csv
 import dataclasses
 import datetime
@@ -30,7 +31,7 @@ import re
 import shlex
 import shutil
 import sys
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from pipeline import configs
 
@@ -195,7 +196,7 @@ def _only_artifact(store, type_name: str):
 
 
 def infer_schema(data: CsvData, run_root: str):
-  """(SchemaGen's schema, examples StatisticsGen counted) of a fresh run."""
+  """(SchemaGen's schema, StatisticsGen's datasets, one per split) of a fresh run."""
   import tensorflow_data_validation as tfdv  # pylint: disable=g-import-not-at-top
   from ml_metadata.metadata_store import metadata_store  # pylint: disable=g-import-not-at-top
   from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
@@ -211,10 +212,41 @@ def infer_schema(data: CsvData, run_root: str):
   schema = io_utils.parse_pbtxt_file(
       os.path.join(_only_artifact(store, 'Schema').uri, SCHEMA_FILE), schema_pb2.Schema())
   statistics_uri = _only_artifact(store, 'ExampleStatistics').uri
-  examples = sum(  # Over the splits: Split-train/, Split-eval/.
-      tfdv.load_stats_binary(path).datasets[0].num_examples
-      for path in glob.glob(os.path.join(statistics_uri, 'Split-*', 'FeatureStats.pb')))
-  return schema, examples
+  datasets = [  # Split-train/, Split-eval/.
+      tfdv.load_stats_binary(path).datasets[0]
+      for path in sorted(glob.glob(os.path.join(statistics_uri, 'Split-*', 'FeatureStats.pb')))]
+  return schema, datasets
+
+
+def value_shares(datasets) -> Dict[str, float]:
+  """Feature -> share of rows with a value, over all splits.
+
+  CsvExampleGen writes a blank cell as an empty value list, which TFDV counts
+  as present: SchemaGen infers presence 1.0 for every column. Here a row
+  counts when it has a value; CSV rows have at most one per column.
+  """
+  rows = sum(d.num_examples for d in datasets)
+  with_value = collections.Counter()
+  for dataset in datasets:
+    for feature in dataset.features:
+      common = getattr(feature, feature.WhichOneof('stats')).common_stats
+      with_value[feature.path.step[0]] += common.tot_num_values
+  return {name: count / rows for name, count in with_value.items()}
+
+
+def _set_presence(feature, share: float) -> None:
+  """Required (a value in every row) or optional, with one value at most.
+
+  Required means the data gate refuses a blank cell and serving requests
+  must send the feature (models/signatures.py reads presence 1.0 so).
+  """
+  feature.ClearField('presence')
+  feature.ClearField('value_count')
+  feature.value_count.max = 1
+  if share >= 1.0:
+    feature.value_count.min = 1
+    feature.presence.min_fraction = 1.0
+  feature.presence.min_count = 1 if share > 0 else 0
 
 
 def _is_categorical(feature) -> bool:
@@ -234,8 +266,20 @@ def _add_comparator(comparator, categorical: bool) -> None:
     comparator.jensen_shannon_divergence.source.type = schema_pb2.HistogramSelection.QUANTILES
 
 
-def starting_schema(inferred, serving_absent: Sequence[str]):
-  """SchemaGen's schema with environments and comparators added."""
+def _type_of_blank_column(feature, share: float) -> None:
+  """A column blank in every row gives TFDV no type evidence (it says BYTES):
+  models/features.py's dtype then, as Transform and serving read it."""
+  from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=g-import-not-at-top
+  from models import features  # pylint: disable=g-import-not-at-top
+  if share == 0 and feature.name in features.RAW_FEATURES:
+    dtype = features.RAW_FEATURES[feature.name].dtype
+    feature.type = {'float': schema_pb2.FLOAT, 'int': schema_pb2.INT,
+                    'string': schema_pb2.BYTES}[dtype]
+
+
+def starting_schema(inferred, shares: Dict[str, float], serving_absent: Sequence[str]):
+  """SchemaGen's schema with presence from `shares` (value_shares), and
+  environments and comparators added."""
   from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=g-import-not-at-top
   from models import features  # pylint: disable=g-import-not-at-top
   schema = type(inferred)()
@@ -246,6 +290,8 @@ def starting_schema(inferred, serving_absent: Sequence[str]):
     # SchemaGen does not carry StatisticsGen's categorical marker over.
     if feature.type == schema_pb2.INT and feature.name in features.categorical_ints():
       feature.int_domain.is_categorical = True
+    _set_presence(feature, shares[feature.name])
+    _type_of_blank_column(feature, shares[feature.name])
     categorical = _is_categorical(feature)
     if feature.name in serving_absent:
       feature.not_in_environment.append('SERVING')
@@ -280,8 +326,9 @@ def header_comment(command: str, data: CsvData, examples: int,
       '  in a later span is an anomaly that stops the pipeline: drop the domain of',
       '  open-ended columns (names, free text). Numeric ranges are not inferred:',
       '  add int_domain / float_domain { min max } a real value can never leave.',
-      '- presence: min_fraction 1.0 means every row must have the column, as every',
-      '  row here did; lower it for columns that may be blank.',
+      '- presence: min_fraction 1.0 and value_count { min: 1 } mark the columns every',
+      '  row here had a value in: the data gate then refuses a blank cell, and serving',
+      '  requests must send them. The others had blank cells: optional. Check both.',
       '- environments: TRAINING and SERVING. Absent in SERVING (not sent by clients): '
       + (', '.join(absent.columns) or 'none') + '.',
   ]
@@ -342,8 +389,9 @@ def bootstrap(args, command: str, stream=sys.stdout) -> str:
   print(f'Inferring a schema from {data.rows} rows of {", ".join(data.files)} '
         f'(TFX CsvExampleGen, StatisticsGen, SchemaGen)...', file=stream, flush=True)
   _quiet_libraries()
-  inferred, examples = infer_schema(data, os.path.join(output_root, BOOTSTRAP_DIR, 'run'))
-  schema = starting_schema(inferred, absent.columns)
+  inferred, datasets = infer_schema(data, os.path.join(output_root, BOOTSTRAP_DIR, 'run'))
+  schema = starting_schema(inferred, value_shares(datasets), absent.columns)
+  examples = sum(d.num_examples for d in datasets)
   from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
   os.makedirs(os.path.dirname(out), exist_ok=True)
   with open(out, 'w') as f:
