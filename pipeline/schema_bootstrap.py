@@ -20,17 +20,23 @@ plus what inference cannot know:
 Exit codes: 0 written, 2 a usage or data error (one line on stderr).
 """
 
-import argparse
+import os
+import sys
+
+# Before anything imports TensorFlow: TFX 1.16 needs Keras 2 (tf-keras); TF's
+# C++ logging reads its level only at start-up.
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+import argparse  # pylint: disable=g-import-not-at-top
 import collections
 import csv
 import dataclasses
 import datetime
 import glob
-import os
 import re
 import shlex
 import shutil
-import sys
 from typing import Dict, List, Optional, Sequence
 
 from pipeline import configs
@@ -371,9 +377,11 @@ def _parse_args(argv):
 def _quiet_libraries() -> None:
   """TFX and Beam log every step at INFO; this command prints its own lines."""
   import logging  # pylint: disable=g-import-not-at-top
+  import warnings  # pylint: disable=g-import-not-at-top
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  logging.getLogger().setLevel(logging.WARNING)
+  warnings.filterwarnings('ignore')  # Deprecation chatter of Google's client libraries.
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  logging.getLogger().setLevel(logging.ERROR)
 
 
 def bootstrap(args, command: str, stream=sys.stdout) -> str:
@@ -388,7 +396,6 @@ def bootstrap(args, command: str, stream=sys.stdout) -> str:
   absent = serving_absent_columns(data.columns, args.label, args.training_only)
   print(f'Inferring a schema from {data.rows} rows of {", ".join(data.files)} '
         f'(TFX CsvExampleGen, StatisticsGen, SchemaGen)...', file=stream, flush=True)
-  _quiet_libraries()
   inferred, datasets = infer_schema(data, os.path.join(output_root, BOOTSTRAP_DIR, 'run'))
   schema = starting_schema(inferred, value_shares(datasets), absent.columns)
   examples = sum(d.num_examples for d in datasets)
@@ -397,8 +404,9 @@ def bootstrap(args, command: str, stream=sys.stdout) -> str:
   with open(out, 'w') as f:
     f.write(header_comment(command, data, examples, absent))
     f.write(text_format.MessageToString(schema))
-  print(f'Wrote {out}: review it (its header says what), then put it at '
-        f'schema/schema.pbtxt.', file=stream)
+  schema_file = configs.PipelineConfig().path(configs.PipelineConfig.schema_file)
+  then = '' if out == schema_file else f', then put it at {configs.PipelineConfig.schema_file}'
+  print(f'Wrote {out}: review it (its header says what){then}.', file=stream)
   return out
 
 
@@ -406,6 +414,7 @@ def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   args = _parse_args(argv)
   command = shlex.join(['python', '-m', 'pipeline.schema_bootstrap', *argv])
+  _quiet_libraries()  # Before TFX loads: an error stays the one line below.
   try:
     bootstrap(args, command)
   except BootstrapError as e:

@@ -83,6 +83,18 @@ def test_an_existing_out_file_is_kept_without_force(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_a_cli_error_is_one_line_on_stderr(tmp_path):
+  # As a user runs it: a fresh process, whose TensorFlow and Google client
+  # libraries would print their warnings first.
+  (tmp_path / 'data.csv').write_text('a,b,label\n1,2,0\n')
+  result = _run_cli('--data-root', str(tmp_path), '--label', 'lable')
+  assert result.returncode == schema_bootstrap.EXIT_USAGE
+  assert result.stderr.splitlines() == [
+      "schema_bootstrap: error: --label 'lable' is not a column of the CSV (columns: a, b, "
+      "label): name one of them"]
+
+
+@pytest.mark.slow
 def test_the_bootstrapped_schema_lets_the_pipeline_run_on_the_taxi_sample(
     tmp_path, sample_data_root):
   import local_runner
