@@ -117,6 +117,10 @@ def test_the_bootstrapped_schema_lets_the_pipeline_run_on_the_taxi_sample(
   fare = by_name['fare'].drift_comparator.jensen_shannon_divergence
   assert fare.threshold == 0.015 and fare.source.type == fare.source.QUANTILES
   assert all(f.HasField('drift_comparator') for f in schema.feature)
+  # Blank cells are empty value lists, which TFDV counts as present: a column
+  # with blanks must not come out required (serving would demand it).
+  assert by_name['fare'].presence.min_fraction == 1.0
+  assert by_name['pickup_community_area'].presence.min_fraction < 1.0
 
   # The real pipeline on the same data, its data gate on this schema.
   config = small_config(tmp_path / 'run', sample_data_root, schema_file=str(path),
