@@ -9,8 +9,9 @@ ConfigError naming the cause and the fix: an unknown TAXI_* variable (an
 error, not a warning: a typo like TAXI_TRAIN_STEP would silently train with
 the default), a boolean or number that is not one, a value outside its
 choices (CHOICES), a slice on no model feature, a missing data root, span
-folder, schema or hyperparameters file, and a serving config that is missing
-or tracked (the canary rollout rewrites it).
+folder, schema or hyperparameters file, a hyperparameter key models/model.py
+does not read or a feature cross of no model feature, and a serving config
+that is missing or tracked (the canary rollout rewrites it).
 """
 
 import dataclasses
@@ -287,6 +288,67 @@ def _is_local(path: str) -> bool:
   return '://' not in path
 
 
+# Where `local_runner.py --tune` saves the tuned values, under the output root
+# (pipeline/pipeline.py's tuned_hyperparameters_path reads this name).
+TUNED_HYPERPARAMETERS_FILE = 'tuned_hyperparameters.json'
+
+
+def _hyperparameter_files(config: PipelineConfig) -> List[str]:
+  """The local hyperparameters files a run may train with, when they exist."""
+  paths = [config.path(config.hyperparameters_file),
+           os.path.join(config.path(config.output_root), TUNED_HYPERPARAMETERS_FILE)]
+  return [p for p in paths if _is_local(p) and os.path.isfile(p)]
+
+
+def _read_hyperparameters(path: str) -> Dict:
+  import json  # pylint: disable=g-import-not-at-top
+  try:
+    with open(path) as f:
+      values = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ConfigError(f'hyperparameters file {path} is not valid JSON ({e}): '
+                      f'fix the file, e.g. against models/hyperparameters.json') from None
+  if not isinstance(values, dict):
+    raise ConfigError(f'hyperparameters file {path} holds a {type(values).__name__}, '
+                      f'not a JSON object: write it as {{"key": value, ...}}')
+  return values
+
+
+def _check_hyperparameter_keys(path: str, values: Dict) -> None:
+  """models/model.py would silently ignore a key it does not read."""
+  from models import hyperparameters  # pylint: disable=g-import-not-at-top
+  known = hyperparameters.KNOWN_KEYS
+  for key in sorted(set(values) - set(known)):
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f'did you mean {close[0]!r}?' if close else 'remove it or add it to models/model.py'
+    raise ConfigError(f'hyperparameters file {path} has key {key!r}, which models/model.py '
+                      f'does not read (known: {", ".join(known)}): {hint}')
+
+
+def _check_crosses(path: str, values: Dict) -> None:
+  """A cross of an unknown column would fail deep in the Trainer with KeyError."""
+  from models import features, hyperparameters  # pylint: disable=g-import-not-at-top
+  known = features.model_features()
+  for cross in hyperparameters.parse_crosses(values.get('crosses')):
+    if len(cross) != 2:
+      raise ConfigError(f'hyperparameters file {path} has cross {"*".join(cross)!r}, '
+                        f'not of two features: write crosses as "a*b,c*d"')
+    for name in cross:
+      if name in known:
+        continue
+      why = ("an 'ignored' feature of models/features.py" if name in features.RAW_FEATURES
+             else 'not a column of models/features.py')
+      raise ConfigError(f'hyperparameters file {path} crosses {name!r}, {why}: cross '
+                        f'model features ({", ".join(known)})')
+
+
+def _check_hyperparameters(config: PipelineConfig) -> None:
+  for path in _hyperparameter_files(config):
+    values = _read_hyperparameters(path)
+    _check_hyperparameter_keys(path, values)
+    _check_crosses(path, values)
+
+
 def _check_data_root(config: PipelineConfig) -> None:
   """The data root exists and holds span-N/ folders (local paths only)."""
   root = config.path(config.data_root)
@@ -344,6 +406,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
   _check_slices(config)
   _check_data_root(config)
   _check_repository_files(config)
+  _check_hyperparameters(config)
   _check_serving_config_file(config)
   return config
 

@@ -1,8 +1,15 @@
 """Config values that cannot work are refused at load, naming cause and fix."""
 
+import json
+import pathlib
+import re
+
 import pytest
 
+from models import hyperparameters
 from pipeline import configs
+
+REPO = pathlib.Path(configs.REPO_ROOT)
 
 
 def _load_error(overrides=None, environ=None) -> str:
@@ -111,3 +118,52 @@ def test_a_tuning_run_may_create_its_hyperparameters_file(tmp_path):
                                           ('min_auc', 1.5), ('max_auc_drop', -0.1)])
 def test_a_number_out_of_its_range_is_refused(field, value):
   assert f'{field} {value}' in _load_error({field: value})
+
+
+def _hyperparameters_file(tmp_path, **changes):
+  """The checked-in hyperparameters with `changes` (None removes a key)."""
+  values = json.loads((REPO / 'models' / 'hyperparameters.json').read_text())
+  values.update(changes)
+  path = tmp_path / 'hyperparameters.json'
+  path.write_text(json.dumps({k: v for k, v in values.items() if v is not None}))
+  return str(path)
+
+
+@pytest.mark.parametrize('crosses, named', [('payment_type*fares', "'fares'"),
+                                            ('pickup_census_tract*fare', "'ignored'"),
+                                            ('payment_type*fare*company', 'not of two')])
+def test_a_cross_of_no_model_feature_is_refused(tmp_path, crosses, named):
+  # Before: the Trainer failed deep inside build_model with KeyError: 'fares'.
+  message = _load_error({'hyperparameters_file': _hyperparameters_file(
+      tmp_path, crosses=crosses)})
+  assert named in message and 'hyperparameters file' in message
+
+
+def test_an_unknown_hyperparameter_key_is_refused(tmp_path):
+  # Before: models/model.py silently trained with its default for the misspelt key.
+  path = _hyperparameters_file(tmp_path, learning_rat=0.01, learning_rate=None)
+  message = _load_error({'hyperparameters_file': path})
+  assert "'learning_rat'" in message and "did you mean 'learning_rate'?" in message
+
+
+def test_the_tuned_hyperparameters_are_checked_too(tmp_path):
+  output_root = tmp_path / 'tfx_output'
+  output_root.mkdir()
+  (output_root / configs.TUNED_HYPERPARAMETERS_FILE).write_text('{"dropuot": 0.1}')
+  message = _load_error({'output_root': str(output_root)})
+  assert str(output_root / configs.TUNED_HYPERPARAMETERS_FILE) in message
+  assert "'dropuot'" in message
+
+
+def test_a_hyperparameters_file_that_is_not_json_is_refused(tmp_path):
+  path = tmp_path / 'hyperparameters.json'
+  path.write_text('{"batch_size": 256,}')
+  assert 'is not valid JSON' in _load_error({'hyperparameters_file': str(path)})
+
+
+def test_the_known_keys_are_the_ones_models_model_reads():
+  # One list: a key model.py starts reading must be added to KNOWN_KEYS.
+  source = (REPO / 'models' / 'model.py').read_text()
+  read = set(re.findall(r"hparams(?:\[|\.get\()'(\w+)'", source))
+  read |= set(re.findall(r"hp\.Choice\('(\w+)'", source))
+  assert read == set(hyperparameters.KNOWN_KEYS)

@@ -1,0 +1,27 @@
+"""The hyperparameters models/model.py reads: the one list of their keys.
+
+models/hyperparameters.json (and the tuned copy `local_runner.py --tune`
+saves) may hold only these keys; pipeline/configs.py refuses any other when
+the pipeline is built, since model.py would silently ignore it. A key added
+to model.py goes here too (tests/test_configs.py checks the two agree).
+This module imports nothing heavy: configs.load() reads it on every run.
+"""
+
+from typing import List
+
+# Key: what model.py does with it.
+KNOWN_KEYS = {
+    'batch_size': 'examples per training step (run_fn, tuner_fn)',
+    'crosses': "feature crosses of the wide part, 'a*b,c*d' (build_model)",
+    'cross_bins': 'hash bins of each cross, default 256 (build_model)',
+    'dropout': 'dropout rate after each hidden layer (build_model)',
+    'embedding_dim': 'embedding size of each categorical feature (build_model)',
+    'hidden_units': "sizes of the hidden layers, '128,64' (build_model)",
+    'learning_rate': 'Adam learning rate (build_model)',
+    'numeric_buckets': 'one-hot bins of each numeric feature, 0 for none (build_model)',
+}
+
+
+def parse_crosses(text) -> List[List[str]]:
+  """'a*b,c*d' -> [['a', 'b'], ['c', 'd']], split exactly as model.py splits it."""
+  return [c.split('*') for c in str(text or '').split(',') if c]
