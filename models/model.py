@@ -15,6 +15,7 @@ from tfx.components.tuner.component import TunerFnResult
 from tfx_bsl.public import tfxio
 
 from models import features
+from models import hyperparameters
 from models import signatures
 
 # The checked-in hyperparameters. The pipeline passes the content of the file
@@ -63,8 +64,7 @@ def _bucketize_standardized(x, num_buckets: int):
 
 
 def _crosses(hparams) -> List[List[str]]:
-  """'a*b,c*d' -> [['a', 'b'], ['c', 'd']]."""
-  return [c.split('*') for c in str(hparams.get('crosses', '')).split(',') if c]
+  return hyperparameters.parse_crosses(hparams.get('crosses'))
 
 
 def build_model(hparams: Dict) -> keras.Model:

@@ -341,7 +341,7 @@ def header_comment(command: str, data: CsvData, examples: int,
   lines += [f'  Note: {note}.' for note in absent.notes]
   lines += [
       '  Any other column clients will not send needs not_in_environment: "SERVING".',
-      f'- thresholds: drift (span vs previous span) and skew (training vs serving)',
+      '- thresholds: drift (span vs previous span) and skew (training vs serving)',
       f'  comparators: L-infinity {INFINITY_NORM_THRESHOLD} on categorical features,',
       f'  Jensen-Shannon {JSD_THRESHOLD} on the deciles of numeric ones, as the curated',
       '  taxi schema measured them (git show HEAD:schema/schema.pbtxt, its header);',
