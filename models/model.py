@@ -111,11 +111,17 @@ def build_model(hparams: Dict) -> keras.Model:
   return model
 
 
-def hparams_from(fn_args) -> Dict:
-  """Tuner's best values when wired in, else the checked-in ones."""
+def base_hparams(fn_args) -> Dict:
+  """The pipeline's hyperparameters (its hyperparameters_file, with tuned
+  values merged), passed in custom_config; else the checked-in ones."""
   custom = fn_args.custom_config or {}
-  hparams = json.loads(custom['hyperparameters']) if 'hyperparameters' in custom \
+  return json.loads(custom['hyperparameters']) if 'hyperparameters' in custom \
       else default_hparams()
+
+
+def hparams_from(fn_args) -> Dict:
+  """The pipeline's hyperparameters, with the Tuner's best values when wired in."""
+  hparams = base_hparams(fn_args)
   if fn_args.hyperparameters:
     tuned = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters)
     hparams.update(tuned.values)
@@ -159,9 +165,9 @@ def run_fn(fn_args: FnArgs):
   signatures.export(model, tf_transform_output, fn_args.serving_model_dir)
 
 
-def _search_space(hp: keras_tuner.HyperParameters) -> Dict:
-  """The tuned knobs; the others keep their checked-in values."""
-  hparams = default_hparams()
+def search_space(hp: keras_tuner.HyperParameters, base: Dict) -> Dict:
+  """The tuned knobs; the others keep the pipeline's values (base)."""
+  hparams = dict(base)
   hparams.update({
       'learning_rate': hp.Choice('learning_rate', [0.001, 0.003, 0.01]),
       'hidden_units': hp.Choice('hidden_units', ['64,32', '128,64', '256,128']),
@@ -175,9 +181,10 @@ def _search_space(hp: keras_tuner.HyperParameters) -> Dict:
 def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
   """Tuner entry point: a small random search over the model's knobs."""
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-  batch_size = int(default_hparams()['batch_size'])
+  base = base_hparams(fn_args)
+  batch_size = int(base['batch_size'])
   tuner = keras_tuner.RandomSearch(
-      lambda hp: build_model(_search_space(hp)),
+      lambda hp: build_model(search_space(hp, base)),
       objective=keras_tuner.Objective('val_auc', 'max'),
       max_trials=int((fn_args.custom_config or {}).get('max_trials', 6)),
       directory=fn_args.working_dir, project_name='taxi', seed=42)

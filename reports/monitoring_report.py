@@ -7,6 +7,8 @@ from typing import Dict, List
 
 from markupsafe import Markup
 
+from models import features
+
 from reports.feature_plots import feature_plot
 from reports.render import number, render, status
 
@@ -38,7 +40,7 @@ def _window_values(window: Dict, statistics: Dict, previous, watched: List[str])
       skew=_comparison_rows(window['skew'], window['skew_anomalies']),
       drift=(_comparison_rows(window['drift'], window['drift_anomalies'])
              if window['drift'] else None),
-      plots=[feature_plot(name, datasets) for name in compared if name != 'tips'],
+      plots=[feature_plot(name, datasets) for name in compared if name != features.TIPS_KEY],
       serving=datasets['serving'])
   return values
 
