@@ -331,8 +331,9 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
               config.metadata_path))
       dag_runner = runner.ParallelLocalDagRunner(
           config.parallel_components, run_id=run_id,
-          never_cached=taxi_pipeline.NEVER_CACHED)
-      with printer.watching(on_execute):
+          never_cached=taxi_pipeline.NEVER_CACHED,
+          on_start=printer.start, on_finish=printer.finish, on_execute=on_execute)
+      with printer.watching():
         dag_runner.run(pipeline)
     except Exception as e:  # Reported, never swallowed: the exit code says it.
       logging.getLogger('local_runner').exception('The run failed')
