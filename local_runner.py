@@ -312,8 +312,8 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
   from orchestration import progress
 
   if config.beam_profile == 'local':
-    from orchestration import beam_speedups
-    beam_speedups.apply()  # The in-memory runner's set-up, memoized.
+    from compat import beam as compat_beam
+    compat_beam.apply()  # The in-memory runner's set-up, memoized.
   run_id = _new_run_id(config)
   log_dir = os.path.join(config.path(config.output_root), 'logs')
   os.makedirs(log_dir, exist_ok=True)
