@@ -10,12 +10,13 @@ that version already holds it); 1 the run failed (bad data, error); 2 a
 usage error; 3 it ran but the model was not blessed. See --help.
 """
 
+import compat.keras  # noqa: F401  First: Keras 2 for TFX (see compat/keras.py).
+
 import os
 import sys
 
-# Before anything imports TensorFlow: TFX 1.16 needs Keras 2 (tf-keras), and
-# quiet runs silence TF's C++ logging, which only reads this at start-up.
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+# Before anything imports TensorFlow: quiet runs silence TF's C++ logging,
+# which only reads this at start-up.
 if '--verbose' not in sys.argv:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   import warnings

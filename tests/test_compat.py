@@ -130,3 +130,55 @@ def test_on_another_tfx_the_runner_still_runs_the_pipeline(other_tfx, tmp_path):
   # One component at a time, no on_execute hint; the progress hooks as ever.
   assert recorder.events == [('start', 'Produce'), ('finish', 'Produce'),
                              ('start', 'Consume'), ('finish', 'Consume')]
+
+
+# ---- compat/keras.py: TF_USE_LEGACY_KERAS, in one place ---------------------
+
+ENTRY_POINTS = ['local_runner.py', 'kubeflow_v2_runner.py', 'reports/run_report.py',
+                'operations/monitoring.py', 'operations/rollout.py', 'client/predict.py',
+                'data/generate.py']
+
+
+@pytest.mark.parametrize('path', ENTRY_POINTS)
+def test_every_entry_point_imports_compat_keras_first(path):
+  """Before any import but the standard library's (which loads no TF)."""
+  import ast
+  import sys
+  tree = ast.parse((pathlib.Path(configs.REPO_ROOT) / path).read_text())
+  imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+  names = [node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+           for node in imports]
+  assert 'compat.keras' in names, path
+  before = names[:names.index('compat.keras')]
+  assert all(name.split('.')[0] in sys.stdlib_module_names for name in before), (path, before)
+
+
+def _python(code_or_args, environ):
+  import os
+  import subprocess
+  import sys
+  env = {k: v for k, v in os.environ.items() if k != 'TF_USE_LEGACY_KERAS'}
+  env.update(environ, PYTHONPATH=configs.REPO_ROOT)
+  return subprocess.run([sys.executable, *code_or_args], env=env, cwd=configs.REPO_ROOT,
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_an_entry_point_sets_legacy_keras_when_unset():
+  done = _python(['-c', 'import compat.keras, os; print(os.environ["TF_USE_LEGACY_KERAS"])'], {})
+  assert done.returncode == 0 and done.stdout == '1\n', done.stderr
+
+
+def test_a_user_setting_of_keras_3_is_one_line_and_exit_2():
+  done = _python(['-m', 'data.generate', '--help'], {'TF_USE_LEGACY_KERAS': '0'})
+  assert done.returncode == 2
+  assert done.stderr == ('error: TF_USE_LEGACY_KERAS=0 selects Keras 3, which TFX 1.16 '
+                         'cannot use: unset it or set it to 1.\n')
+
+
+def test_tensorflow_imported_before_it_is_an_error(monkeypatch):
+  import importlib
+  import tensorflow  # noqa: F401  Already imported, as by a careless entry module.
+  from compat import keras as compat_keras
+  monkeypatch.delenv('TF_USE_LEGACY_KERAS')
+  with pytest.raises(ImportError, match='TensorFlow was imported before compat.keras'):
+    importlib.reload(compat_keras)
