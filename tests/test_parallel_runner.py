@@ -155,3 +155,48 @@ def test_a_partial_run_goes_through_the_same_hooks(tmp_path):
   partial.runner().run(_pipeline(tmp_path, enable_cache=False),
                        run_options=tfx_pipeline.RunOptions(from_nodes=['Consume']))
   assert partial.events == [('start', 'Consume'), ('execute', 'Consume'), ('finish', 'Consume')]
+
+
+# ---- a user's own logging in a real run, quiet mode -------------------------
+
+import io  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import logging
+import shutil
+
+
+def logging_preprocessing_fn(inputs):
+  """The project's preprocessing_fn, logging as a user's code would."""
+  from models import preprocessing
+  logging.getLogger(__name__).info("the user's record from preprocessing_fn")
+  return preprocessing.preprocessing_fn(inputs)
+
+
+def logging_run_fn(fn_args):
+  from models import model
+  logging.info("the user's record from run_fn")
+  model.run_fn(fn_args)
+
+
+@pytest.mark.slow
+def test_a_users_logging_in_run_fn_and_preprocessing_reaches_the_run_log(
+    pipeline_run, sample_data_root, tmp_path):
+  import local_runner
+  from tests.conftest import small_config
+  session_config, _ = pipeline_run
+  # The session run's metadata, copied: ExampleGen and statistics stay cached,
+  # and the session run's own state is left alone.
+  config = small_config(tmp_path, sample_data_root, infra_validator='none',
+                        preprocessing_fn=f'{__name__}.logging_preprocessing_fn',
+                        run_fn=f'{__name__}.logging_run_fn')
+  (tmp_path / 'tfx_output').mkdir()
+  shutil.copy(session_config.metadata_path, config.metadata_path)
+  console = io.StringIO()
+  summary = local_runner.run(config, stream=console)  # Quiet, as by default.
+  assert summary['succeeded'], summary['error']
+  ran = {c['component'] for c in summary['components'] if not c['cached']}
+  assert {'Transform', 'Trainer'} <= ran
+  with open(summary['log_path']) as f:
+    log = f.read()
+  assert "the user's record from preprocessing_fn" in log
+  assert "the user's record from run_fn" in log
+  assert "the user's record" not in console.getvalue()  # INFO: the file only.
