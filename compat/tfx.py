@@ -44,10 +44,12 @@ def launcher_class(executor_context: Callable[[str], ContextManager]) -> Type:
   that point. The parallel runner releases its MLMD lock there. On another
   TFX version: TFX's Launcher unchanged, so executor_context is never entered
   (the caller's lock is then held for a whole launch: one component at a
-  time).
+  time). orchestration/runner.py's loop is LocalDagRunner.run_with_ir's of
+  TFX 1.16 with this launcher; the same warning says to re-read both.
   """
   from tfx.orchestration.portable import launcher
-  if not supported('running components side by side (Launcher._run_executor)'):
+  if not supported('running components side by side (Launcher._run_executor; re-read '
+                   'LocalDagRunner.run_with_ir against orchestration/runner.py too)'):
     return launcher.Launcher
 
   class ExecutorContextLauncher(launcher.Launcher):
