@@ -72,7 +72,7 @@ class ParallelLocalDagRunner(local_dag_runner.LocalDagRunner):
         node.pipeline_node.execution_options.caching_options.enable_cache = False
     if run_options is not None:
       # A partial run, as LocalDagRunner does it: nodes outside the range are
-      # marked skipped, and the first one run snapshots the reused outputs.
+      # marked skipped, and their outputs are reused (the snapshot below).
       partial = run_options.partial_run
       partial_run_utils.mark_pipeline(
           pipeline, from_nodes=partial.from_nodes or None,
@@ -87,9 +87,6 @@ class ParallelLocalDagRunner(local_dag_runner.LocalDagRunner):
       node_id = node.node_info.id
       with lock:
         self._on_start(node_id)
-        if node.execution_options.run.perform_snapshot:
-          with metadata.Metadata(connection_config) as mlmd_handle:
-            partial_run_utils.snapshot(mlmd_handle, pipeline)
         launcher_class(
             pipeline_node=node,
             mlmd_connection=metadata.Metadata(connection_config),
@@ -102,6 +99,11 @@ class ParallelLocalDagRunner(local_dag_runner.LocalDagRunner):
 
     nodes = [n.pipeline_node for n in pipeline.nodes
              if not n.pipeline_node.execution_options.HasField('skip')]
+    if any(node.execution_options.run.perform_snapshot for node in nodes):
+      # Before any node starts: LocalDagRunner snapshots as its first node to
+      # run starts, and here other nodes may start beside that one.
+      with metadata.Metadata(connection_config) as mlmd_handle:
+        partial_run_utils.snapshot(mlmd_handle, pipeline)
     with telemetry_utils.scoped_labels({telemetry_utils.LABEL_TFX_RUNNER: 'local'}):
       _run_when_ready(nodes, launch, self._max_parallel)
 
