@@ -17,10 +17,10 @@ commit. --submit sends the file with google-cloud-aiplatform's PipelineJob.
 Every flag has a TAXI_* environment variable (pipeline/configs.py).
 """
 
+import compat.keras  # noqa: F401  First: Keras 2 for TFX (see compat/keras.py).
+
 import os
 import sys
-
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')  # Before anything imports TensorFlow.
 if '--verbose' not in sys.argv:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 

@@ -10,12 +10,13 @@ that version already holds it); 1 the run failed (bad data, error); 2 a
 usage error; 3 it ran but the model was not blessed. See --help.
 """
 
+import compat.keras  # noqa: F401  First: Keras 2 for TFX (see compat/keras.py).
+
 import os
 import sys
 
-# Before anything imports TensorFlow: TFX 1.16 needs Keras 2 (tf-keras), and
-# quiet runs silence TF's C++ logging, which only reads this at start-up.
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+# Before anything imports TensorFlow: quiet runs silence TF's C++ logging,
+# which only reads this at start-up.
 if '--verbose' not in sys.argv:
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   import warnings
@@ -312,8 +313,8 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
   from orchestration import progress
 
   if config.beam_profile == 'local':
-    from orchestration import beam_speedups
-    beam_speedups.apply()  # The in-memory runner's set-up, memoized.
+    from compat import beam as compat_beam
+    compat_beam.apply()  # The in-memory runner's set-up, memoized.
   run_id = _new_run_id(config)
   log_dir = os.path.join(config.path(config.output_root), 'logs')
   os.makedirs(log_dir, exist_ok=True)
@@ -331,8 +332,9 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
               config.metadata_path))
       dag_runner = runner.ParallelLocalDagRunner(
           config.parallel_components, run_id=run_id,
-          never_cached=taxi_pipeline.NEVER_CACHED)
-      with printer.watching(on_execute):
+          never_cached=taxi_pipeline.NEVER_CACHED,
+          on_start=printer.start, on_finish=printer.finish, on_execute=on_execute)
+      with printer.watching():
         dag_runner.run(pipeline)
     except Exception as e:  # Reported, never swallowed: the exit code says it.
       logging.getLogger('local_runner').exception('The run failed')

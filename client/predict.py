@@ -14,7 +14,7 @@ error is raised as a ServingClientError with the server's message.
 
 import os
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+import compat.keras  # noqa: F401  First: Keras 2 for TFX (see compat/keras.py).
 
 import argparse
 import base64

@@ -17,7 +17,7 @@ Drift knobs (for monitoring): payment mix, fare inflation, hour-of-day shift.
 
 import os
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')  # Project rule; this module needs no TF.
+import compat.keras  # noqa: F401  First: Keras 2 for TFX (see compat/keras.py).
 
 import argparse  # pylint: disable=g-import-not-at-top
 import csv

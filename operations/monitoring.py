@@ -26,7 +26,7 @@ Exit status: 0 nothing found; 2 skew or drift found (a retraining trigger);
 
 import os
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+import compat.keras  # noqa: F401  First: Keras 2 for TFX (see compat/keras.py).
 
 import argparse
 import collections

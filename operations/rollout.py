@@ -33,7 +33,7 @@ poll, or at once with --reload HOST:PORT (ModelService.HandleReloadConfigRequest
 
 import os
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+import compat.keras  # noqa: F401  First: Keras 2 for TFX (see compat/keras.py).
 
 import argparse
 import json

@@ -12,7 +12,6 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from ml_metadata.proto import metadata_store_pb2
-from tfx.orchestration.portable import launcher
 
 from pipeline import metadata
 from pipeline.components import anomalies_gate
@@ -110,32 +109,10 @@ class ProgressPrinter:
     self.components: List[Dict] = []
 
   @contextlib.contextmanager
-  def watching(self, on_execute: Optional[Callable[[str], None]] = None):
-    """Reports every component LocalDagRunner launches inside the block, and
-    calls on_execute(node_id) before a component's executor really runs (a
-    cached or system node runs none).
-
-    LocalDagRunner offers no callbacks; it builds one Launcher per component,
-    so a Launcher that reports around launch() sees each of them.
-    """
-    original = launcher.Launcher
-    printer = self
-
-    class ReportingLauncher(original):
-
-      def launch(self):
-        node_id = self._pipeline_node.node_info.id
-        printer.start(node_id)
-        result = super().launch()
-        printer.finish(node_id)
-        return result
-
-      def _run_executor(self, execution_info):
-        if on_execute is not None:
-          on_execute(self._pipeline_node.node_info.id)
-        return super()._run_executor(execution_info)
-
-    launcher.Launcher = ReportingLauncher
+  def watching(self):
+    """Writes a heartbeat line while a long step runs inside the block.
+    The lines per component come from start() and finish(), which the
+    runner calls (ParallelLocalDagRunner's on_start and on_finish)."""
     stop = threading.Event()
     heartbeat = threading.Thread(target=self._heartbeat, args=(stop,), daemon=True,
                                  name='progress-heartbeat')
@@ -143,7 +120,6 @@ class ProgressPrinter:
     try:
       yield self
     finally:
-      launcher.Launcher = original
       stop.set()
       heartbeat.join()
 

@@ -5,11 +5,11 @@ independent components side by side); kubeflow_v2_runner.py compiles
 the same definition for Vertex AI Pipelines / Kubeflow Pipelines.
 """
 
+import ast
 import hashlib
-import importlib.util
 import json
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional, Set
 
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis import constants as tfma_constants
@@ -37,26 +37,91 @@ from pipeline.components import csv_example_gen as taxi_example_gen
 from pipeline.components import infra_validator
 from pipeline.configs import PipelineConfig
 
-# The code each step runs. Listing it here makes an edit invalidate exactly
-# the cached steps it affects (TFX alone does not see edits to code given by
-# import path).
-TRANSFORM_CODE = ('models.features', 'models.preprocessing')
-TRAINER_CODE = ('models.features', 'models.model', 'models.signatures')
-
 # Nodes a local run always executes: the Pusher decides from the serving
 # directory, which its cache key does not cover (pipeline/components/pusher.py).
 NEVER_CACHED = ('Pusher',)
 TUNED_HYPERPARAMETERS_FILE = 'tuned_hyperparameters.json'
 
 
-def source_fingerprint(module_names=(), files=()) -> str:
-  """A short hash of the named modules' and files' source text."""
+def source_fingerprint(files) -> str:
+  """A short hash of the files' contents."""
   digest = hashlib.sha256()
-  paths = [importlib.util.find_spec(m).origin for m in module_names] + list(files)
-  for path in paths:
+  for path in files:
     with open(path, 'rb') as f:
       digest.update(f.read())
   return digest.hexdigest()[:16]
+
+
+def code_fingerprint(*module_names: str) -> str:
+  """A short hash of the code a step runs: the named modules and every
+  project module they import, transitively.
+
+  TFX keys a step on its code's import path, not on the code, so an edit
+  would reuse a stale cached output. Following the imports (inside
+  functions too) means a new helper module cannot be missed; only an import
+  by a computed name (importlib) would be.
+  """
+  files = set()
+  for name in module_names:
+    files |= project_module_files(name)
+  digest = hashlib.sha256()
+  for path in sorted(files):
+    digest.update(os.path.relpath(path, configs.REPO_ROOT).encode() + b'\0')
+    with open(path, 'rb') as f:
+      digest.update(f.read())
+  return digest.hexdigest()[:16]
+
+
+def project_module_files(module_name: str) -> Set[str]:
+  """The source files of module_name, its packages and every project module
+  they import, transitively. A project module is one whose source is in
+  this repository (the .py file its dotted name names under REPO_ROOT)."""
+  files: Dict[str, str] = {}
+  pending = [module_name]
+  while pending:
+    name = pending.pop()
+    path = _project_source(name)
+    if path is None or name in files:
+      continue  # A library, a name imported from a module, or seen.
+    files[name] = path
+    parts = name.split('.')
+    pending += ['.'.join(parts[:i]) for i in range(1, len(parts))]  # Its packages.
+    pending += _imported_names(path, name)
+  return set(files.values())
+
+
+def _project_source(module_name: str) -> Optional[str]:
+  base = os.path.join(configs.REPO_ROOT, *module_name.split('.'))
+  for path in (base + '.py', os.path.join(base, '__init__.py')):
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def _imported_names(path: str, module_name: str) -> List[str]:
+  """Every dotted name an import statement of the file may load: for
+  `from a import b`, both a and a.b (b may be a module)."""
+  with open(path, 'rb') as f:
+    tree = ast.parse(f.read(), path)
+  package = module_name.split('.')
+  if not path.endswith('__init__.py'):
+    package = package[:-1]
+  names = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names += [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom):
+      base = node.module or ''
+      if node.level:  # Relative: from the module's package, `level - 1` up.
+        base = '.'.join(package[:len(package) - node.level + 1] + ([base] if base else []))
+      names.append(base)
+      names += [f'{base}.{alias.name}' for alias in node.names]
+  return names
+
+
+def _module_of(function_path: str) -> str:
+  """'models.model.run_fn' -> 'models.model'."""
+  return function_path.rpartition('.')[0]
 
 
 def _eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -193,7 +258,7 @@ def create_pipeline(
 ) -> Pipeline:
   """Builds every component and wires them into one pipeline."""
   example_gen = taxi_example_gen.csv_example_gen(
-      code_fingerprint=source_fingerprint(('pipeline.components.csv_example_gen',)),
+      code_fingerprint=code_fingerprint('pipeline.components.csv_example_gen'),
       input_base=config.path(config.data_root),
       input_config=example_gen_pb2.Input(splits=[
           example_gen_pb2.Input.Split(name='all', pattern=config.input_pattern)]),
@@ -237,10 +302,9 @@ def create_pipeline(
       # metrics), ~25% less CPU here, as it traces preprocessing_fn once
       # rather than once per analysis phase.
       force_tf_compat_v1=True,
-      custom_config={'code_fingerprint': source_fingerprint(TRANSFORM_CODE)})
+      custom_config={'code_fingerprint': code_fingerprint(_module_of(config.preprocessing_fn))})
   transform.add_upstream_node(anomalies_gate)
 
-  trainer_code = source_fingerprint(TRAINER_CODE)
   tuner = None
   if config.tune:
     tuner = cloud.tuner(
@@ -250,7 +314,8 @@ def create_pipeline(
         transform_graph=transform.outputs['transform_graph'],
         train_args=trainer_pb2.TrainArgs(num_steps=config.tuner_steps),
         eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps or None),
-        custom_config={'max_trials': config.tuner_trials, 'code_fingerprint': trainer_code})
+        custom_config={'max_trials': config.tuner_trials,
+                       'code_fingerprint': code_fingerprint(_module_of(config.tuner_fn))})
 
   trainer = cloud.trainer(
       config,
@@ -263,7 +328,7 @@ def create_pipeline(
       eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps or None),
       custom_config={
           'hyperparameters': _read_hyperparameters(config),
-          'code_fingerprint': trainer_code,
+          'code_fingerprint': code_fingerprint(_module_of(config.run_fn)),
       })
 
   model_resolver = _baseline_resolver(trainer, for_kubeflow)

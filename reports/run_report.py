@@ -13,7 +13,7 @@ templates (reports/templates/); charts are inline SVG (reports/charts.py).
 
 import os
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+import compat.keras  # noqa: F401  First: Keras 2 for TFX (see compat/keras.py).
 
 import argparse
 import datetime

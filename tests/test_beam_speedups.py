@@ -13,7 +13,7 @@ from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from dill import _dill
 import pytest
 
-from orchestration import beam_speedups
+from compat import beam as beam_speedups
 
 ORIGINAL_ARGS_DEFAULTS = core.get_function_args_defaults
 ORIGINAL_DOFN_SPECS = userstate.get_dofn_specs

@@ -79,3 +79,124 @@ def test_a_failure_lets_running_components_finish_and_starts_nothing_new():
 def test_a_component_whose_upstream_never_runs_is_an_error():
   with pytest.raises(RuntimeError, match='No component can start: B'):
     _run_when_ready(_nodes({'A': [], 'B': ['A', 'B']}), lambda n: None, max_parallel=2)
+
+
+# ---- real runs of a two-component pipeline, with the runner's hooks ---------
+
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from tfx.dsl.component.experimental.decorators import component
+from tfx.orchestration import metadata
+from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.orchestration.portable import launcher
+from tfx.types import standard_artifacts
+
+from orchestration.runner import ParallelLocalDagRunner
+
+
+@component
+def Produce(text: OutputArtifact[standard_artifacts.String]):
+  text.value = 'produced'
+
+
+@component
+def Consume(text: InputArtifact[standard_artifacts.String],
+            copy: OutputArtifact[standard_artifacts.String]):
+  copy.value = text.value + ', consumed'
+
+
+def _pipeline(root, enable_cache=True):
+  produce = Produce()
+  consume = Consume(text=produce.outputs['text'])
+  return tfx_pipeline.Pipeline(
+      pipeline_name='hooks', pipeline_root=str(root / 'root'),
+      components=[produce, consume], enable_cache=enable_cache,
+      metadata_connection_config=metadata.sqlite_metadata_connection_config(
+          str(root / 'metadata.sqlite')))
+
+
+class _Recorder:
+  """What the hooks saw, and whether TFX's Launcher was left alone."""
+
+  def __init__(self):
+    self.events = []
+    self.launcher_replaced = False
+
+  def hook(self, name):
+    original = launcher.Launcher
+
+    def record(node_id):
+      self.events.append((name, node_id))
+      self.launcher_replaced |= launcher.Launcher is not original
+    return record
+
+  def runner(self, **kwargs):
+    return ParallelLocalDagRunner(
+        on_start=self.hook('start'), on_finish=self.hook('finish'),
+        on_execute=self.hook('execute'), **kwargs)
+
+
+@pytest.mark.slow
+def test_hooks_see_each_component_and_only_real_executions(tmp_path):
+  first = _Recorder()
+  first.runner().run(_pipeline(tmp_path))
+  assert first.events == [('start', 'Produce'), ('execute', 'Produce'), ('finish', 'Produce'),
+                          ('start', 'Consume'), ('execute', 'Consume'), ('finish', 'Consume')]
+  assert not first.launcher_replaced
+  cached = _Recorder()
+  cached.runner().run(_pipeline(tmp_path))
+  assert cached.events == [('start', 'Produce'), ('finish', 'Produce'),
+                           ('start', 'Consume'), ('finish', 'Consume')]
+
+
+@pytest.mark.slow
+def test_a_partial_run_goes_through_the_same_hooks(tmp_path):
+  _Recorder().runner().run(_pipeline(tmp_path))
+  partial = _Recorder()
+  partial.runner().run(_pipeline(tmp_path, enable_cache=False),
+                       run_options=tfx_pipeline.RunOptions(from_nodes=['Consume']))
+  assert partial.events == [('start', 'Consume'), ('execute', 'Consume'), ('finish', 'Consume')]
+
+
+# ---- a user's own logging in a real run, quiet mode -------------------------
+
+import io  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import logging
+import shutil
+
+
+def logging_preprocessing_fn(inputs):
+  """The project's preprocessing_fn, logging as a user's code would."""
+  from models import preprocessing
+  logging.getLogger(__name__).info("the user's record from preprocessing_fn")
+  return preprocessing.preprocessing_fn(inputs)
+
+
+def logging_run_fn(fn_args):
+  from models import model
+  logging.info("the user's record from run_fn")
+  model.run_fn(fn_args)
+
+
+@pytest.mark.slow
+def test_a_users_logging_in_run_fn_and_preprocessing_reaches_the_run_log(
+    pipeline_run, sample_data_root, tmp_path):
+  import local_runner
+  from tests.conftest import small_config
+  session_config, _ = pipeline_run
+  # The session run's metadata, copied: ExampleGen and statistics stay cached,
+  # and the session run's own state is left alone.
+  config = small_config(tmp_path, sample_data_root, infra_validator='none',
+                        preprocessing_fn=f'{__name__}.logging_preprocessing_fn',
+                        run_fn=f'{__name__}.logging_run_fn')
+  (tmp_path / 'tfx_output').mkdir()
+  shutil.copy(session_config.metadata_path, config.metadata_path)
+  console = io.StringIO()
+  summary = local_runner.run(config, stream=console)  # Quiet, as by default.
+  assert summary['succeeded'], summary['error']
+  ran = {c['component'] for c in summary['components'] if not c['cached']}
+  assert {'Transform', 'Trainer'} <= ran
+  with open(summary['log_path']) as f:
+    log = f.read()
+  assert "the user's record from preprocessing_fn" in log
+  assert "the user's record from run_fn" in log
+  assert "the user's record" not in console.getvalue()  # INFO: the file only.

@@ -12,7 +12,8 @@ whole split in the runner's memory when Beam runs in this process:
 
 Inference (TFX's own), conversion and the hash split are TFX's, so the
 examples and their split are the same. Other runners (the `dataflow` profile)
-run TFX's executor unchanged.
+run TFX's executor unchanged, as does a TFX version other than the one
+compat/tfx.py (which holds the private TFX parts used here) was written for.
 
 Before Beam starts, each file is read once more, streaming, to check what
 TFX would only report without a place (a line that is not UTF-8, a line with
@@ -36,6 +37,8 @@ from tfx.dsl.io import fileio
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx_bsl.coders import csv_decoder
+
+from compat import tfx as compat_tfx
 
 
 def runs_in_memory(beam_pipeline_args: List[str]) -> bool:
@@ -123,7 +126,7 @@ def _parsed_lines(pipeline: beam.Pipeline, csv_files: List[str], label: str):
   """One read of the files: parsed CSV lines, header skipped."""
   return (pipeline
           | f'{label}CreateFilenames' >> beam.Create(csv_files)
-          | f'{label}ReadFromText' >> beam.ParDo(csv_executor._ReadCsvRecordsFromTextFile())  # pylint: disable=protected-access
+          | f'{label}ReadFromText' >> beam.ParDo(compat_tfx.read_csv_records())
           | f'{label}ParseCSVLine' >> beam.ParDo(csv_decoder.ParseCSVLine(delimiter=','))
           | f'{label}ExtractParsedCSVLines' >> beam.Keys())
 
@@ -146,7 +149,7 @@ def _StreamingCsvToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, A
       | 'InferColumnTypes' >> beam.CombineGlobally(
           csv_decoder.ColumnTypeInferrer(column_names, skip_blank_lines=True)))
   return (_parsed_lines(pipeline, csv_files, '')
-          | 'ToTFExample' >> beam.ParDo(csv_executor._ParsedCsvToTfExample(), column_infos))  # pylint: disable=protected-access
+          | 'ToTFExample' >> beam.ParDo(compat_tfx.parsed_csv_to_example(), column_infos))
 
 
 class _ReshuffleAsIdentity(PTransformOverride):
@@ -167,22 +170,24 @@ class _InMemoryPipeline(beam.Pipeline):
     return super().run(test_runner_api)
 
 
-class Executor(csv_executor.Executor):
-  """TFX's CsvExampleGen executor; streaming on the in-memory runner."""
+class Executor(compat_tfx.PipelineChoosingBeamExecutor, csv_executor.Executor):
+  """TFX's CsvExampleGen executor; streaming on the in-memory runner (and a
+  TFX version compat/tfx.py knows)."""
 
-  def _in_memory(self) -> bool:
-    return (self._make_beam_pipeline_fn is None and
-            runs_in_memory(self._beam_pipeline_args or []))
+  def _streams(self) -> bool:
+    return (not compat_tfx.has_own_beam_pipeline(self) and
+            runs_in_memory(compat_tfx.beam_pipeline_args(self)) and
+            compat_tfx.streaming_csv_supported())
 
   def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-    if self._in_memory():
+    if self._streams():
       return _StreamingCsvToExample
     return super().GetInputSourceToExamplePTransform()
 
-  def _make_beam_pipeline(self):
-    if self._in_memory():
-      return _InMemoryPipeline(argv=self._beam_pipeline_args)
-    return super()._make_beam_pipeline()
+  def make_beam_pipeline(self):
+    if self._streams():
+      return _InMemoryPipeline(argv=compat_tfx.beam_pipeline_args(self))
+    return super().make_beam_pipeline()
 
 
 def csv_example_gen(input_base: str, input_config, output_config,

@@ -1,30 +1,26 @@
-"""CuratedSchemaGen: ImportSchemaGen whose cache key includes the schema's
-content, so editing schema/ re-runs validation and everything after it."""
+"""CuratedSchemaGen: the checked-in schema as the pipeline's Schema artifact,
+re-run when the schema file's content changes."""
 
-from tfx import types
-from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
-from tfx.types import component_spec
+import os
+
+from tfx.dsl.component.experimental.annotations import OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
-from tfx.types import standard_component_specs
+from tfx.utils import io_utils
+
+SCHEMA_FILE_NAME = 'schema.pbtxt'  # Where TFX's components look in a Schema artifact.
 
 
-class _CuratedSchemaGenSpec(standard_component_specs.ImportSchemaGenSpec):
-  PARAMETERS = {
-      **standard_component_specs.ImportSchemaGenSpec.PARAMETERS,
-      # Unused by the executor; part of the cache key.
-      'content_fingerprint': component_spec.ExecutionParameter(type=str),
-  }
+@component
+def CuratedSchemaGen(  # pylint: disable=invalid-name
+    schema_file: Parameter[str], content_fingerprint: Parameter[str],
+    schema: OutputArtifact[standard_artifacts.Schema]):
+  """Copies schema_file into the Schema artifact, as ImportSchemaGen does.
 
-
-class CuratedSchemaGen(ImportSchemaGen):
-  """ImportSchemaGen that re-runs when the schema file's content changes."""
-
-  SPEC_CLASS = _CuratedSchemaGenSpec
-
-  def __init__(self, schema_file: str, content_fingerprint: str):
-    spec = _CuratedSchemaGenSpec(
-        schema_file=schema_file,
-        content_fingerprint=content_fingerprint,
-        schema=types.Channel(type=standard_artifacts.Schema))
-    # Skip ImportSchemaGen.__init__, which builds the plain spec.
-    super(ImportSchemaGen, self).__init__(spec=spec)
+  content_fingerprint is unused here: as part of the cache key it makes an
+  edit of the schema re-run this step and those that read its output (TFX
+  keys on the file's path only).
+  """
+  del content_fingerprint
+  io_utils.SchemaReader().read(schema_file)  # A schema proto, or TFX's error.
+  io_utils.copy_file(schema_file, os.path.join(schema.uri, SCHEMA_FILE_NAME))

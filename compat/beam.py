@@ -1,5 +1,6 @@
 """Memoizations for Apache Beam 2.59's in-memory runner, where a small
-pipeline spends its time setting stages up rather than processing data.
+pipeline spends its time setting stages up rather than processing data:
+the project's only replacements of Beam and dill internals.
 
 Profiled on the 15k-row taxi run (cProfile of local_runner.main), Beam's
 set-up repeats three things thousands of times:
@@ -17,24 +18,54 @@ set-up repeats three things thousands of times:
   (thousands per run), and each Logger.setLevel clears the level cache of
   every logger in the process. Here the level is only set when it changes.
 
-Both replace a Beam/dill function by one that returns what the original would
-(the tests compare them); nothing else about Beam changes. Applied by the
-local runner only: Dataflow workers run Beam as shipped.
+Each replaces a Beam/dill function by one that returns what the original
+would (tests/test_beam_speedups.py compares them); nothing else about Beam
+changes. Applied by the local runner only: Dataflow workers run Beam as
+shipped. They are speed-ups only, so on a Beam or dill version other than
+the one they were written for, they are not applied (one logged warning)
+and the run uses Beam as shipped.
 """
 
 import logging
 
+BEAM_WRITTEN_FOR = '2.59'  # Beam major.minor whose internals this replaces.
+DILL_WRITTEN_FOR = '0.3.1.1'  # dill as pinned in requirements.lock (Beam's pin).
+
+_logger = logging.getLogger(__name__)
 _applied = False
 
 
+def installed_versions() -> dict:
+  import apache_beam
+  import dill
+  return {'Apache Beam': apache_beam.__version__, 'dill': dill.__version__}
+
+
+def supported(library: str, written_for: str) -> bool:
+  """Whether the installed `library` is the version written_for; if not,
+  logs that its memoizations are left out."""
+  installed = installed_versions()[library]
+  if installed == written_for or installed.startswith(written_for + '.'):
+    return True
+  _logger.warning('%s %s is not the %s that compat/beam.py was written for: its set-up '
+                  'memoizations are not applied (runs are slower, results the same); '
+                  're-read compat/beam.py against %s %s and update its version.',
+                  library, installed, written_for, library, installed)
+  return False
+
+
 def apply() -> None:
+  """Applies what the installed versions allow, once per process."""
   global _applied
-  if not _applied:
+  if _applied:
+    return
+  _applied = True
+  if supported('Apache Beam', BEAM_WRITTEN_FOR):
     _cache_function_arguments()
     _cache_dofn_specs()
     _cache_option_views()
+  if supported('dill', DILL_WRITTEN_FOR):
     _set_dill_trace_level_only_on_change()
-    _applied = True
 
 
 def _cache_function_arguments() -> None:

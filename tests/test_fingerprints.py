@@ -1,0 +1,83 @@
+"""The code fingerprints in the cache keys follow what each step's code
+imports from the project: a new helper module invalidates the steps that use
+it, and only those. (A real rerun after an edit: test_pipeline.py.)"""
+
+import json
+import pathlib
+import shutil
+
+import pytest
+
+from pipeline import configs
+from pipeline import pipeline as taxi_pipeline
+
+REPO = pathlib.Path(configs.REPO_ROOT)
+
+
+@pytest.fixture
+def repo_copy(tmp_path, monkeypatch):
+  """A copy of the code and schema that the pipeline is built from, so a
+  test can edit it without touching the checkout."""
+  for folder in ('models', 'pipeline', 'compat', 'schema'):
+    shutil.copytree(REPO / folder, tmp_path / folder,
+                    ignore=shutil.ignore_patterns('__pycache__'))
+  monkeypatch.setattr(configs, 'REPO_ROOT', str(tmp_path))
+  return tmp_path
+
+
+def _fingerprints(repo: pathlib.Path):
+  """{node id: its code (or schema content) fingerprint} of the pipeline."""
+  config = configs.load({'data_root': str(REPO / 'data' / 'taxi')}, environ={})
+  pipeline = taxi_pipeline.create_pipeline(config)
+  nodes = {node.id: node.exec_properties for node in pipeline.components}
+  found = {node_id: json.loads(nodes[node_id]['custom_config'])['code_fingerprint']
+           for node_id in ('Transform', 'Trainer')}
+  found['CuratedSchemaGen'] = nodes['CuratedSchemaGen']['content_fingerprint']
+  assert (repo / 'schema').is_dir()  # Built from the copy.
+  return found
+
+
+def _add_helper(repo: pathlib.Path):
+  """models/utils.py, imported by models/model.py (a user's refactoring)."""
+  (repo / 'models' / 'utils.py').write_text('def scale(x):\n  return 2 * x\n')
+  model = repo / 'models' / 'model.py'
+  model.write_text(model.read_text().replace(
+      'from models import features\n', 'from models import features\nfrom models import utils\n', 1))
+
+
+def test_editing_a_new_helper_module_changes_only_the_trainers_fingerprint(repo_copy):
+  _add_helper(repo_copy)
+  before = _fingerprints(repo_copy)
+  (repo_copy / 'models' / 'utils.py').write_text('def scale(x):\n  return 3 * x\n')
+  after = _fingerprints(repo_copy)
+  assert after['Trainer'] != before['Trainer']  # A real run re-runs the Trainer.
+  assert after['Transform'] == before['Transform']  # preprocessing.py does not import it.
+  assert after['CuratedSchemaGen'] == before['CuratedSchemaGen']
+
+
+def test_a_schema_edit_changes_no_code_fingerprint(repo_copy):
+  before = _fingerprints(repo_copy)
+  schema = repo_copy / 'schema' / 'schema.pbtxt'
+  schema.write_text(schema.read_text() + '\n# edited\n')
+  after = _fingerprints(repo_copy)
+  assert after['CuratedSchemaGen'] != before['CuratedSchemaGen']
+  assert (after['Trainer'], after['Transform']) == (before['Trainer'], before['Transform'])
+
+
+def test_imports_inside_functions_and_relative_ones_count(repo_copy):
+  models = repo_copy / 'models'
+  (models / 'late.py').write_text('from . import later\n')
+  (models / 'later.py').write_text('VALUE = 1\n')
+  with open(models / 'preprocessing.py', 'a') as f:
+    f.write('\n\ndef _helper():\n  from models import late\n  return late\n')
+  files = {pathlib.Path(p).relative_to(repo_copy).as_posix()
+           for p in taxi_pipeline.project_module_files('models.preprocessing')}
+  assert files == {'models/__init__.py', 'models/preprocessing.py', 'models/features.py',
+                   'models/late.py', 'models/later.py'}
+
+
+def test_the_trainers_code_is_the_model_and_what_it_imports_from_the_project():
+  files = {pathlib.Path(p).relative_to(REPO).as_posix()
+           for p in taxi_pipeline.project_module_files('models.model')}
+  assert files == {'models/__init__.py', 'models/model.py', 'models/features.py',
+                   'models/signatures.py'}
