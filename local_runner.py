@@ -196,7 +196,7 @@ def summarize(config, printer, error, seconds, run_id=None):
       'serving_version': None, 'push_result': 'nothing pushed',
   }
   store = metadata.open_store(config.metadata_path)
-  if 'Evaluator' in ran:
+  if 'Evaluator' in ran and 'Evaluator' not in failed:
     out = metadata.LatestRun(store, config.pipeline_name, 'Evaluator')
     summary['metrics'] = metadata.evaluation_metrics(out.one('evaluation').uri)
     summary['blessed'] = metadata.custom_property(out.one('blessing'), 'blessed', 0) == 1

@@ -67,13 +67,17 @@ class _CpuPrinter:
   component itself spent, wall time also what it waited for a core.
   """
 
+  current = None  # The component running now (the runner runs one at a time here).
+
   def start(self, node_id: str):
     self._cpu_started = _cpu_seconds()
+    self.current = node_id
     super().start(node_id)
 
-  def finish(self):
+  def finish(self, node_id: str):
     cpu = _cpu_seconds() - self._cpu_started
-    super().finish()
+    self.current = None
+    super().finish(node_id)
     self.components[-1]['cpu_seconds'] = round(cpu, 2)
 
 
@@ -95,7 +99,7 @@ class _MemorySampler:
 
   def _run(self):
     while not self._stop.is_set():
-      node = self._printer._current  # pylint: disable=protected-access
+      node = self._printer.current
       if node:
         rss = self._process.memory_info().rss
         self.peak[node] = max(self.peak.get(node, 0), rss)
@@ -117,7 +121,7 @@ def run_one(rows: int) -> dict:
   from tfx import v1 as tfx
   from local_runner import _configure_logging
   from pipeline import pipeline as taxi_pipeline
-  from orchestration import progress
+  from orchestration import progress, runner
 
   work_dir = os.path.join(RESULTS, 'scale', f'run-{rows}')
   shutil.rmtree(work_dir, ignore_errors=True)
@@ -133,8 +137,10 @@ def run_one(rows: int) -> dict:
   baseline_rss = psutil.Process().memory_info().rss
   load_at_start = os.getloadavg()[0]
   started = time.time()
+  # One component at a time, so RSS and CPU are charged to the one running.
+  dag_runner = runner.ParallelLocalDagRunner(1, on_start=printer.start, on_finish=printer.finish)
   with _MemorySampler(printer) as sampler, printer.watching():
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    dag_runner.run(pipeline)
   components = {c['component']: {
       'seconds': c['seconds'], 'cpu_seconds': c['cpu_seconds'],
       'rows_per_s': _per_second(rows, c['seconds']),

@@ -40,7 +40,7 @@ from pipeline.configs import PipelineConfig
 # Nodes a local run always executes: the Pusher decides from the serving
 # directory, which its cache key does not cover (pipeline/components/pusher.py).
 NEVER_CACHED = ('Pusher',)
-TUNED_HYPERPARAMETERS_FILE = 'tuned_hyperparameters.json'
+TUNED_HYPERPARAMETERS_FILE = configs.TUNED_HYPERPARAMETERS_FILE
 
 
 def source_fingerprint(files) -> str:
@@ -314,7 +314,9 @@ def create_pipeline(
         transform_graph=transform.outputs['transform_graph'],
         train_args=trainer_pb2.TrainArgs(num_steps=config.tuner_steps),
         eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps or None),
+        # The Trainer's hyperparameters: the search varies some, keeps the rest.
         custom_config={'max_trials': config.tuner_trials,
+                       'hyperparameters': _read_hyperparameters(config),
                        'code_fingerprint': code_fingerprint(_module_of(config.tuner_fn))})
 
   trainer = cloud.trainer(

@@ -2,13 +2,21 @@
 and a failure stops what has not started. (Real pipeline runs with it are in
 test_pipeline.py and test_bad_data.py.)"""
 
+import io
+import logging
+import shutil
 import threading
 
 import pytest
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
+from tfx.dsl.component.experimental.decorators import component
+from tfx.orchestration import metadata
+from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.orchestration.portable import launcher
 from tfx.proto.orchestration import pipeline_pb2
+from tfx.types import standard_artifacts
 
-from orchestration.runner import _run_when_ready
-
+from orchestration.runner import ParallelLocalDagRunner, _run_when_ready
 
 def _nodes(graph):
   """PipelineNodes from {node id: [upstream ids]}, in the given order."""
@@ -83,14 +91,7 @@ def test_a_component_whose_upstream_never_runs_is_an_error():
 
 # ---- real runs of a two-component pipeline, with the runner's hooks ---------
 
-from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact  # pylint: disable=g-import-not-at-top,g-bad-import-order
-from tfx.dsl.component.experimental.decorators import component
-from tfx.orchestration import metadata
-from tfx.orchestration import pipeline as tfx_pipeline
-from tfx.orchestration.portable import launcher
-from tfx.types import standard_artifacts
 
-from orchestration.runner import ParallelLocalDagRunner
 
 
 @component
@@ -159,9 +160,6 @@ def test_a_partial_run_goes_through_the_same_hooks(tmp_path):
 
 # ---- a user's own logging in a real run, quiet mode -------------------------
 
-import io  # pylint: disable=g-import-not-at-top,g-bad-import-order
-import logging
-import shutil
 
 
 def logging_preprocessing_fn(inputs):

@@ -23,4 +23,4 @@ class PreviousBlessedModelStrategy(
         'model_blessing': input_dict['model_blessing'],
     }
     # Empty lists resolve to empty lists: nothing earlier was blessed.
-    return {**self._resolve(earlier, 'model', 'model_blessing'), 'candidate': candidate}
+    return {**super().resolve_artifacts(store, earlier), 'candidate': candidate}

@@ -40,6 +40,14 @@ def _same_saved_model(model_path: str, version_dir: str) -> bool:
           io_utils.read_bytes_file(mine) == io_utils.read_bytes_file(theirs))
 
 
+def _mark_pushed(model_push, destination: str, version: int) -> None:
+  """The custom properties TFX's Pusher sets on a push (what TFX's consumers,
+  the report and monitoring read)."""
+  model_push.set_int_custom_property('pushed', 1)
+  model_push.set_string_custom_property('pushed_destination', destination)
+  model_push.set_string_custom_property('pushed_version', str(version))
+
+
 class _AtomicPusherExecutor(pusher_executor.Executor):
   """Pushes a blessed model as a NEW HIGHEST version, written aside and renamed in.
 
@@ -57,11 +65,10 @@ class _AtomicPusherExecutor(pusher_executor.Executor):
   """
 
   def Do(self, input_dict, output_dict, exec_properties):
-    self._log_startup(input_dict, output_dict, exec_properties)
     model_push = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.PUSHED_MODEL_KEY])
     if not self.CheckBlessing(input_dict):
-      self._MarkNotPushed(model_push)
+      model_push.set_int_custom_property('pushed', 0)
       return
     base_dir = self._base_directory(exec_properties)
     model_path = self.GetModelPath(input_dict)
@@ -69,8 +76,7 @@ class _AtomicPusherExecutor(pusher_executor.Executor):
     versions = sorted(paths)
     highest = paths[versions[-1]] if versions else None
     if highest and _same_saved_model(model_path, highest):
-      self._MarkPushed(model_push, pushed_destination=highest,
-                       pushed_version=str(versions[-1]))
+      _mark_pushed(model_push, highest, versions[-1])
       model_push.set_int_custom_property('reused_version', 1)
       return
     # Above every existing version, even one from a clock set ahead.
@@ -82,7 +88,7 @@ class _AtomicPusherExecutor(pusher_executor.Executor):
     shutil.copytree(model_path, staging_dir)
     os.rename(staging_dir, final_dir)
     io_utils.copy_dir(final_dir, model_push.uri)  # TFX keeps an archive copy.
-    self._MarkPushed(model_push, pushed_destination=final_dir, pushed_version=version)
+    _mark_pushed(model_push, final_dir, int(version))
     model_push.set_int_custom_property('reused_version', 0)
 
   @staticmethod
