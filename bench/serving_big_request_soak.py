@@ -5,7 +5,7 @@ classify body (--classify-mb of examples) and a columnar predict_raw of
 --rows rows at the same time, while polling the model-status endpoint and
 the Prometheus metrics every 10 ms. Reports how long the big requests took
 and what they got, the status/metrics latency (max, p50) while they were in
-flight, and the server's RSS before, at its peak and after.
+flight, and the RSS of the server (and of its worker processes) before, at its peak and after.
 
     python bench/serving_big_request_soak.py \\
         --model_base_path /work/prebuilt/serving_model/taxi_big_tipper
@@ -63,6 +63,11 @@ def rss_mb(pid: int) -> float:
   return psutil.Process(pid).memory_info().rss / 2**20
 
 
+def children_rss_mb(pid: int) -> float:
+  """The server's worker processes (the JSON decoding worker)."""
+  return sum(c.memory_info().rss for c in psutil.Process(pid).children(recursive=True)) / 2**20
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--model_base_path', default='/work/prebuilt/serving_model/' + MODEL)
@@ -99,6 +104,7 @@ def main():
     requests.post(url + paths['classify'], data=classify_body(0.01, rng), timeout=60)
     time.sleep(1)
     rss = {'before': rss_mb(server.pid), 'peak': 0.0}
+    worker_rss = {'peak': 0.0}
     results = {}
 
     def big(name):
@@ -122,9 +128,11 @@ def main():
           session.get(url + path, timeout=args.timeout).raise_for_status()
           latencies[name].append(time.perf_counter() - start)
         rss['peak'] = max(rss['peak'], rss_mb(server.pid))
+        worker_rss['peak'] = max(worker_rss['peak'], children_rss_mb(server.pid))
         time.sleep(0.01)
     time.sleep(2)  # Let the server give memory back.
     rss['after'] = rss_mb(server.pid)
+    worker_rss['after'] = children_rss_mb(server.pid)
     report = {
         'bodies_mb': {n: round(len(b) / 1e6, 1) for n, b in bodies.items()},
         'big_requests': {n: {**r, 'seconds': round(r['seconds'], 2)} for n, r in results.items()},
@@ -132,6 +140,7 @@ def main():
         'latency_ms': {n: {'max': round(max(v) * 1e3, 1), 'p50': round(statistics.median(v) * 1e3, 1)}
                        for n, v in latencies.items() if v},
         'rss_mb': {k: round(v) for k, v in rss.items()},
+        'worker_processes_rss_mb': {k: round(v) for k, v in worker_rss.items()},
         'server_alive': server.poll() is None,
     }
     print(json.dumps(report, indent=1))
