@@ -68,6 +68,25 @@ def children_rss_mb(pid: int) -> float:
   return sum(c.memory_info().rss for c in psutil.Process(pid).children(recursive=True)) / 2**20
 
 
+def poll(session, url, latencies, each, deadline, timeout, busy=lambda: True):
+  """GETs the status and metrics endpoints every 10 ms until the deadline
+  (or while busy()), appending their latencies."""
+  while (deadline is None or time.perf_counter() < deadline) and busy():
+    for name, path in (('status', f'/v1/models/{MODEL}'),
+                       ('metrics', '/monitoring/prometheus/metrics')):
+      start = time.perf_counter()
+      session.get(url + path, timeout=timeout).raise_for_status()
+      latencies[name].append(time.perf_counter() - start)
+    each()
+    time.sleep(0.01)
+
+
+def summary(latencies) -> dict:
+  return {n: {'max': round(max(v) * 1e3, 1), 'p50': round(statistics.median(v) * 1e3, 1),
+              'p99': round(sorted(v)[int(len(v) * 0.99)] * 1e3, 1)}
+          for n, v in latencies.items() if v}
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--model_base_path', default='/work/prebuilt/serving_model/' + MODEL)
@@ -118,18 +137,17 @@ def main():
 
     threads = [threading.Thread(target=big, args=(n,)) for n in bodies]
     latencies = {'status': [], 'metrics': []}
-    for thread in threads:
-      thread.start()
+    idle = {'status': [], 'metrics': []}  # The same polls with no big request: the floor.
     with requests.Session() as session:
-      while any(t.is_alive() for t in threads):
-        for name, path in (('status', f'/v1/models/{MODEL}'),
-                           ('metrics', '/monitoring/prometheus/metrics')):
-          start = time.perf_counter()
-          session.get(url + path, timeout=args.timeout).raise_for_status()
-          latencies[name].append(time.perf_counter() - start)
+      poll(session, url, idle, lambda: False, deadline=time.perf_counter() + 3, timeout=args.timeout)
+      for thread in threads:
+        thread.start()
+
+      def sample_rss():
         rss['peak'] = max(rss['peak'], rss_mb(server.pid))
         worker_rss['peak'] = max(worker_rss['peak'], children_rss_mb(server.pid))
-        time.sleep(0.01)
+      poll(session, url, latencies, sample_rss, deadline=None, timeout=args.timeout,
+           busy=lambda: any(t.is_alive() for t in threads))
     time.sleep(2)  # Let the server give memory back.
     rss['after'] = rss_mb(server.pid)
     worker_rss['after'] = children_rss_mb(server.pid)
@@ -137,8 +155,8 @@ def main():
         'bodies_mb': {n: round(len(b) / 1e6, 1) for n, b in bodies.items()},
         'big_requests': {n: {**r, 'seconds': round(r['seconds'], 2)} for n, r in results.items()},
         'polls': len(latencies['status']),
-        'latency_ms': {n: {'max': round(max(v) * 1e3, 1), 'p50': round(statistics.median(v) * 1e3, 1)}
-                       for n, v in latencies.items() if v},
+        'latency_ms': summary(latencies),
+        'latency_ms_idle': summary(idle),
         'rss_mb': {k: round(v) for k, v in rss.items()},
         'worker_processes_rss_mb': {k: round(v) for k, v in worker_rss.items()},
         'server_alive': server.poll() is None,
