@@ -22,13 +22,11 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-import portpicker
 import psutil
 import requests
 
@@ -36,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from models import features  # noqa: E402
+from serving.server_process import ServerProcess  # noqa: E402
 
 MODEL = 'taxi_big_tipper'
 _VALUES = {'float': lambda r: round(r.uniform(0, 50), 3), 'int': lambda r: r.randint(0, 77),
@@ -102,22 +101,13 @@ def main():
   monitoring = os.path.join(work, 'monitoring.config')
   with open(monitoring, 'w') as f:
     f.write('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }')
-  rest_port, grpc_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
-  server = subprocess.Popen(
-      [sys.executable, '-m', 'serving.server', f'--port={grpc_port}', f'--rest_api_port={rest_port}',
-       f'--model_name={MODEL}', f'--model_base_path={args.model_base_path}',
-       f'--monitoring_config_file={monitoring}', '--file_system_poll_wait_seconds=0'],
-      cwd=args.root, env={**os.environ, 'PYTHONPATH': args.root},
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  url = f'http://127.0.0.1:{rest_port}'
+  server = ServerProcess(
+      f'--model_name={MODEL}', f'--model_base_path={args.model_base_path}',
+      f'--monitoring_config_file={monitoring}', '--file_system_poll_wait_seconds=0',
+      root=args.root, log_path=os.path.join(work, 'server.log'))
+  url = server.rest
   try:
-    for _ in range(480):
-      try:
-        if requests.get(url + f'/v1/models/{MODEL}', timeout=1).status_code == 200:
-          break
-      except requests.ConnectionError:
-        pass
-      time.sleep(0.25)
+    server.wait_until_available(MODEL)
     # Warm both paths with small requests, then measure the baseline RSS.
     requests.post(url + paths['predict'], data=columnar_body(10, rng), timeout=60)
     requests.post(url + paths['classify'], data=classify_body(0.01, rng), timeout=60)
@@ -159,16 +149,11 @@ def main():
         'latency_ms_idle': summary(idle),
         'rss_mb': {k: round(v) for k, v in rss.items()},
         'worker_processes_rss_mb': {k: round(v) for k, v in worker_rss.items()},
-        'server_alive': server.poll() is None,
+        'server_alive': server.process.poll() is None,
     }
     print(json.dumps(report, indent=1))
   finally:
-    server.terminate()
-    try:
-      server.wait(15)
-    except subprocess.TimeoutExpired:
-      server.kill()
-
+    server.stop()
 
 if __name__ == '__main__':
   main()

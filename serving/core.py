@@ -6,13 +6,11 @@ GetModelStatus take and return the tensorflow-serving-api protos.
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Callable, Dict, NamedTuple, Optional, Sequence
 
 import grpc
-import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, inference_pb2,

@@ -19,20 +19,14 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from google.protobuf import text_format
 
 from compat import tensorflow as compat_tf
-from serving import errors
+from serving import errors, tensors
 
 DEFAULT_SIGNATURE = 'serving_default'
-PREDICT_METHOD = 'tensorflow/serving/predict'
 CLASSIFY_METHOD = 'tensorflow/serving/classify'
 REGRESS_METHOD = 'tensorflow/serving/regress'
 WARMUP_FILE = os.path.join('assets.extra', 'tf_serving_warmup_requests')
 
 log = logging.getLogger(__name__)
-
-
-def numpy_dtype(dtype_enum: int):
-  """The numpy dtype a DataType enum maps to (object for DT_STRING)."""
-  return tf.dtypes.as_dtype(dtype_enum).as_numpy_dtype
 
 
 def shape_of(tensor_info) -> Optional[list]:
@@ -79,7 +73,7 @@ class Signature:
     self.name = name
     self.signature_def = signature_def
     self.method_name = signature_def.method_name
-    self.input_dtypes = {k: numpy_dtype(v.dtype) for k, v in signature_def.inputs.items()}
+    self.input_dtypes = {k: tensors.numpy_dtype(v.dtype) for k, v in signature_def.inputs.items()}
     self.input_shapes = {k: shape_of(v) for k, v in signature_def.inputs.items()}
     self.output_names = sorted(signature_def.outputs)
     # TF >= 2.12 records tensor defaults of tf.function args; TF Serving 2.16

@@ -35,6 +35,15 @@ _NUMERIC = {
     types_pb2.DT_UINT64: (np.dtype(np.uint64), 'uint64_val'),
 }
 _ENUM_OF = {dtype: enum for enum, (dtype, _) in _NUMERIC.items()}
+
+
+def numpy_dtype(dtype_enum: int):
+  """The numpy dtype a DataType enum maps to (object for DT_STRING)."""
+  numeric = _NUMERIC.get(dtype_enum)
+  if numeric is not None:
+    return numeric[0]
+  return tf.dtypes.as_dtype(dtype_enum).as_numpy_dtype
+
 _MAX_RANK = 32  # TensorShape::MaxDimensions().
 # Types a request cannot carry as values (handles to server-side state).
 _NOT_FEEDABLE = {types_pb2.DT_INVALID, types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT}

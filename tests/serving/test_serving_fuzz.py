@@ -8,7 +8,6 @@ import json
 import zlib
 
 import grpc
-import pytest
 import requests
 from hypothesis import HealthCheck, given, settings, strategies as st
 from tensorflow.core.framework import tensor_pb2, types_pb2

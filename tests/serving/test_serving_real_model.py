@@ -6,7 +6,6 @@ import base64
 import concurrent.futures
 import itertools
 import os
-import shutil
 import threading
 import time
 
