@@ -26,6 +26,7 @@ Without --model_dir it benchmarks a stand-in with the taxi model's signatures
 import os
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')  # The floor runs as `python -m serving.server` does.
 
 import argparse
 import base64
