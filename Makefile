@@ -12,7 +12,7 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint venv lock bench clean help
+.PHONY: run test test-fast lint venv lock bench clean help protos
 
 help:
 	@echo "make run    - run the whole pipeline locally (ARGS='--verbose' etc.)"
@@ -65,3 +65,17 @@ clean:
 	rm -rf tfx_output serving_model
 
 include deploy.mk
+
+# The config protos the tensorflow-serving-api wheel lacks (serving/config_protos/):
+# generated with grpcio-tools 1.48.2 in a throwaway venv (its protoc output runs
+# under the pinned protobuf 3.20.3; installing grpcio-tools into .venv would
+# upgrade protobuf). The generated modules are checked in.
+PROTO_VENV ?= /tmp/serving-protoc-venv
+protos:
+	@set -e; \
+	if [ ! -x $(PROTO_VENV)/bin/python ]; then \
+	  python=$$(scripts/find_python.sh); \
+	  $$python -m venv $(PROTO_VENV); \
+	  $(PROTO_VENV)/bin/pip install -q grpcio-tools==1.48.2; \
+	fi; \
+	$(PROTO_VENV)/bin/python -m grpc_tools.protoc -I. --python_out=. serving/config_protos/*.proto

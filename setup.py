@@ -22,7 +22,7 @@ setuptools.setup(
     python_requires='>=3.9,<3.11',
     packages=setuptools.find_packages(include=[
         'models', 'pipeline', 'pipeline.*', 'orchestration', 'operations', 'reports',
-        'client', 'serving', 'compat']),
+        'client', 'serving', 'serving.*', 'compat']),
     py_modules=['local_runner', 'kubeflow_v2_runner'],
     package_data={'models': ['hyperparameters.json'], 'reports': ['templates/*.j2']},
     # Workers get exact versions from requirements.lock; these only name them.

@@ -5,15 +5,19 @@ processes (wrk + a Lua script for REST; for gRPC h2load when installed
 (apt nghttp2-client) and 2 processes of grpc.aio calls on uvloop, both
 sending one pre-serialized request), all on loopback. Each cell also reports the server's CPU per request, steadier
 than req/s on a shared machine. Reports throughput and p50/p99 latency of:
-  floor   the model's serving_default signature called in-process, one at a time
+  floor   the model's serving_default signature loaded and called in-process as the
+          server does (serving/servable.py), one at a time; also the cost of writing
+          its outputs in typed value fields vs tensor_content
   flask   a minimal Flask app (app.run) answering POST /predict
   rest    serving.server REST, batching on
   grpc    serving.server gRPC Predict, batching on
   rest_N / grpc_N   the same with --server_processes=N (h2load then opens 4
           connections per process: the kernel spreads connections, not requests)
+  echo    a bare grpc.aio server answering Predict with its request (the transport's ceiling)
+  grpc_content  gRPC c=64 with --enable_serialization_as_tensor_content=true
 
     python bench/serving_bench.py [--model_dir PUSHED_VERSION_DIR] [--seconds 5]
-        [--server_processes 2]
+        [--server_processes 2] [--skip_flask] [--concurrency 1,8,64]
 
 Without --model_dir it benchmarks a stand-in with the taxi model's signatures
 (tests/serving/tiny_models.py). Not a test: numbers go to bench/README_serving.md.
@@ -22,6 +26,7 @@ Without --model_dir it benchmarks a stand-in with the taxi model's signatures
 import os
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')  # The floor runs as `python -m serving.server` does.
 
 import argparse
 import base64
@@ -41,6 +46,8 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'serving'))
+
+from serving.server_process import ServerProcess  # noqa: E402
 
 ROW = {'fare': 12.45, 'trip_start_month': 5, 'trip_start_hour': 19, 'trip_start_day': 6,
        'trip_start_timestamp': 1400269500, 'trip_miles': 1.2, 'payment_type': 'Credit Card',
@@ -114,24 +121,55 @@ def percentiles(latencies_s):
 
 
 def bench_floor(model_dir, seconds):
-  import tensorflow as tf
-  predict = tf.saved_model.load(model_dir).signatures['serving_default']
-  example = tf.constant([example_bytes()])
-  for _ in range(200):
-    predict(examples=example)
-  latencies, end = [], time.perf_counter() + seconds
-  while time.perf_counter() < end:
+  """The serving_default signature loaded and called as the server does
+  (serving/servable.py: a session callable), one example at a time."""
+  from serving.servable import Servable
+  servable = Servable('taxi_big_tipper', 1, model_dir)
+  try:
+    signature = servable.signature('serving_default')
+    name = next(iter(signature.input_dtypes))
+
+    def predict(examples):
+      return signature.call(signature.prepare({name: examples}, servable.name))
+    example = np.array([example_bytes()], object)
+    for _ in range(200):
+      predict(example)
+    latencies, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end:
+      start = time.perf_counter()
+      predict(example)
+      latencies.append(time.perf_counter() - start)
+    batch = np.array([example_bytes()] * 100, object)
     start = time.perf_counter()
-    predict(examples=example)
-    latencies.append(time.perf_counter() - start)
-  batch = tf.constant([example_bytes()] * 100)
-  start = time.perf_counter()
-  for _ in range(100):
-    predict(examples=batch)
-  batch_ms = (time.perf_counter() - start) * 10
+    for _ in range(100):
+      predict(batch)
+    batch_ms = (time.perf_counter() - start) * 10
+    encoding = bench_encoding({1: predict(example), 64: predict(batch[:64])})
+  finally:
+    servable.close()
   p50, p99 = percentiles(latencies)
   return {'rps': len(latencies) / seconds, 'p50_ms': p50, 'p99_ms': p99,
-          'batch100_ms': batch_ms}
+          'batch100_ms': batch_ms, 'encoding_us': encoding}
+
+
+def bench_encoding(outputs_by_batch, repeats=500, rounds=7):
+  """Microseconds to write a PredictResponse's outputs and serialize it, in
+  typed value fields (TF Serving's default) and in tensor_content, per batch
+  size: the fastest of `rounds` interleaved rounds (steady on a shared machine)."""
+  from serving import tensors
+  from tensorflow_serving.apis import predict_pb2
+  best = {}
+  for _ in range(rounds):
+    for batch, outputs in outputs_by_batch.items():
+      for as_content in (False, True):
+        start = time.perf_counter()
+        for _ in range(repeats):
+          response = predict_pb2.PredictResponse()
+          tensors.fill_protos(response.outputs, outputs, as_content)
+          response.SerializeToString()
+        key = (batch, 'tensor_content' if as_content else 'typed')
+        best[key] = min(best.get(key, 1e9), (time.perf_counter() - start) / repeats * 1e6)
+  return best
 
 
 def wrk(url, body, concurrency, seconds, script):
@@ -288,29 +326,30 @@ def wait_http(url, timeout_s=120, method='get', **kwargs):
   raise RuntimeError(f'{url} did not come up')
 
 
-def start_model_server(work, base, grpc_port, rest_port, processes):
-  return start([sys.executable, '-m', 'serving.server', f'--port={grpc_port}',
-                f'--rest_api_port={rest_port}', '--model_name=taxi_big_tipper',
-                f'--model_base_path={base}', '--enable_batching',
-                f'--batching_parameters_file={os.path.join(work, "batching.config")}',
-                f'--monitoring_config_file={os.path.join(work, "monitoring.config")}',
-                f'--server_processes={processes}'],
-               os.path.join(work, f'server_{processes}.log'))
+def start_model_server(work, base, processes, extra_flags=()):
+  return ServerProcess(
+      '--model_name=taxi_big_tipper', f'--model_base_path={base}', '--enable_batching',
+      f'--batching_parameters_file={os.path.join(work, "batching.config")}',
+      f'--monitoring_config_file={os.path.join(work, "monitoring.config")}',
+      f'--server_processes={processes}', *extra_flags,
+      log_path=os.path.join(work, f'server_{processes}{"_".join(extra_flags)}.log'))
 
 
-def bench_server(work, base, body, script, levels, seconds, processes, python_clients=False):
+def bench_server(work, base, body, script, levels, seconds, processes, python_clients=False,
+                 extra_flags=(), rest=True):
   """Cells against serving.server --server_processes=N: 'rest' (wrk), 'grpc'
   (h2load, when installed) and, with python_clients, 'grpc_py' (grpc.aio clients)."""
-  grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
-  server = start_model_server(work, base, grpc_port, rest_port, processes)
+  server = start_model_server(work, base, processes, extra_flags)
+  grpc_port, rest_port = server.port, server.rest_port
   cells = {}
   try:
     url = f'http://127.0.0.1:{rest_port}/v1/models/taxi_big_tipper:predict'
-    wait_http(url.rsplit(':', 1)[0])
+    server.wait_until_available('taxi_big_tipper')
     wait_workers(server, processes)
     wrk(url, body, 8, 2, script)  # Warm up.
-    cells['rest'] = {c: measured(server.pid, lambda c=c: wrk(url, body, c, seconds, script))
-                     for c in levels}
+    if rest:
+      cells['rest'] = {c: measured(server.pid, lambda c=c: wrk(url, body, c, seconds, script))
+                       for c in levels}
     target = f'127.0.0.1:{grpc_port}'
     if shutil.which('h2load'):
       metrics_url = f'http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics'
@@ -321,7 +360,7 @@ def bench_server(work, base, body, script, levels, seconds, processes, python_cl
           target, 'taxi_big_tipper', c, seconds, processes=1 if c == 1 else 2))
                           for c in levels}
   finally:
-    stop(server)
+    server.stop()
   return cells
 
 
@@ -346,6 +385,20 @@ def bench_echo(work, seconds, processes):
     for s in servers:
       stop(s)
   return result
+
+
+def bench_flask(work, model_dir, body, script, levels, seconds):
+  flask_port = portpicker.pick_unused_port()
+  flask_app = os.path.join(work, 'flask_app.py')
+  with open(flask_app, 'w') as f:
+    f.write(FLASK_APP)
+  flask = start([sys.executable, flask_app, model_dir, str(flask_port)], os.path.join(work, 'flask.log'))
+  try:
+    url = f'http://127.0.0.1:{flask_port}/predict'
+    wait_http(url, method='post', data=body, headers={'Content-Type': 'application/json'})
+    return {c: measured(flask.pid, lambda c=c: wrk(url, body, c, seconds, script)) for c in levels}
+  finally:
+    stop(flask)
 
 
 def wait_for_line(path, text, timeout_s=60):
@@ -394,6 +447,7 @@ def main():
   parser.add_argument('--concurrency', default='1,8,64')
   parser.add_argument('--server_processes', type=int, default=2,
                       help='also bench the server with this many processes (1: skip)')
+  parser.add_argument('--skip_flask', action='store_true', help='leave out the Flask app')
   args = parser.parse_args()
   levels = [int(c) for c in args.concurrency.split(',')]
   work = tempfile.mkdtemp(prefix='serving_bench_')
@@ -419,19 +473,9 @@ def main():
   results = {'floor': {1: dict(bench_floor(model_dir, args.seconds), load=load)}}
   print('floor', results['floor'], flush=True)
 
-  flask_port = portpicker.pick_unused_port()
-  flask_app = os.path.join(work, 'flask_app.py')
-  with open(flask_app, 'w') as f:
-    f.write(FLASK_APP)
-  flask = start([sys.executable, flask_app, model_dir, str(flask_port)], os.path.join(work, 'flask.log'))
-  try:
-    url = f'http://127.0.0.1:{flask_port}/predict'
-    wait_http(url, method='post', data=body, headers={'Content-Type': 'application/json'})
-    results['flask'] = {c: measured(flask.pid, lambda c=c: wrk(url, body, c, args.seconds, script))
-                        for c in levels}
+  if not args.skip_flask:
+    results['flask'] = bench_flask(work, model_dir, body, script, levels, args.seconds)
     print('flask', results['flask'], flush=True)
-  finally:
-    stop(flask)
 
   results.update(bench_server(work, base, body, script, levels, args.seconds, 1,
                               python_clients=True))
@@ -442,6 +486,11 @@ def main():
       results['echo'] = {n: bench_echo(work, args.seconds, n)
                          for n in sorted({1, args.server_processes})}
       print('grpc.aio echo', results['echo'], flush=True)
+      if 64 in levels:  # The same gRPC cell with outputs packed in tensor_content.
+        results['grpc_content'] = bench_server(
+            work, base, body, script, [64], args.seconds, 1, rest=False,
+            extra_flags=('--enable_serialization_as_tensor_content=true',))['grpc']
+        print('grpc, tensor_content', results['grpc_content'], flush=True)
     if args.server_processes > 1 and shutil.which('h2load'):
       n = args.server_processes
       cells = bench_server(work, base, body, script, levels, args.seconds, n)
@@ -467,7 +516,8 @@ def report(results, levels) -> str:
            'grpc': 'serving.server gRPC (h2load)', 'grpc_py': 'serving.server gRPC (grpc.aio clients)'}
   if results['grpc'] is results['grpc_py']:
     names['grpc'] = names['grpc_py']
-  multi = sorted(int(s.split('_')[1]) for s in results if s.startswith('grpc_') and s != 'grpc_py')
+  multi = sorted(int(s.split('_')[1]) for s in results
+                 if s.startswith('grpc_') and s.split('_')[1].isdigit())
   for n in multi:
     names[f'rest_{n}'] = f'serving.server REST, {n} processes (wrk)'
     names[f'grpc_{n}'] = f'serving.server gRPC, {n} processes (h2load)'
@@ -489,17 +539,40 @@ def report(results, levels) -> str:
     lines.append(f'| grpc.aio echo, no model, {n} process{"es" if n > 1 else ""} (h2load) | 64 |'
                  f' {r["rps"]:.0f} | {r["p50_ms"]:.2f} | {r["p99_ms"]:.2f} | {r["cpu_us"]:.0f} |'
                  f' {r["load"]:.1f} |')
+  content = results.get('grpc_content')
+  if content:
+    r = content[64]
+    lines.append(f'| serving.server gRPC, --enable_serialization_as_tensor_content (h2load) | 64 |'
+                 f' {r["rps"]:.0f} | {r["p50_ms"]:.2f} | {r["p99_ms"]:.2f} | {r["cpu_us"]:.0f} |'
+                 f' {r["load"]:.1f} |' + (f' errors: {r["errors"]}' if r.get('errors') else ''))
   lines.append(f'\n100-example batch in-process: {floor["batch100_ms"]:.2f} ms')
-  if 64 in levels and 1 in levels:
-    rest, grpc, flask = results['rest'][64], results['grpc'][64], results['flask'][64]
+  for batch in sorted({b for b, _ in floor['encoding_us']}):
+    typed, packed = floor['encoding_us'][(batch, 'typed')], floor['encoding_us'][(batch, 'tensor_content')]
+    lines.append(f'PredictResponse outputs written + serialized, {batch} example(s): typed fields'
+                 f' {typed:.1f} us, tensor_content {packed:.1f} us')
 
-    def check(name, value, target, ok):
-      lines.append(f'- {name}: {value} (target {target}) {"met" if ok else "NOT met"}')
-    lines.append('')
-    check('REST c=64 throughput / Flask', f'{rest["rps"] / flask["rps"]:.1f}x', '>= 3x',
-          rest['rps'] >= 3 * flask['rps'])
-    check('REST c=64 p99 / Flask p99', f'{rest["p99_ms"] / flask["p99_ms"]:.2f}x', '<= 0.33x',
-          rest['p99_ms'] * 3 <= flask['p99_ms'])
+  def check(name, value, target, ok):
+    lines.append(f'- {name}: {value} (target {target}) {"met" if ok else "NOT met"}')
+  lines.append('')
+  if 64 in levels and results.get('echo'):
+    grpc, echo = results['grpc'][64], results['echo'][1]
+    lines.append(f'- gRPC Predict c=64 / grpc.aio echo c=64 (1 process): {grpc["rps"] / echo["rps"]:.2f}'
+                 f' of its req/s; server CPU per request {grpc["cpu_us"]:.0f} us vs'
+                 f' {echo["cpu_us"]:.0f} us')
+  if content:
+    typed, packed = results['grpc'][64], content[64]
+    lines.append(f'- typed fields vs tensor_content, gRPC c=64: req/s {typed["rps"]:.0f} vs'
+                 f' {packed["rps"]:.0f} ({typed["rps"] / packed["rps"] - 1:+.1%}), server CPU'
+                 f' per request {typed["cpu_us"]:.0f} vs {packed["cpu_us"]:.0f} us'
+                 f' ({typed["cpu_us"] / packed["cpu_us"] - 1:+.1%})')
+  if 64 in levels and 1 in levels:
+    rest, grpc = results['rest'][64], results['grpc'][64]
+    flask = results.get('flask', {}).get(64)
+    if flask:
+      check('REST c=64 throughput / Flask', f'{rest["rps"] / flask["rps"]:.1f}x', '>= 3x',
+            rest['rps'] >= 3 * flask['rps'])
+      check('REST c=64 p99 / Flask p99', f'{rest["p99_ms"] / flask["p99_ms"]:.2f}x', '<= 0.33x',
+            rest['p99_ms'] * 3 <= flask['p99_ms'])
     cells = [('REST', rest, 2), ('gRPC', grpc, 3)] + [
         (f'gRPC {n} processes', results[f'grpc_{n}'][64], 3) for n in multi]
     for name, r, times in cells:

@@ -5,7 +5,7 @@ classify body (--classify-mb of examples) and a columnar predict_raw of
 --rows rows at the same time, while polling the model-status endpoint and
 the Prometheus metrics every 10 ms. Reports how long the big requests took
 and what they got, the status/metrics latency (max, p50) while they were in
-flight, and the server's RSS before, at its peak and after.
+flight, and the RSS of the server (and of its worker processes) before, at its peak and after.
 
     python bench/serving_big_request_soak.py \\
         --model_base_path /work/prebuilt/serving_model/taxi_big_tipper
@@ -22,13 +22,11 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-import portpicker
 import psutil
 import requests
 
@@ -36,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from models import features  # noqa: E402
+from serving.server_process import ServerProcess  # noqa: E402
 
 MODEL = 'taxi_big_tipper'
 _VALUES = {'float': lambda r: round(r.uniform(0, 50), 3), 'int': lambda r: r.randint(0, 77),
@@ -63,6 +62,30 @@ def rss_mb(pid: int) -> float:
   return psutil.Process(pid).memory_info().rss / 2**20
 
 
+def children_rss_mb(pid: int) -> float:
+  """The server's worker processes (the JSON decoding worker)."""
+  return sum(c.memory_info().rss for c in psutil.Process(pid).children(recursive=True)) / 2**20
+
+
+def poll(session, url, latencies, each, deadline, timeout, busy=lambda: True):
+  """GETs the status and metrics endpoints every 10 ms until the deadline
+  (or while busy()), appending their latencies."""
+  while (deadline is None or time.perf_counter() < deadline) and busy():
+    for name, path in (('status', f'/v1/models/{MODEL}'),
+                       ('metrics', '/monitoring/prometheus/metrics')):
+      start = time.perf_counter()
+      session.get(url + path, timeout=timeout).raise_for_status()
+      latencies[name].append(time.perf_counter() - start)
+    each()
+    time.sleep(0.01)
+
+
+def summary(latencies) -> dict:
+  return {n: {'max': round(max(v) * 1e3, 1), 'p50': round(statistics.median(v) * 1e3, 1),
+              'p99': round(sorted(v)[int(len(v) * 0.99)] * 1e3, 1)}
+          for n, v in latencies.items() if v}
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--model_base_path', default='/work/prebuilt/serving_model/' + MODEL)
@@ -78,27 +101,19 @@ def main():
   monitoring = os.path.join(work, 'monitoring.config')
   with open(monitoring, 'w') as f:
     f.write('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }')
-  rest_port, grpc_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
-  server = subprocess.Popen(
-      [sys.executable, '-m', 'serving.server', f'--port={grpc_port}', f'--rest_api_port={rest_port}',
-       f'--model_name={MODEL}', f'--model_base_path={args.model_base_path}',
-       f'--monitoring_config_file={monitoring}', '--file_system_poll_wait_seconds=0'],
-      cwd=args.root, env={**os.environ, 'PYTHONPATH': args.root},
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  url = f'http://127.0.0.1:{rest_port}'
+  server = ServerProcess(
+      f'--model_name={MODEL}', f'--model_base_path={args.model_base_path}',
+      f'--monitoring_config_file={monitoring}', '--file_system_poll_wait_seconds=0',
+      root=args.root, log_path=os.path.join(work, 'server.log'))
+  url = server.rest
   try:
-    for _ in range(480):
-      try:
-        if requests.get(url + f'/v1/models/{MODEL}', timeout=1).status_code == 200:
-          break
-      except requests.ConnectionError:
-        pass
-      time.sleep(0.25)
+    server.wait_until_available(MODEL)
     # Warm both paths with small requests, then measure the baseline RSS.
     requests.post(url + paths['predict'], data=columnar_body(10, rng), timeout=60)
     requests.post(url + paths['classify'], data=classify_body(0.01, rng), timeout=60)
     time.sleep(1)
     rss = {'before': rss_mb(server.pid), 'peak': 0.0}
+    worker_rss = {'peak': 0.0}
     results = {}
 
     def big(name):
@@ -112,36 +127,33 @@ def main():
 
     threads = [threading.Thread(target=big, args=(n,)) for n in bodies]
     latencies = {'status': [], 'metrics': []}
-    for thread in threads:
-      thread.start()
+    idle = {'status': [], 'metrics': []}  # The same polls with no big request: the floor.
     with requests.Session() as session:
-      while any(t.is_alive() for t in threads):
-        for name, path in (('status', f'/v1/models/{MODEL}'),
-                           ('metrics', '/monitoring/prometheus/metrics')):
-          start = time.perf_counter()
-          session.get(url + path, timeout=args.timeout).raise_for_status()
-          latencies[name].append(time.perf_counter() - start)
+      poll(session, url, idle, lambda: False, deadline=time.perf_counter() + 3, timeout=args.timeout)
+      for thread in threads:
+        thread.start()
+
+      def sample_rss():
         rss['peak'] = max(rss['peak'], rss_mb(server.pid))
-        time.sleep(0.01)
+        worker_rss['peak'] = max(worker_rss['peak'], children_rss_mb(server.pid))
+      poll(session, url, latencies, sample_rss, deadline=None, timeout=args.timeout,
+           busy=lambda: any(t.is_alive() for t in threads))
     time.sleep(2)  # Let the server give memory back.
     rss['after'] = rss_mb(server.pid)
+    worker_rss['after'] = children_rss_mb(server.pid)
     report = {
         'bodies_mb': {n: round(len(b) / 1e6, 1) for n, b in bodies.items()},
         'big_requests': {n: {**r, 'seconds': round(r['seconds'], 2)} for n, r in results.items()},
         'polls': len(latencies['status']),
-        'latency_ms': {n: {'max': round(max(v) * 1e3, 1), 'p50': round(statistics.median(v) * 1e3, 1)}
-                       for n, v in latencies.items() if v},
+        'latency_ms': summary(latencies),
+        'latency_ms_idle': summary(idle),
         'rss_mb': {k: round(v) for k, v in rss.items()},
-        'server_alive': server.poll() is None,
+        'worker_processes_rss_mb': {k: round(v) for k, v in worker_rss.items()},
+        'server_alive': server.process.poll() is None,
     }
     print(json.dumps(report, indent=1))
   finally:
-    server.terminate()
-    try:
-      server.wait(15)
-    except subprocess.TimeoutExpired:
-      server.kill()
-
+    server.stop()
 
 if __name__ == '__main__':
   main()

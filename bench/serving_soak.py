@@ -20,12 +20,10 @@ import gzip
 import json
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
-import portpicker
 import psutil
 import requests
 
@@ -33,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'serving'))
 
 import tiny_models  # noqa: E402
+from serving.server_process import ServerProcess  # noqa: E402
 
 VALID = [b'{"instances": [1.0, 2.0]}', b'{"inputs": {"x": [1.0]}}',
          b'{"signature_name": "raw", "instances": [{"a": 1.0, "s": "q"}]}',
@@ -83,20 +82,12 @@ def main():
   args = parser.parse_args()
   work = tempfile.mkdtemp(prefix='serving_soak_')
   tiny_models.save_tiny_model(os.path.join(work, 'tiny', '1'), 1)
-  rest_port, grpc_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
-  server = subprocess.Popen(
-      [sys.executable, '-m', 'serving.server', f'--port={grpc_port}', f'--rest_api_port={rest_port}',
-       '--model_name=tiny', f'--model_base_path={os.path.join(work, "tiny")}', '--enable_batching',
-       '--max_request_body_bytes=65536'],
-      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  url = f'http://127.0.0.1:{rest_port}'
+  server = ServerProcess(
+      '--model_name=tiny', f'--model_base_path={os.path.join(work, "tiny")}', '--enable_batching',
+      '--max_request_body_bytes=65536', log_path=os.path.join(work, 'server.log'))
+  url = server.rest
   try:
-    for _ in range(240):
-      try:
-        requests.get(url + '/v1/models/tiny', timeout=1)
-        break
-      except requests.ConnectionError:
-        time.sleep(0.25)
+    server.wait_until_available('tiny')
     end = time.monotonic() + args.seconds
     counts = {'requests': 0, '5xx': 0, 'errors': 0}
     rss = [rss_mb(server.pid)]
@@ -119,13 +110,12 @@ def main():
       while not all(f.done() for f in futures):
         time.sleep(min(10, args.seconds / 10))
         rss.append(rss_mb(server.pid))
-    alive = server.poll() is None and requests.post(
+    alive = server.process.poll() is None and requests.post(
         url + '/v1/models/tiny:predict', data=VALID[0], timeout=10).status_code == 200
     print(json.dumps({**counts, 'seconds': args.seconds, 'server_alive': alive,
                       'rss_mb': [round(r) for r in rss]}))
   finally:
-    server.terminate()
-    server.wait(15)
+    server.stop()
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -31,7 +31,6 @@ import base64
 import itertools
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,13 +38,13 @@ import time
 
 import aiohttp
 import numpy as np
-import portpicker
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from client import predict as taxi_client  # noqa: E402
+from serving.server_process import ServerProcess  # noqa: E402
 
 MODEL = 'taxi_big_tipper'
 CSV_PATH = os.path.join(ROOT, 'data', 'taxi', 'span-1', 'data.csv')
@@ -78,17 +77,11 @@ def push(source: str, base: str, version: int) -> None:
 
 
 def start_server(base: str, log_path: str, batching: bool):
-  grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
-  flags = [f'--port={grpc_port}', f'--rest_api_port={rest_port}', f'--model_name={MODEL}',
-           f'--model_base_path={base}', '--file_system_poll_wait_seconds=1']
+  flags = [f'--model_name={MODEL}', f'--model_base_path={base}', '--file_system_poll_wait_seconds=1']
   if batching:
     flags += ['--enable_batching', f'--batching_parameters_file={BATCHING_CONFIG}']
-  env = dict(os.environ, TF_USE_LEGACY_KERAS='1',
-             PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
-  with open(log_path, 'wb') as log:
-    process = subprocess.Popen([sys.executable, '-m', 'serving.server', *flags], cwd=ROOT,
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-  return process, f'http://127.0.0.1:{rest_port}/v1/models/{MODEL}'
+  server = ServerProcess(*flags, log_path=log_path)
+  return server.process, f'{server.rest}/v1/models/{MODEL}'
 
 
 def version_states(url: str) -> dict:

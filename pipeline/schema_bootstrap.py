@@ -25,7 +25,7 @@ import sys
 
 # Before anything imports TensorFlow: TFX 1.16 needs Keras 2 (tf-keras); TF's
 # C++ logging reads its level only at start-up.
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+import compat.keras  # noqa: E402,F401  Before anything imports TensorFlow.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import argparse  # pylint: disable=g-import-not-at-top

@@ -140,20 +140,25 @@ class ServerCore:
   # ---- Classify / Regress / MultiInference -------------------------------------
 
   async def classify(self, request: classification_pb2.ClassificationRequest,
-                     entrypoint: str = 'GRPC') -> classification_pb2.ClassificationResponse:
-    return await self._example_api(request, 'classify', classify_on, entrypoint)
+                     entrypoint: str = 'GRPC', examples: tensors.SerializedExamples = None
+                     ) -> classification_pb2.ClassificationResponse:
+    """examples: the request's input already serialized (request.input is then empty)."""
+    return await self._example_api(request, 'classify', classify_on, entrypoint, examples)
 
   async def regress(self, request: regression_pb2.RegressionRequest,
-                    entrypoint: str = 'GRPC') -> regression_pb2.RegressionResponse:
-    return await self._example_api(request, 'regress', regress_on, entrypoint)
+                    entrypoint: str = 'GRPC', examples: tensors.SerializedExamples = None
+                    ) -> regression_pb2.RegressionResponse:
+    return await self._example_api(request, 'regress', regress_on, entrypoint, examples)
 
-  async def _example_api(self, request, api: str, run_on, entrypoint: str):
+  async def _example_api(self, request, api: str, run_on, entrypoint: str, examples):
     """Classify or Regress: run on the addressed servable, then log the pair."""
     spec = ModelSpec.from_proto(request.model_spec)
     with self._serving(spec, api, entrypoint) as servable:
-      response = await run_on(servable, request, self.runner, self.method_name_check)
+      response = await run_on(servable, request, self.runner, self.method_name_check, examples)
       logger = self._logger(spec.name)
       if logger is not None:
+        if examples is not None:
+          await _off_loop(len(examples.examples), examples.fill_input, request.input)
         logger.log(_prediction_log(servable, request, response, f'{api}_log'))
       return response
 
@@ -225,8 +230,10 @@ class ServerCore:
 
 async def predict_on(servable, signature_name, inputs, output_filter, runner):
   signature = servable.signature(signature_name)
-  if callable(inputs):  # REST decodes JSON only once the signature is known.
+  if callable(inputs):  # Decoded only once the signature is known (REST: maybe async).
     inputs = inputs(signature)
+    if asyncio.iscoroutine(inputs):
+      inputs = await inputs
   for name in output_filter:
     if name not in signature.output_names:
       raise errors.invalid_argument(
@@ -268,21 +275,24 @@ def _example_count(input_proto) -> int:
   return len(getattr(input_proto, kind).examples) if kind else 0
 
 
-async def _run_examples(servable, signature, input_proto, runner):
-  examples = await _off_loop(_example_count(input_proto), tensors.serialized_examples,
-                             input_proto)
+async def _run_examples(servable, signature, input_proto, runner, serialized=None):
+  if serialized is None:
+    examples = await _off_loop(_example_count(input_proto), tensors.serialized_examples,
+                               input_proto)
+  else:
+    examples = await _off_loop(len(serialized.examples), serialized.feed)
   input_name = next(iter(signature.input_dtypes))
   outputs = await runner.run(signature, signature.prepare({input_name: examples}, servable.name))
   return len(examples), outputs
 
 
-async def classify_on(servable, request, runner, check_method=False):
+async def classify_on(servable, request, runner, check_method=False, examples=None):
   signature = _example_signature(servable, request.model_spec.signature_name,
                                  CLASSIFY_METHOD, check_method)
   if not {'classes', 'scores'} & set(signature.output_names):
     raise errors.invalid_argument(
         'Expected classification signature outputs to contain classes or scores.')
-  n, outputs = await _run_examples(servable, signature, request.input, runner)
+  n, outputs = await _run_examples(servable, signature, request.input, runner, examples)
   response = classification_pb2.ClassificationResponse(
       model_spec=_spec_proto(servable, signature.name))
   classes = _per_example(outputs.get('classes'), n, 'classes')
@@ -319,12 +329,12 @@ def _text(value) -> str:
   return value.decode('utf-8', 'replace') if isinstance(value, bytes) else str(value)
 
 
-async def regress_on(servable, request, runner, check_method=False):
+async def regress_on(servable, request, runner, check_method=False, examples=None):
   signature = _example_signature(servable, request.model_spec.signature_name,
                                  REGRESS_METHOD, check_method)
   if 'outputs' not in signature.output_names:
     raise errors.invalid_argument('No regression outputs found in signature. Expected "outputs".')
-  n, outputs = await _run_examples(servable, signature, request.input, runner)
+  n, outputs = await _run_examples(servable, signature, request.input, runner, examples)
   values = outputs['outputs']
   if values.size != n:
     raise errors.invalid_argument(

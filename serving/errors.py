@@ -45,6 +45,16 @@ class ServingError(Exception):
   def http_status(self) -> int:
     return self._http_status or _HTTP_STATUS.get(self.code, 500)
 
+  def __reduce__(self):  # Raised in the JSON worker process, re-raised here.
+    return _rebuilt, (self.code, self.message, self._http_status)
+
+
+def _rebuilt(code, message: str, http_status: int) -> ServingError:
+  error = ServingError(code, '', http_status)
+  error.message = message
+  error.args = (message,)
+  return error
+
 
 def shorten(text: str, limit: int = MAX_NAME_CHARS) -> str:
   """text, cut to limit characters (a name or value echoed in a message)."""

@@ -141,10 +141,6 @@ class ModelManager:
             f' {model.config.name}, which is not currently available for inference')
     model.labels = labels
 
-  def model_configs(self):
-    with self._lock:
-      return {n: m.config for n, m in self._models.items() if m.config is not None}
-
   # ---- polling -------------------------------------------------------------
 
   def start_polling(self, interval_s: float) -> None:
@@ -325,12 +321,3 @@ class ModelManager:
       raise errors.ServingError(
           errors.grpc.StatusCode.UNKNOWN,
           f'{len(failures)} model(s) did not become available: {{{"".join(f + ", " for f in failures)}}}')
-
-  def wait_until_available(self, name: str, version: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-      model = self._models.get(name)
-      if model and version in model.available():
-        return True
-      time.sleep(0.05)
-    return False

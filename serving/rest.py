@@ -8,8 +8,6 @@ cost less than a thread hop.
 
 import asyncio
 import concurrent.futures
-import ctypes
-import ctypes.util
 import logging
 import re
 import threading
@@ -19,7 +17,7 @@ from aiohttp import web
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, predict_pb2, regression_pb2)
 
-from serving import errors, rest_json
+from serving import errors, json_worker, rest_json
 from serving.tensors import fill_protos
 from serving.core import ModelSpec
 from serving.servable import DEFAULT_SIGNATURE
@@ -36,6 +34,10 @@ _JSON = 'application/json'
 # Our own bound (--max_request_values): the values one request may decode into.
 DEFAULT_MAX_REQUEST_VALUES = 20_000_000
 _INLINE_BYTES = 64 * 1024  # Bodies up to this are handled on the event loop.
+# Bodies above this (once uncompressed) are parsed and decoded in a worker
+# process: parsing one in this process would hold the GIL, and so stall the
+# event loop, for more than ~10-20 ms.
+WORKER_BYTES = 1024 * 1024
 
 
 class RestApi:
@@ -48,6 +50,7 @@ class RestApi:
     # Few threads: they bound how many large requests are expanded in memory at once.
     self._pool = concurrent.futures.ThreadPoolExecutor(
         decode_threads, thread_name_prefix='rest_decode')
+    self._worker = json_worker.JsonWorker(max_request_values)
     self._trim_timer = None
     self._parse_lock = threading.Lock()
 
@@ -62,6 +65,7 @@ class RestApi:
 
   async def _close(self, app) -> None:
     self._pool.shutdown(wait=False, cancel_futures=True)
+    self._worker.close()
 
   async def handle(self, request: web.Request) -> web.Response:
     path = request.path
@@ -89,18 +93,23 @@ class RestApi:
     method = request.method
     match = _PREDICTION.fullmatch(path) if method == 'POST' else None
     if match:
-      spec = _spec(match)
-      raw = await request.read()
+      spec, api = _spec(match), match['method'].lower()
+      raw = await self._read_body(request)
       encoding = request.headers.get('Content-Encoding', '').strip().lower()
       off_loop = len(raw) > _INLINE_BYTES or encoding not in ('', 'identity')
       large[0] = off_loop
-      holder = [await self._call(off_loop, self._parse, raw, encoding)]
+      if not off_loop:
+        return await self._in_process(api, spec, rest_json.parse_body(raw), False)
+      body = await self._call(True, _decompressed, raw, encoding, self.max_body_bytes)
+      del raw
+      if len(body) > WORKER_BYTES:
+        return await self._in_worker(api, spec, body)
+      holder = [await self._call(True, self._parse, body)]
+      del body
       try:
-        spec = spec._replace(signature_name=rest_json.signature_name(holder[0]))
-        return await getattr(self, '_' + match['method'].lower())(spec, holder[0], off_loop)
-      finally:
-        if off_loop:  # Freeing millions of JSON objects at once holds the GIL for seconds.
-          self._pool.submit(rest_json.release, holder.pop())
+        return await self._in_process(api, spec, holder[0], True)
+      finally:  # Freeing millions of JSON objects at once holds the GIL for seconds.
+        self._pool.submit(rest_json.release, holder.pop())
     match = _STATUS.fullmatch(path) if method == 'GET' else None
     if match:
       if not match['name']:
@@ -111,84 +120,138 @@ class RestApi:
       return self._status(spec)
     raise errors.invalid_argument(f'Malformed request: {method} {path}')
 
+  async def _read_body(self, request: web.Request):
+    """The body, chunk by chunk into a buffer of its Content-Length:
+    aiohttp's request.read() grows a bytearray and then copies it, which
+    holds the event loop for ~80 ms on a 50 MB body."""
+    limit, size = self.max_body_bytes, request.content_length
+    if size is None or size <= _INLINE_BYTES:
+      return await request.read()
+    if limit and size > limit:
+      raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+    body, filled = bytearray(size), 0
+    view = memoryview(body)
+    async for chunk in request.content.iter_any():
+      if filled + len(chunk) > size:
+        raise errors.invalid_argument('The request body is longer than its Content-Length')
+      view[filled:filled + len(chunk)] = chunk
+      filled += len(chunk)
+    if filled != size:
+      raise errors.invalid_argument('The request body is shorter than its Content-Length')
+    return body
+
   async def _call(self, off_loop: bool, function, *args):
     """function(*args): on the decode threads for large requests."""
     if not off_loop:
       return function(*args)
     return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
 
-  def _parse(self, raw: bytes, encoding: str) -> dict:
-    body = _decompressed(raw, encoding, self.max_body_bytes)
-    if len(body) <= _INLINE_BYTES:
-      return rest_json.parse_body(body)
-    # One large parse at a time: orjson holds the GIL throughout (~10-20 ms
-    # per MB), and two back to back would keep the event loop waiting twice as long.
+  def _parse(self, body: bytes) -> dict:
+    # One parse at a time: orjson holds the GIL throughout (~10-20 ms per
+    # MB), and two back to back would keep the event loop waiting twice as long.
     with self._parse_lock:
       return rest_json.parse_body(body)
 
-  def _budget(self) -> rest_json.Budget:
-    return rest_json.Budget(self.max_request_values)
-
-  def _peek_signature(self, spec: ModelSpec):
-    """The signature the request will most likely run on (core holds the
-    version again to run it), or None: with it the JSON is checked and
-    decoded before the model is held, off the event loop."""
-    try:
-      record = self.core.manager.hold(spec.name, spec.version, spec.label)
-    except errors.ServingError:
-      return None  # core.predict words the error.
-    try:
-      return record.servable.signatures.get(spec.signature_name or DEFAULT_SIGNATURE)
-    finally:
-      self.core.manager.release(record)
-
-  def _decode_predict(self, doc: dict, signature):
-    rest_json.check_request(doc, signature)  # Before any tensor is built.
-    return rest_json.predict_inputs(doc, signature, self._budget())
-
-  async def _predict(self, spec: ModelSpec, doc: dict, off_loop: bool) -> bytes:
-    decoded = {}
-    peeked = self._peek_signature(spec)
-    if peeked is not None:
-      decoded['inputs'], decoded['row'] = await self._call(
-          off_loop, self._decode_predict, doc, peeked)
-
-    def inputs(signature):
-      if signature is not peeked:  # Another version came in meanwhile.
-        decoded['inputs'], decoded['row'] = self._decode_predict(doc, signature)
-      return decoded['inputs']
-
-    def request_proto():  # Only built for requests sampled by logging.
-      proto = predict_pb2.PredictRequest()
-      proto.model_spec.name, proto.model_spec.signature_name = spec.name, spec.signature_name
-      fill_protos(proto.inputs, decoded['inputs'])
-      return proto
-
-    _, _, outputs = await self.core.predict(spec, inputs, entrypoint='REST',
-                                            request_proto=request_proto)
-    return await self._call(off_loop, rest_json.predict_response, outputs, decoded['row'])
-
-  async def _examples_request(self, request_class, spec: ModelSpec, doc: dict,
-                              off_loop: bool):
-    """A Classification/RegressionRequest; its Input is built only for a
-    signature that can take it (otherwise core answers the error without)."""
-    request = request_class()
-    _fill_spec(request.model_spec, spec)
+  async def _in_process(self, api: str, spec: ModelSpec, doc: dict, off_loop: bool) -> bytes:
+    """A parsed request, decoded here (on the decode threads when off_loop)."""
+    spec = spec._replace(signature_name=rest_json.signature_name(doc))
+    if api == 'predict':
+      def decode(signature):
+        rest_json.check_request(doc, signature)  # Before any tensor is built.
+        return rest_json.predict_inputs(doc, signature, self._budget())
+      peeked = self._peek_signature(spec)
+      decoded = None if peeked is None else await self._call(off_loop, decode, peeked)
+      return await self._predict(spec, decode, off_loop, peeked, decoded)
+    request = self._examples_request(api, spec)
     signature = self._peek_signature(spec)
     if signature is not None and len(signature.input_dtypes) == 1:
       await self._call(off_loop, rest_json.fill_examples_input, request.input, doc,
                        self._budget())
+    return await self._run_examples(api, request, None, off_loop)
+
+  async def _in_worker(self, api: str, spec: ModelSpec, body: bytes) -> bytes:
+    """A large body, parsed and decoded by the worker process (for the
+    signatures of the version it will most likely run on): its JSON never
+    enters this process."""
+    record = self._hold(spec)
+    signatures = record.servable.signatures if record is not None else {}
+    try:
+      if api == 'predict':
+        dtypes = {k: s.input_dtypes for k, s in signatures.items()}
+        name, decoded = await self._call(True, self._worker.predict, body, dtypes)
+      else:  # Only signatures that take examples: core words the others' errors.
+        names = [k for k, s in signatures.items() if len(s.input_dtypes) == 1]
+        name, examples = await self._call(True, self._worker.examples, body, names)
+    finally:
+      self._release(record)
+    spec = spec._replace(signature_name=name)
+    if api != 'predict':
+      return await self._run_examples(api, self._examples_request(api, spec), examples, True)
+    key = name or DEFAULT_SIGNATURE
+
+    def decode(signature):
+      return self._worker.predict(body, {key: signature.input_dtypes})[1]
+    return await self._predict(spec, decode, True, signatures.get(key), decoded)
+
+  def _budget(self) -> rest_json.Budget:
+    return rest_json.Budget(self.max_request_values)
+
+  def _hold(self, spec: ModelSpec):
+    """The version the request will most likely run on (core holds it again
+    to run it), or None (core words the error): with it, the JSON is checked
+    and decoded before the model is held, off the event loop."""
+    try:
+      return self.core.manager.hold(spec.name, spec.version, spec.label)
+    except errors.ServingError:
+      return None
+
+  def _release(self, record) -> None:
+    if record is not None:
+      self.core.manager.release(record)
+
+  def _peek_signature(self, spec: ModelSpec):
+    record = self._hold(spec)
+    if record is None:
+      return None
+    try:
+      return record.servable.signatures.get(spec.signature_name or DEFAULT_SIGNATURE)
+    finally:
+      self._release(record)
+
+  async def _predict(self, spec: ModelSpec, decode, off_loop: bool, peeked, decoded) -> bytes:
+    """decoded: (inputs, is_row_format) for the peeked signature (or None);
+    decode(signature) decodes them again, only for a signature with other
+    inputs (a new version came in meanwhile)."""
+    state = [decoded]
+
+    async def inputs(signature):
+      if state[0] is None or signature.input_dtypes != peeked.input_dtypes:
+        state[0] = await self._call(off_loop, decode, signature)
+      return state[0][0]
+
+    def request_proto():  # Only built for requests sampled by logging.
+      proto = predict_pb2.PredictRequest()
+      proto.model_spec.name, proto.model_spec.signature_name = spec.name, spec.signature_name
+      fill_protos(proto.inputs, state[0][0])
+      return proto
+
+    _, _, outputs = await self.core.predict(spec, inputs, entrypoint='REST',
+                                            request_proto=request_proto)
+    return await self._call(off_loop, rest_json.predict_response, outputs, state[0][1])
+
+  def _examples_request(self, api: str, spec: ModelSpec):
+    """An empty Classification/RegressionRequest for spec."""
+    request = (classification_pb2.ClassificationRequest() if api == 'classify'
+               else regression_pb2.RegressionRequest())
+    _fill_spec(request.model_spec, spec)
     return request
 
-  async def _classify(self, spec: ModelSpec, doc: dict, off_loop: bool) -> bytes:
-    request = await self._examples_request(
-        classification_pb2.ClassificationRequest, spec, doc, off_loop)
-    response = await self.core.classify(request, entrypoint='REST')
-    return await self._call(off_loop, rest_json.classify_response, response.result)
-
-  async def _regress(self, spec: ModelSpec, doc: dict, off_loop: bool) -> bytes:
-    request = await self._examples_request(regression_pb2.RegressionRequest, spec, doc, off_loop)
-    response = await self.core.regress(request, entrypoint='REST')
+  async def _run_examples(self, api: str, request, examples, off_loop: bool) -> bytes:
+    """Classify or Regress; examples: the input, serialized (else in request.input)."""
+    if api == 'classify':
+      response = await self.core.classify(request, entrypoint='REST', examples=examples)
+      return await self._call(off_loop, rest_json.classify_response, response.result)
+    response = await self.core.regress(request, entrypoint='REST', examples=examples)
     return await self._call(off_loop, rest_json.regress_response, response.result)
 
   def _metadata(self, spec: ModelSpec) -> bytes:
@@ -207,26 +270,15 @@ class RestApi:
     request's peak (measured: ~280 MB kept after a 200,000-row predict).
     Later, not now: the response and the request are still alive here; at
     most twice a second (ctypes releases the GIL while it runs)."""
-    if _LIBC is not None and self._trim_timer is None:
+    if self._trim_timer is None:
       self._trim_timer = asyncio.get_running_loop().call_later(0.5, self._submit_trim)
 
   def _submit_trim(self) -> None:
     self._trim_timer = None
     try:
-      self._pool.submit(_LIBC.malloc_trim, 0)
+      self._pool.submit(json_worker.trim_heap)
     except RuntimeError:  # The pool is shut down: the server is stopping.
       pass
-
-
-def _load_libc():
-  try:
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    return libc if hasattr(libc, 'malloc_trim') else None
-  except OSError:  # Not glibc: nothing to trim.
-    return None
-
-
-_LIBC = _load_libc()
 
 
 def _decompressed(raw: bytes, encoding: str, limit: int) -> bytes:

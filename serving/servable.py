@@ -15,23 +15,18 @@ from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from google.protobuf import text_format
 
-from serving import errors
+from compat import tensorflow as compat_tf
+from serving import errors, tensors
 
 DEFAULT_SIGNATURE = 'serving_default'
-PREDICT_METHOD = 'tensorflow/serving/predict'
 CLASSIFY_METHOD = 'tensorflow/serving/classify'
 REGRESS_METHOD = 'tensorflow/serving/regress'
 WARMUP_FILE = os.path.join('assets.extra', 'tf_serving_warmup_requests')
 
 log = logging.getLogger(__name__)
-
-
-def numpy_dtype(dtype_enum: int):
-  """The numpy dtype a DataType enum maps to (object for DT_STRING)."""
-  return tf.dtypes.as_dtype(dtype_enum).as_numpy_dtype
 
 
 def shape_of(tensor_info) -> Optional[list]:
@@ -78,7 +73,7 @@ class Signature:
     self.name = name
     self.signature_def = signature_def
     self.method_name = signature_def.method_name
-    self.input_dtypes = {k: numpy_dtype(v.dtype) for k, v in signature_def.inputs.items()}
+    self.input_dtypes = {k: tensors.numpy_dtype(v.dtype) for k, v in signature_def.inputs.items()}
     self.input_shapes = {k: shape_of(v) for k, v in signature_def.inputs.items()}
     self.output_names = sorted(signature_def.outputs)
     # TF >= 2.12 records tensor defaults of tf.function args; TF Serving 2.16
@@ -92,7 +87,7 @@ class Signature:
     fetches = [signature_def.outputs[k].name for k in self.output_names]
     self._callable, self._error = None, None
     try:
-      self._callable = _session_callable(session, feeds, fetches)
+      self._callable = compat_tf.make_session_callable(session, feeds, fetches)
     except (tf.errors.OpError, TypeError, ValueError, KeyError) as e:
       # As in TF Serving, a signature the graph cannot run fails its requests only.
       message = e.message if isinstance(e, tf.errors.OpError) else str(e)
@@ -126,16 +121,6 @@ class Signature:
     except (TypeError, ValueError) as e:
       raise errors.invalid_argument(str(e)) from None
     return dict(zip(self.output_names, values))
-
-
-def _session_callable(session, feeds, fetches):
-  """C++ Session::MakeCallable, as TF Serving's session->Run: feeds go to the
-  graph as given. (Session.run and make_callable also check shapes in Python
-  against the graph's static shapes, rejecting e.g. [1] for a [-1, 1]
-  placeholder that the graph itself runs; tf.keras's v1 backend uses this
-  same private entry point for its callables.)"""
-  options = config_pb2.CallableOptions(feed=feeds, fetch=fetches)
-  return session._make_callable_from_options(options)  # pylint: disable=protected-access
 
 
 def _checked_dtype(name, value, dtype) -> np.ndarray:

@@ -10,7 +10,13 @@ and REST (aiohttp); models run on threads, where TensorFlow releases the GIL.
 
 import os
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+import compat.keras  # noqa: F401  First: TF_USE_LEGACY_KERAS before TensorFlow loads.
+
+if __name__ == '__main__':  # `python -m serving.server`, not a program importing it.
+  # As the standard tensorflow/serving image (built without oneDNN; its -mkl
+  # image has it): TF's wheel enables oneDNN, whose memory pools keep a large
+  # request's peak for good. Before TensorFlow is imported; =1 turns it on.
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 import asyncio
 import concurrent.futures

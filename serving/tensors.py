@@ -10,7 +10,7 @@ RESOURCE_EXHAUSTED when larger than memory), never an error of ours.
 """
 
 import os
-from typing import Dict
+from typing import Dict, NamedTuple, Optional
 
 import grpc
 import numpy as np
@@ -35,6 +35,15 @@ _NUMERIC = {
     types_pb2.DT_UINT64: (np.dtype(np.uint64), 'uint64_val'),
 }
 _ENUM_OF = {dtype: enum for enum, (dtype, _) in _NUMERIC.items()}
+
+
+def numpy_dtype(dtype_enum: int):
+  """The numpy dtype a DataType enum maps to (object for DT_STRING)."""
+  numeric = _NUMERIC.get(dtype_enum)
+  if numeric is not None:
+    return numeric[0]
+  return tf.dtypes.as_dtype(dtype_enum).as_numpy_dtype
+
 _MAX_RANK = 32  # TensorShape::MaxDimensions().
 # Types a request cannot carry as values (handles to server-side state).
 _NOT_FEEDABLE = {types_pb2.DT_INVALID, types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT}
@@ -216,18 +225,48 @@ def fill_protos(tensor_map, arrays: Dict[str, np.ndarray], as_content: bool = Fa
     _fill(tensor_map[name], array, as_content)
 
 
+class SerializedExamples(NamedTuple):
+  """A tensorflow.serving.Input as serialized tf.Examples: the context's
+  bytes (None without one) and each example's own."""
+  context: Optional[bytes]
+  examples: list
+
+  @classmethod
+  def from_input(cls, input_proto) -> 'SerializedExamples':
+    kind = input_proto.WhichOneof('kind')
+    if kind == 'example_list':
+      examples, context = input_proto.example_list.examples, None
+    elif kind == 'example_list_with_context':
+      examples = input_proto.example_list_with_context.examples
+      context = input_proto.example_list_with_context.context.SerializeToString()
+    else:
+      raise errors.invalid_argument('Input is empty')
+    if not examples:
+      raise errors.invalid_argument('Input is empty')
+    return cls(context, [e.SerializeToString() for e in examples])
+
+  def feed(self) -> np.ndarray:
+    """The model's input. The context's bytes come first so that an
+    example's own features win (proto merge semantics), as TF Serving does."""
+    array = np.empty(len(self.examples), object)
+    if self.context is None:
+      array[:] = self.examples
+    else:
+      array[:] = [self.context + e for e in self.examples]
+    return array
+
+  def fill_input(self, input_proto) -> None:
+    """Writes these examples back into an empty Input (for request logs)."""
+    if self.context is None:
+      target = input_proto.example_list
+    else:
+      target = input_proto.example_list_with_context
+      target.context.ParseFromString(self.context)
+    add = target.examples.add
+    for serialized in self.examples:
+      add().ParseFromString(serialized)
+
+
 def serialized_examples(input_proto) -> np.ndarray:
-  """tensorflow.serving.Input as serialized tf.Examples. With a context, the
-  context's bytes come first so that an example's own features win (proto
-  merge semantics), as TF Serving does."""
-  kind = input_proto.WhichOneof('kind')
-  if kind == 'example_list':
-    examples, prefix = input_proto.example_list.examples, b''
-  elif kind == 'example_list_with_context':
-    examples = input_proto.example_list_with_context.examples
-    prefix = input_proto.example_list_with_context.context.SerializeToString()
-  else:
-    raise errors.invalid_argument('Input is empty')
-  if not examples:
-    raise errors.invalid_argument('Input is empty')
-  return np.array([prefix + e.SerializeToString() for e in examples], dtype=object)
+  """tensorflow.serving.Input as the model's input of serialized tf.Examples."""
+  return SerializedExamples.from_input(input_proto).feed()

@@ -136,7 +136,7 @@ def test_on_another_tfx_the_runner_still_runs_the_pipeline(other_tfx, tmp_path):
 
 ENTRY_POINTS = ['local_runner.py', 'kubeflow_v2_runner.py', 'reports/run_report.py',
                 'operations/monitoring.py', 'operations/rollout.py', 'client/predict.py',
-                'data/generate.py']
+                'data/generate.py', 'serving/server.py', 'pipeline/schema_bootstrap.py']
 
 
 @pytest.mark.parametrize('path', ENTRY_POINTS)

@@ -57,13 +57,17 @@ def test_image_installs_with_the_makefiles_commands():
 
 
 def test_every_project_package_is_packaged_and_in_the_image():
-  packages = sorted(p.parent.name for p in REPO.glob('*/__init__.py')
-                    if p.parent.name not in ('tests', 'bench', 'data'))  # data/: sample generator
-  setup_text = (REPO / 'setup.py').read_text()
+  import setuptools
+  packaged = set(re.findall(r"'([a-z_.*]+)'", re.search(
+      r'find_packages\(include=\[(.*?)\]', (REPO / 'setup.py').read_text(), re.S).group(1)))
+  found = set(setuptools.find_packages(str(REPO), include=sorted(packaged)))
   sources = set(_copied_sources())
-  for package in packages:
-    assert f"'{package}'" in setup_text, f'{package} is missing from setup.py packages'
-    assert f'{package}/' in sources, f'the Dockerfile does not copy {package}/'
+  top_level = [p.parent for p in REPO.glob('*/__init__.py')
+               if p.parent.name not in ('tests', 'bench', 'data')]  # data/: the sample generator.
+  for init in (i for top in top_level for i in top.rglob('__init__.py')):
+    package = '.'.join(init.parent.relative_to(REPO).parts)
+    assert package in found, f'{package} is missing from setup.py packages'
+    assert package.split('.')[0] + '/' in sources, f'the Dockerfile does not copy {package}'
 
 
 def test_dev_tools_stay_out_of_the_runtime_requirements():

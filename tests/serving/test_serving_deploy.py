@@ -36,3 +36,20 @@ def test_manifests_use_the_pinned_image_and_known_flags():
   # A command line for tensorflow_model_server works with serving.server too.
   args = flags.parser().parse_args([a for a in container['args']])
   assert args.enable_batching and args.rest_api_port == 8501
+
+
+def test_config_protos_have_tf_serving_2_16_field_numbers():
+  """The same wire format as TF Serving's session_bundle_config.proto and
+  monitoring_config.proto (2.16.1), not only the same text format."""
+  numbers = {f.name: f.number for f in protos.BatchingParameters.DESCRIPTOR.fields}
+  assert numbers == {
+      'max_batch_size': 1, 'batch_timeout_micros': 2, 'max_enqueued_batches': 3,
+      'num_batch_threads': 4, 'thread_pool_name': 5, 'allowed_batch_sizes': 6,
+      'pad_variable_length_inputs': 7, 'enable_large_batch_splitting': 8,
+      'max_execution_batch_size': 9}
+  assert protos.BatchingParameters.DESCRIPTOR.full_name == 'tensorflow.serving.BatchingParameters'
+  monitoring = protos.MonitoringConfig.DESCRIPTOR
+  assert monitoring.full_name == 'tensorflow.serving.MonitoringConfig'
+  assert monitoring.fields_by_name['prometheus_config'].number == 1
+  prometheus = monitoring.fields_by_name['prometheus_config'].message_type
+  assert {f.name: f.number for f in prometheus.fields} == {'enable': 1, 'path': 2}

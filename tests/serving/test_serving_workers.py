@@ -5,8 +5,6 @@ import collections
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -20,10 +18,9 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_management_pb2,
                                      prediction_service_pb2_grpc)
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import tensors, workers
+from serving import server_process, tensors, workers
 from serving.request_log import read_prediction_logs
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 START_TIMEOUT_S = 300  # Three processes importing TensorFlow on a shared machine.
 
 
@@ -57,14 +54,13 @@ class Workers:
         }}'''))
     (tmp_path / 'monitoring.config').write_text(
         'prometheus_config { enable: true, path: "/metrics" }')
-    with open(tmp_path / 'server.log', 'wb') as log:
-      self.process = subprocess.Popen(
-          [sys.executable, '-m', 'serving.server', '--server_processes=2',
-           f'--port={self.grpc_port}', f'--rest_api_port={self.rest_port}',
-           f'--model_config_file={tmp_path / "models.config"}',
-           f'--monitoring_config_file={tmp_path / "monitoring.config"}',
-           '--file_system_poll_wait_seconds=1', '--enable_batching'],
-          cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    self.server = server_process.ServerProcess(
+        '--server_processes=2', f'--port={self.grpc_port}', f'--rest_api_port={self.rest_port}',
+        f'--model_config_file={tmp_path / "models.config"}',
+        f'--monitoring_config_file={tmp_path / "monitoring.config"}',
+        '--file_system_poll_wait_seconds=1', '--enable_batching',
+        log_path=str(tmp_path / 'server.log'))
+    self.process = self.server.process
     self.directory = workers.work_dir(self.process.pid)
     self.sockets = [f'unix:{workers.socket_path(self.directory, i)}' for i in range(2)]
     self.shared = f'127.0.0.1:{self.grpc_port}'

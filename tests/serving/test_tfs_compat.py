@@ -11,7 +11,6 @@ import time
 
 import grpc
 import numpy as np
-import portpicker
 import pytest
 import requests
 import tensorflow as tf
@@ -24,6 +23,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
 
 import tfs_models
 from conftest import start_server
+from serving import server_process
 
 pytestmark = pytest.mark.slow  # Subprocess servers.
 
@@ -35,17 +35,11 @@ def server_env():
   return dict(os.environ, PYTHONPATH=REPO, TF_USE_LEGACY_KERAS='1', TF_CPP_MIN_LOG_LEVEL='3')
 
 
-class ServerProcess:
+class ServerProcess(server_process.ServerProcess):
   """tensorflow_model_server's command line, run as `python -m serving.server`."""
 
   def __init__(self, *flags):
-    self.port, self.rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
-    self.grpc_target = f'127.0.0.1:{self.port}'
-    self.rest = f'http://127.0.0.1:{self.rest_port}'
-    self.proc = subprocess.Popen(
-        [sys.executable, '-m', 'serving.server', f'--port={self.port}',
-         f'--rest_api_port={self.rest_port}', '--rest_api_timeout_in_ms=5000', *flags],
-        env=server_env(), cwd=REPO, stderr=subprocess.PIPE, text=True)
+    super().__init__('--rest_api_timeout_in_ms=5000', *flags, env=server_env())
     self.channel = grpc.insecure_channel(self.grpc_target)
     self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
     self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
@@ -57,24 +51,18 @@ class ServerProcess:
     request.model_spec.name = 'intentionally_missing_model'
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-      if self.proc.poll() is not None:
-        raise AssertionError(f'server exited with {self.proc.returncode}: {self.proc.stderr.read()}')
+      self.check_running()
       try:
         self.stub.Predict(request, timeout=RPC_TIMEOUT)
       except grpc.RpcError as error:
         if 'Servable' in (error.details() or ''):
           return self
       time.sleep(0.5)
-    raise AssertionError('server not ready in time')
+    raise AssertionError(f'server not ready in time:\n{self.log_tail()}')
 
   def close(self):
     self.channel.close()
-    self.proc.terminate()
-    try:
-      self.proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-      self.proc.kill()
-      self.proc.communicate()
+    self.stop()
 
 
 def model_config(models):
