@@ -6,6 +6,7 @@ with it. Renaming is tried as a user does it: edit project.py in a copy and
 render the deploy files there.
 """
 
+import fnmatch
 import importlib.util
 import os
 import re
@@ -27,7 +28,7 @@ OTHER = project.derive(pipeline_name='churn-risk', model_name='churn_risk',
 def _child_env(**extra):
   """This environment without the project's variables (they would win)."""
   env = {k: v for k, v in os.environ.items()
-         if not k.startswith(configs.ENV_PREFIX) and k != 'IMAGE'}
+         if not k.startswith(configs.ENV_PREFIX) and not k.startswith('IMAGE')}
   env['PYTHONPATH'] = str(REPO)
   env.update(extra)
   return env
@@ -205,17 +206,25 @@ def test_make_image_names_the_project_image():
   assert image_command() == f'docker build -t {project.IMAGE_NAME}:local .'
   variable = configs.ENV_PREFIX + 'PIPELINE_IMAGE'
   assert image_command(**{variable: 'registry/x:1'}) == 'docker build -t registry/x:1 .'
+  # As CI builds it: the registry and the commit from CI, the name from the project.
+  assert image_command(IMAGE_REGISTRY='r.example/p/repo', IMAGE_TAG='abc123') == \
+      f'docker build -t r.example/p/repo/{project.IMAGE_NAME}:abc123 .'
 
 
 def test_ci_workflow_agrees_with_the_project_names():
   workflow = yaml.safe_load((REPO / '.github' / 'workflows' / 'ci.yml').read_text())
   deploy = workflow['jobs']['deploy']
   fields = {f.upper() for f in configs.PipelineConfig.__dataclass_fields__}
-  for name in deploy['env']:
-    if name != 'IMAGE':
-      assert name.startswith(configs.ENV_PREFIX), f'ci.yml: {name} is not a {configs.ENV_PREFIX}*'
-      assert name[len(configs.ENV_PREFIX):] in fields, f'ci.yml: {name} sets no config field'
-  assert deploy['env']['IMAGE'].endswith(f'/{project.IMAGE_NAME}:${{{{ github.sha }}}}')
+  image = {'IMAGE_REGISTRY', 'IMAGE_TAG'}  # deploy.mk adds the project's image name.
+  assert image <= set(deploy['env'])
+  for name in set(deploy['env']) - image:
+    assert name.startswith(configs.ENV_PREFIX), f'ci.yml: {name} is not a {configs.ENV_PREFIX}*'
+    assert name[len(configs.ENV_PREFIX):] in fields, f'ci.yml: {name} sets no config field'
+  # Beyond the variable names, the workflow names nothing of the project.
+  text = (REPO / '.github' / 'workflows' / 'ci.yml').read_text().replace(configs.ENV_PREFIX, '')
+  for name in (project.PIPELINE_NAME, project.MODEL_NAME, project.IMAGE_NAME):
+    assert name not in text
   uploads = [s['with']['path'] for s in deploy['steps']
              if s.get('uses', '').startswith('actions/upload-artifact')]
-  assert uploads == [configs.PipelineConfig().pipeline_spec_file]
+  assert len(uploads) == 1
+  assert fnmatch.fnmatch(configs.PipelineConfig().pipeline_spec_file, uploads[0])
