@@ -78,7 +78,12 @@ def names() -> Dict[str, str]:
   return derive(PIPELINE_NAME, MODEL_NAME, ENV_PREFIX, IMAGE_NAME)
 
 
-NAMES = names()  # Checked on import: a bad name stops everything at once.
+try:
+  NAMES = names()
+except ProjectNameError as e:
+  # Every command imports this module: one line naming the bad name, not a
+  # traceback from deep inside whichever command ran first.
+  raise SystemExit(str(e)) from None
 
 
 def main(argv) -> int:

@@ -83,20 +83,26 @@ def test_commands_the_deploy_files_name_exist():
       assert importlib.util.find_spec(module), f'serving/deploy/{path} names {module}'
 
 
-def test_renamed_project_renders_its_own_deploy_folder(tmp_path):
-  """A user renames the project in pipeline/project.py and renders the deploy files."""
+def _renamed_copy(tmp_path, names):
+  """The files that render the deploy folder, with pipeline/project.py edited to names."""
   copy = tmp_path / 'repo'
   shutil.copytree(REPO / 'serving' / 'deploy', copy / 'serving' / 'deploy')
   (copy / 'pipeline').mkdir()
   for name in ('__init__.py', 'project.py', 'configs.py', 'deploy_files.py'):
     shutil.copy(REPO / 'pipeline' / name, copy / 'pipeline' / name)
-  names = copy / 'pipeline' / 'project.py'
-  text = names.read_text()
+  path = copy / 'pipeline' / 'project.py'
+  text = path.read_text()
   for constant in ('PIPELINE_NAME', 'MODEL_NAME', 'ENV_PREFIX', 'IMAGE_NAME'):
-    value = OTHER[constant.lower()]
+    value = names[constant.lower()]
     text, count = re.subn(rf"^{constant} = '[^']*'$", f"{constant} = '{value}'", text, flags=re.M)
     assert count == 1, constant
-  names.write_text(text)
+  path.write_text(text)
+  return copy
+
+
+def test_renamed_project_renders_its_own_deploy_folder(tmp_path):
+  """A user renames the project in pipeline/project.py and renders the deploy files."""
+  copy = _renamed_copy(tmp_path, OTHER)
   env = _child_env(PYTHONPATH=str(copy))
   out = tmp_path / 'deploy'
   result = subprocess.run([sys.executable, '-m', 'pipeline.deploy_files', '--out', str(out)],
@@ -147,6 +153,16 @@ def test_a_name_that_cannot_work_is_an_error_naming_it(key, value):
   stated[key] = value
   with pytest.raises(project.ProjectNameError, match=f'{key.upper()} {value!r} may hold only'):
     project.derive(**stated)
+
+
+def test_a_bad_name_in_project_py_stops_commands_with_one_line(tmp_path):
+  copy = _renamed_copy(tmp_path, dict(OTHER, model_name='churn risk'))
+  for command in (['-m', 'pipeline.deploy_files'], ['pipeline/project.py', 'model_name']):
+    result = subprocess.run([sys.executable, *command], cwd=copy,
+                            env=_child_env(PYTHONPATH=str(copy)), capture_output=True, text=True)
+    assert result.returncode == 1, command
+    assert result.stderr == ("pipeline/project.py: MODEL_NAME 'churn risk' may hold only letters, "
+                             'digits, _ . - (pattern [A-Za-z][A-Za-z0-9_.-]*): rename it\n')
 
 
 def test_project_script_prints_one_name_for_make():
