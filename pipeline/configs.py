@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 from pipeline import project
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV_PREFIX = project.NAMES['env_var_prefix']  # e.g. TAXI_
+ENV_PREFIX = project.NAMES['env_var_prefix']  # project.ENV_PREFIX plus _, e.g. TAXI_
 
 
 @dataclasses.dataclass
@@ -244,7 +244,7 @@ def _closest_field(name: str, prefix: str = '') -> str:
 
 
 def _check_environ(environ) -> None:
-  """An unknown <ENV_PREFIX>* variable is a typo that would silently change nothing."""
+  """An unknown <ENV_PREFIX>_* variable is a typo that would silently change nothing."""
   fields = {f.name for f in dataclasses.fields(PipelineConfig)}
   for variable in sorted(environ):
     if variable.startswith(ENV_PREFIX) and variable[len(ENV_PREFIX):].lower() not in fields:
@@ -417,7 +417,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
 
 
 def load(overrides: Optional[Dict] = None, environ=os.environ) -> PipelineConfig:
-  """Defaults, then <ENV_PREFIX>* environment variables, then explicit overrides.
+  """Defaults, then <ENV_PREFIX>_* environment variables, then explicit overrides.
 
   Raises ConfigError (a ValueError) naming the cause and the fix for an
   unknown variable or field, a value of the wrong type or out of its choices,
