@@ -5,8 +5,14 @@ import the project's packages.
 """
 
 import pathlib
+import runpy
 
 import setuptools
+
+
+# The project's names (pipeline/project.py), run as a file: importing the
+# package needs its dependencies, which are not installed yet.
+NAMES = runpy.run_path(str(pathlib.Path(__file__).parent / 'pipeline' / 'project.py'))['NAMES']
 
 
 def _requirements(name: str):
@@ -16,7 +22,7 @@ def _requirements(name: str):
 
 
 setuptools.setup(
-    name='taxi-big-tipper',
+    name=NAMES['package_name'],
     version='0.1.0',
     description='TFX pipeline that trains, validates and serves a taxi tip classifier',
     python_requires='>=3.9,<3.11',
@@ -29,7 +35,7 @@ setuptools.setup(
     install_requires=_requirements('requirements.txt'),
     extras_require={'dev': _requirements('requirements-dev.txt')},
     entry_points={'console_scripts': [
-        'taxi-pipeline=local_runner:main',
-        'taxi-model-server=serving.server:main',
+        f"{NAMES['pipeline_script']}=local_runner:main",
+        f"{NAMES['model_server_script']}=serving.server:main",
     ]},
 )

@@ -29,9 +29,10 @@ import grpc
 import requests
 
 from models import features
+from pipeline import project
 
 Row = Dict[str, object]
-DEFAULT_MODEL = 'taxi_big_tipper'
+DEFAULT_MODEL = project.MODEL_NAME
 
 
 class ServingClientError(Exception):

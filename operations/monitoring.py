@@ -38,7 +38,7 @@ import sys
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from models import features
-from pipeline import metadata
+from pipeline import metadata, project
 from reports import monitoring_report
 
 EXIT_OK, EXIT_FAILED, EXIT_DRIFT_OR_SKEW, EXIT_OTHER_FINDINGS = 0, 1, 2, 3
@@ -657,6 +657,7 @@ def write_outputs(result: Dict, statistics: Dict, out_dir: str) -> Dict[str, str
   return paths
 
 
+ENV_PREFIX = project.NAMES['env_var_prefix']
 EPILOG = f"""exit status:
   {EXIT_OK}  nothing found
   {EXIT_DRIFT_OR_SKEW}  skew or drift found (a retraining trigger)
@@ -664,7 +665,7 @@ EPILOG = f"""exit status:
   {EXIT_FAILED}  the job failed, or a usage error (one line on stderr says why)
 
 environment:
-  TAXI_OUTPUT_ROOT, TAXI_MODEL_NAME, ... (pipeline/configs.py) set the defaults of
+  {ENV_PREFIX}OUTPUT_ROOT, {ENV_PREFIX}MODEL_NAME, ... (pipeline/configs.py) set the defaults of
   --metadata, --out and --model-name, as for the pipeline run.
 """
 

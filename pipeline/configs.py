@@ -1,13 +1,15 @@
 """Every knob of the pipeline, in one place.
 
-Each field can be overridden by an environment variable named TAXI_<FIELD>
-(e.g. TAXI_TRAIN_STEPS=500) and, for the common ones, by a local_runner.py
-flag. Paths are relative to the repository root unless absolute.
+Each field can be overridden by an environment variable named
+<ENV_PREFIX>_<FIELD>, TAXI_<FIELD> for the taxi project (e.g.
+TAXI_TRAIN_STEPS=500), and, for the common ones, by a local_runner.py flag.
+The names (pipeline, model, variable prefix, image) come from
+pipeline/project.py. Paths are relative to the repository root unless absolute.
 
 load() refuses what would otherwise fail late or silently, with a
-ConfigError naming the cause and the fix: an unknown TAXI_* variable (an
-error, not a warning: a typo like TAXI_TRAIN_STEP would silently train with
-the default), a boolean or number that is not one, a value outside its
+ConfigError naming the cause and the fix: an unknown <ENV_PREFIX>_* variable
+(an error, not a warning: a typo like TAXI_TRAIN_STEP would silently train
+with the default), a boolean or number that is not one, a value outside its
 choices (CHOICES), a slice on no model feature, a missing data root, span
 folder, schema or hyperparameters file, a hyperparameter key models/model.py
 does not read or a feature cross of no model feature, and a serving config
@@ -20,15 +22,17 @@ import os
 import re
 from typing import Dict, List, Optional
 
+from pipeline import project
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV_PREFIX = 'TAXI_'
+ENV_PREFIX = project.NAMES['env_var_prefix']  # project.ENV_PREFIX plus _, e.g. TAXI_
 
 
 @dataclasses.dataclass
 class PipelineConfig:
   # Names. KFP wants [a-z0-9-] for pipelines; TF Serving any path-safe name.
-  pipeline_name: str = 'taxi-big-tipper'
-  model_name: str = 'taxi_big_tipper'
+  pipeline_name: str = project.PIPELINE_NAME
+  model_name: str = project.MODEL_NAME
 
   # Where things live.
   data_root: str = 'data/taxi'
@@ -104,8 +108,9 @@ class PipelineConfig:
   # checkout; for_cloud() sets image_code_root, where the Dockerfile puts them.
   code_root: str = ''
   image_code_root: str = '/pipeline'
-  pipeline_image: str = 'gcr.io/PROJECT/taxi-big-tipper:latest'
-  pipeline_spec_file: str = 'taxi-big-tipper-pipeline.json'  # What kubeflow_v2_runner.py writes.
+  pipeline_image: str = f'gcr.io/PROJECT/{project.IMAGE_NAME}:latest'
+  # What kubeflow_v2_runner.py writes.
+  pipeline_spec_file: str = project.NAMES['pipeline_spec_file']
   dataflow_machine_type: str = 'n1-standard-4'
   dataflow_max_workers: int = 10
   dataflow_disk_size_gb: int = 50
@@ -114,7 +119,7 @@ class PipelineConfig:
   vertex_training_machine_type: str = 'n1-standard-4'
   vertex_tuner_parallel_trials: int = 1
   vertex_serving: bool = False  # Also deploy blessed models to a Vertex AI endpoint.
-  vertex_endpoint_name: str = 'taxi-big-tipper'
+  vertex_endpoint_name: str = project.PIPELINE_NAME
   # The newest TensorFlow CPU prediction image google-cloud-aiplatform lists.
   vertex_serving_image: str = 'us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest'
   vertex_serving_machine_type: str = 'n1-standard-2'
@@ -188,7 +193,7 @@ def code_path(c: PipelineConfig, relative: str) -> str:
 def for_cloud(c: PipelineConfig) -> PipelineConfig:
   """The config with every path moved off this machine (see 'Google Cloud')."""
   if not c.gcs_bucket:  # Beam's temp files and Vertex jobs need one too.
-    raise ConfigError('for the cloud, set gcs_bucket (TAXI_GCS_BUCKET or --gcs-bucket)')
+    raise ConfigError(f'for the cloud, set gcs_bucket ({ENV_PREFIX}GCS_BUCKET or --gcs-bucket)')
   bucket = f'gs://{c.gcs_bucket}'
   return dataclasses.replace(
       c,
@@ -239,7 +244,7 @@ def _closest_field(name: str, prefix: str = '') -> str:
 
 
 def _check_environ(environ) -> None:
-  """An unknown TAXI_* variable is a typo that would silently change nothing."""
+  """An unknown <ENV_PREFIX>_* variable is a typo that would silently change nothing."""
   fields = {f.name for f in dataclasses.fields(PipelineConfig)}
   for variable in sorted(environ):
     if variable.startswith(ENV_PREFIX) and variable[len(ENV_PREFIX):].lower() not in fields:
@@ -355,7 +360,7 @@ def _check_data_root(config: PipelineConfig) -> None:
   if not _is_local(root):
     return  # gs:// and the like: the run's ExampleGen checks them.
   if not os.path.isdir(root):
-    raise ConfigError(f'data_root {root} does not exist: point TAXI_DATA_ROOT '
+    raise ConfigError(f'data_root {root} does not exist: point {ENV_PREFIX}DATA_ROOT '
                       f'(--data-root) at the folder holding span-<N>/*.csv')
   span_folder = config.input_pattern.split('/')[0]
   if '{SPAN}' in span_folder:
@@ -412,7 +417,7 @@ def validate(config: PipelineConfig) -> PipelineConfig:
 
 
 def load(overrides: Optional[Dict] = None, environ=os.environ) -> PipelineConfig:
-  """Defaults, then TAXI_* environment variables, then explicit overrides.
+  """Defaults, then <ENV_PREFIX>_* environment variables, then explicit overrides.
 
   Raises ConfigError (a ValueError) naming the cause and the fix for an
   unknown variable or field, a value of the wrong type or out of its choices,
