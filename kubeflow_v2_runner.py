@@ -14,7 +14,8 @@ image's (configs.for_cloud), never this machine's; the code comes from the
 pipeline image (Dockerfile, `make image`), so build and push it from the same
 commit. --submit sends the file with google-cloud-aiplatform's PipelineJob.
 
-Every flag has a TAXI_* environment variable (pipeline/configs.py).
+Every flag has an environment variable <PREFIX>_<FIELD> (pipeline/configs.py;
+the prefix is pipeline/project.py's ENV_PREFIX).
 """
 
 import compat.keras  # noqa: F401  First: Keras 2 for TFX (see compat/keras.py).
@@ -27,18 +28,22 @@ if '--verbose' not in sys.argv:
 import argparse  # pylint: disable=g-import-not-at-top
 import re
 
+from pipeline import project
+
+_P = project.NAMES['env_var_prefix']  # TAXI_: the configs' environment variables.
+
 # What KFP and Vertex accept as a pipeline name.
 PIPELINE_NAME_PATTERN = re.compile(r'[a-z0-9][a-z0-9-]{0,127}')
 
 
-EPILOG = """\
+EPILOG = f"""\
 exit status: 0 compiled (and submitted, with --submit); 1 a missing or wrong
 setting, an unwritable --output, or a refused submission (the reason on
 stderr, one line); 2 a usage error.
 
-environment: every field of pipeline/configs.py as TAXI_<FIELD> (e.g.
-TAXI_GCP_PROJECT, TAXI_GCS_BUCKET, TAXI_PIPELINE_IMAGE, TAXI_BEAM_PROFILE);
-flags win over them. An unknown TAXI_* variable is an error.
+environment: every field of pipeline/configs.py as {_P}<FIELD> (e.g.
+{_P}GCP_PROJECT, {_P}GCS_BUCKET, {_P}PIPELINE_IMAGE, {_P}BEAM_PROFILE);
+flags win over them. An unknown {_P}* variable is an error.
 """
 
 
@@ -48,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _default(field: str) -> str:
-  """'TAXI_<FIELD>, else <default>': what a flag left out means."""
+  """'<PREFIX>_<FIELD>, else <default>': what a flag left out means."""
   from pipeline import configs
   value = getattr(configs.PipelineConfig, field)
   shown = 'off' if value is False else (value or 'unset')
@@ -85,7 +90,7 @@ def parse_args(argv):
 
 
 def cloud_config(overrides=None, environ=os.environ):
-  """Defaults, TAXI_* variables, flags; then every path moved off this machine."""
+  """Defaults, environment variables, flags; then every path moved off this machine."""
   from pipeline import configs
   config = configs.for_cloud(configs.load(overrides, environ=environ))
   if not PIPELINE_NAME_PATTERN.fullmatch(config.pipeline_name):
@@ -145,7 +150,7 @@ def main(argv=None):
     raise SystemExit(f'kubeflow_v2_runner.py: {e}') from None
   if args.submit and not config.gcp_project:
     raise SystemExit('kubeflow_v2_runner.py: --submit needs a project: --project or '
-                     'TAXI_GCP_PROJECT')
+                     f'{_P}GCP_PROJECT')
   spec_path = config.path(config.pipeline_spec_file)  # Relative: to the repository.
   try:  # Before compiling, which takes a while and then fails with a traceback.
     os.makedirs(os.path.dirname(spec_path) or '.', exist_ok=True)

@@ -30,6 +30,8 @@ import json
 import logging
 import time
 
+from pipeline import project
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_BLESSED = 0, 1, 2, 3
 
 EPILOG = """\
@@ -41,9 +43,9 @@ exit status:
   3  the run finished but the model was not blessed: nothing pushed
 
 environment:
-  Every field of pipeline/configs.py can be set as TAXI_<FIELD>, e.g.
-  TAXI_TRAIN_STEPS=500, TAXI_DATA_ROOT=/data/taxi, TAXI_TUNER_TRIALS=2,
-  TAXI_SERVING_CONFIG_FILE=models.config; flags override them.
+  Every field of pipeline/configs.py can be set as {P}<FIELD>, e.g.
+  {P}TRAIN_STEPS=500, {P}DATA_ROOT=/data/taxi, {P}TUNER_TRIALS=2,
+  {P}SERVING_CONFIG_FILE=models.config; flags override them.
 
 logs:
   Every run writes its full log to <output-root>/logs/; quiet runs print its
@@ -65,7 +67,8 @@ def parse_args(argv):
   from pipeline import configs
   defaults = configs.PipelineConfig()
   parser = argparse.ArgumentParser(
-      description=__doc__.split('\n')[0], epilog=EPILOG,
+      description=__doc__.split('\n')[0],
+      epilog=EPILOG.replace('{P}', project.NAMES['env_var_prefix']),
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--data-root', metavar='DIR',
                       help=f'folder holding span-<N>/*.csv (default: {defaults.data_root})')
@@ -387,9 +390,9 @@ def _load_config(args):
         'tune': args.tune, 'beam_profile': args.beam_profile,
         'span_window': args.span_window,
     })
-  except (ValueError, KeyError, TypeError) as e:  # Bad TAXI_* values among them.
+  except (ValueError, KeyError, TypeError) as e:  # Bad environment values among them.
     raise UsageError(f'bad configuration: {_one_line(e)} (see pipeline/configs.py '
-                     'and the TAXI_* environment variables)') from e
+                     f'and the {project.NAMES["env_var_prefix"]}* environment variables)') from e
 
 
 def _decide_retraining(config, args):

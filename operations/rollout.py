@@ -59,7 +59,7 @@ class RolloutError(Exception):
 
 
 def default_config_path(environ=os.environ) -> str:
-  """$TAXI_SERVING_CONFIG_FILE, else <serving dir>/models.config."""
+  """$<PREFIX>SERVING_CONFIG_FILE (TAXI_ for the taxi project), else <serving dir>/models.config."""
   defaults = configs.PipelineConfig()
   serving_dir = environ.get(configs.ENV_PREFIX + 'SERVING_DIR') or defaults.serving_dir
   return defaults.path(environ.get(configs.ENV_PREFIX + 'SERVING_CONFIG_FILE') or
@@ -324,12 +324,12 @@ class TrafficSplit:
 
 # ---- CLI ---------------------------------------------------------------------------
 
-EPILOG = """\
+EPILOG = f"""\
 exit status: 0 done (the new labels printed as JSON); 1 the step was refused or
 failed (the reason on stderr, one line); 2 a usage error.
 
-environment: TAXI_SERVING_CONFIG_FILE (the default --config),
-TAXI_SERVING_DIR (the default serving dir: the generated config's folder and
+environment: {configs.ENV_PREFIX}SERVING_CONFIG_FILE (the default --config),
+{configs.ENV_PREFIX}SERVING_DIR (the default serving dir: the generated config's folder and
 where `init` points the model paths).
 """
 

@@ -348,7 +348,7 @@ def header_comment(command: str, data: CsvData, examples: int,
       '  measure your data\'s (bench/monitoring_jsd.py) and adjust or remove.',
       '- dataset_constraints { min_examples_count: N } makes an empty or truncated',
       '  span an anomaly; add it with the smallest span you expect.',
-      'Then put it at schema/schema.pbtxt (or set TAXI_SCHEMA_FILE) and run the pipeline.',
+      f'Then put it at schema/schema.pbtxt (or set {configs.ENV_PREFIX}SCHEMA_FILE) and run the pipeline.',
   ]
   return ''.join(f'# {line}'.rstrip() + '\n' for line in lines) + '\n'
 

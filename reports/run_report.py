@@ -22,7 +22,7 @@ import math
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from pipeline import metadata
+from pipeline import metadata, project
 from reports import charts
 from pipeline.metadata import NoRunFound, RunRecord, custom_property
 from reports.feature_plots import (blank_share, feature_plot, feature_stats, is_categorical,
@@ -400,7 +400,7 @@ def parse_args(argv):
       epilog=f'Exit status: {EXIT_OK} report written; {EXIT_NO_RUN} no pipeline run found '
              '(or the output root is unreadable); 2 bad arguments.')
   parser.add_argument('--output-root',
-                      help='pipeline artifacts and MLMD (default: $TAXI_OUTPUT_ROOT, else '
+                      help=f'pipeline artifacts and MLMD (default: ${project.NAMES["env_var_prefix"]}OUTPUT_ROOT, else '
                            'tfx_output in the repository)')
   parser.add_argument('--out', help='where to write (default: <output-root>/report.html)')
   return parser.parse_args(argv)
