@@ -31,15 +31,14 @@ import compat.keras  # noqa: F401  First: Keras 2 for TFX (see compat/keras.py).
 import argparse
 import collections
 import dataclasses
-import glob
 import json
-import struct
 import sys
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from models import features
 from pipeline import metadata, project
 from reports import monitoring_report
+from serving.log_reader import LogReadCounts, read_logs
 
 EXIT_OK, EXIT_FAILED, EXIT_DRIFT_OR_SKEW, EXIT_OTHER_FINDINGS = 0, 1, 2, 3
 PREDICTION = 'probability'
@@ -58,71 +57,6 @@ class MonitoringError(Exception):
 
 
 # ---- reading request logs ----------------------------------------------------
-
-
-@dataclasses.dataclass
-class LogReadCounts:
-  records: int = 0  # PredictionLogs read.
-  corrupt: int = 0  # Records skipped: bad checksum, not a PredictionLog, torn tail.
-  unusable: int = 0  # Valid logs without features we can read (e.g. other models).
-  files: int = 0
-  models: Dict[str, int] = dataclasses.field(default_factory=dict)  # Logs per model name.
-
-
-def _masked_crc(data: bytes) -> int:
-  import google_crc32c
-  crc = google_crc32c.value(data)
-  return (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
-
-
-def _tfrecords(path: str, counts: LogReadCounts) -> Iterator[bytes]:
-  """The records of one TFRecord file, skipping corrupt ones.
-
-  tf.data stops at the first bad record and loses the rest of the file; a
-  server killed mid-write or a flipped byte must cost one record, not a day
-  of logs. The framing is TFRecord's: length, crc(length), data, crc(data).
-  """
-  with open(path, 'rb') as f:
-    while True:
-      header = f.read(12)
-      if not header:
-        return
-      if len(header) < 12:
-        counts.corrupt += 1  # Torn tail: the writer stopped mid-record.
-        return
-      length, length_crc = struct.unpack('<QI', header)
-      if _masked_crc(header[:8]) != length_crc:
-        counts.corrupt += 1  # The length is garbage: nothing after can be framed.
-        return
-      data, footer = f.read(length), f.read(4)
-      if len(data) < length or len(footer) < 4:
-        counts.corrupt += 1
-        return
-      if _masked_crc(data) != struct.unpack('<I', footer)[0]:
-        counts.corrupt += 1  # Damaged payload; the framing still holds.
-        continue
-      yield data
-
-
-def log_files(pattern: str) -> List[str]:
-  """Files of a glob, or of a logging_config filename_prefix."""
-  return sorted(glob.glob(pattern) or glob.glob(pattern + '*'))
-
-
-def read_logs(pattern: str, counts: LogReadCounts):
-  """Every readable PredictionLog in the files of pattern."""
-  from google.protobuf import message
-  from tensorflow_serving.apis import prediction_log_pb2
-  for path in log_files(pattern):
-    counts.files += 1
-    for record in _tfrecords(path, counts):
-      try:
-        log = prediction_log_pb2.PredictionLog.FromString(record)
-      except message.DecodeError:
-        counts.corrupt += 1
-        continue
-      counts.records += 1
-      yield log
 
 
 # ---- served features and predictions -------------------------------------------

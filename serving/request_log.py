@@ -1,14 +1,12 @@
 """Request logging like TF Serving's logging_config: sampled requests and
 responses written as TFRecord files of tensorflow.serving.PredictionLog."""
 
-import glob
 import logging
 import os
 import queue
 import random
 import threading
 import time
-from typing import Iterator
 
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
@@ -58,12 +56,3 @@ class RequestLogger:
   def close(self) -> None:
     self._queue.put(None)
     self._thread.join(timeout=10)
-
-
-def read_prediction_logs(pattern: str) -> Iterator[prediction_log_pb2.PredictionLog]:
-  """Every PredictionLog in files matching pattern (a glob, or the
-  filename_prefix of a logging_config)."""
-  paths = sorted(glob.glob(pattern) or glob.glob(pattern + '*'))
-  for path in paths:
-    for record in tf.data.TFRecordDataset(path):
-      yield prediction_log_pb2.PredictionLog.FromString(record.numpy())

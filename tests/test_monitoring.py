@@ -19,6 +19,7 @@ import pytest
 from operations import rollout
 from operations import monitoring
 from pipeline import metadata
+from serving import log_reader
 from tests import conftest
 
 MODEL = 'taxi_big_tipper'
@@ -201,14 +202,14 @@ def _retimed(prefix, destination, timestamp, counts):
   """The logs of prefix as if served at timestamp (windows an hour apart)."""
   import tensorflow as tf
   with tf.io.TFRecordWriter(str(destination)) as writer:
-    for log in monitoring.read_logs(prefix, counts):
+    for log in log_reader.read_logs(prefix, counts):
       log.log_metadata.timestamp_secs = timestamp
       writer.write(log.SerializeToString())
 
 
 @pytest.mark.slow  # The session pipeline run and a served model.
 def test_drift_between_consecutive_windows(logs, inputs, tmp_path):
-  counts = monitoring.LogReadCounts()
+  counts = log_reader.LogReadCounts()
   _retimed(logs['training'], tmp_path / 'a.tfrecord', 1_700_000_000, counts)
   _retimed(logs['payment'], tmp_path / 'b.tfrecord', 1_700_003_600, counts)
   result, _ = monitoring.run(inputs(str(tmp_path / '*.tfrecord'), window_seconds=3600))
@@ -221,16 +222,16 @@ def test_drift_between_consecutive_windows(logs, inputs, tmp_path):
 
 def _frame(payload: bytes) -> bytes:
   header = struct.pack('<Q', len(payload))
-  return (header + struct.pack('<I', monitoring._masked_crc(header)) + payload +
-          struct.pack('<I', monitoring._masked_crc(payload)))
+  return (header + struct.pack('<I', log_reader._masked_crc(header)) + payload +
+          struct.pack('<I', log_reader._masked_crc(payload)))
 
 
 @pytest.mark.slow  # The session pipeline run and a served model.
 def test_corrupt_records_are_skipped_and_counted(logs, inputs, tmp_path):
-  source = monitoring.log_files(logs['payment'])
+  source = log_reader.log_files(logs['payment'])
   assert len(source) == 1
   good = source[0]
-  records = list(monitoring._tfrecords(good, monitoring.LogReadCounts()))
+  records = list(log_reader._tfrecords(good, log_reader.LogReadCounts()))
   damaged = bytearray(_frame(records[0]))
   damaged[20] ^= 0xFF  # A flipped payload byte: the data checksum fails.
   broken = tmp_path / 'logs-broken.tfrecord'

@@ -20,18 +20,17 @@ import base64
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from typing import List, NamedTuple, Optional
 
 import grpc
 import numpy as np
-import portpicker
 import requests
 
+from serving.server_process import ServerProcess
+
 MODEL_NAME = 'infra_check'
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _EMPTY_CONFIG = 'model_config_list {}\n'
 
 
@@ -110,16 +109,10 @@ def _start_server() -> _Server:
   config_file = os.path.join(workdir, 'models.config')
   with open(config_file, 'w') as f:
     f.write(_EMPTY_CONFIG)
-  grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
-  env = dict(os.environ, TF_USE_LEGACY_KERAS='1',
-             PYTHONPATH=os.pathsep.join(filter(None, [_REPO_ROOT, os.environ.get('PYTHONPATH')])))
-  with open(os.path.join(workdir, 'server.log'), 'wb') as log:
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'serving.server', f'--port={grpc_port}',
-         f'--rest_api_port={rest_port}', f'--model_config_file={config_file}',
-         '--file_system_poll_wait_seconds=0', '--max_num_load_retries=0'],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=_REPO_ROOT)
-  return _Server(process, grpc_port, rest_port, workdir)
+  server = ServerProcess(f'--model_config_file={config_file}',
+                         '--file_system_poll_wait_seconds=0', '--max_num_load_retries=0',
+                         log_path=os.path.join(workdir, 'server.log'))
+  return _Server(server.process, server.port, server.rest_port, workdir)
 
 
 def _load(server: _Server, model_dir: str, deadline: float) -> None:

@@ -13,7 +13,7 @@ import requests
 
 from conftest import start_server
 from serving import rest
-from serving.request_log import read_prediction_logs
+from serving.log_reader import read_prediction_logs
 
 pytestmark = pytest.mark.slow  # The worker is a subprocess.
 

@@ -8,7 +8,7 @@ import numpy as np
 import requests
 import tensorflow as tf
 
-from serving.request_log import read_prediction_logs
+from serving.log_reader import read_prediction_logs
 
 
 def predict(server, xs, path='/v1/models/tiny/versions/1:predict'):

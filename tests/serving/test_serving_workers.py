@@ -19,7 +19,7 @@ from tensorflow_serving.apis import (get_model_status_pb2, model_management_pb2,
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import server_process, tensors, workers
-from serving.request_log import read_prediction_logs
+from serving.log_reader import read_prediction_logs
 
 START_TIMEOUT_S = 300  # Three processes importing TensorFlow on a shared machine.
 
