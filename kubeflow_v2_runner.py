@@ -47,6 +47,10 @@ flags win over them. An unknown {_P}* variable is an error.
 """
 
 
+# Project modules are imported inside the functions that use them: the
+# pipeline loads TFX (seconds), and a usage error must answer at once.
+
+
 class _Parser(argparse.ArgumentParser):
   def error(self, message):  # One line, not usage plus error.
     self.exit(2, f'{self.prog}: {message} (see --help)\n')

@@ -61,6 +61,8 @@ LIBRARY_LOGGERS = ('local_runner', 'absl', 'apache_beam', 'tensorflow', 'tfx', '
                    'tensorflow_data_validation', 'tfx_bsl', 'keras_tuner',
                    'google', 'urllib3', 'h5py', 'py.warnings')
 FAILURE_LOG_LINES = 20
+# Project modules are imported inside the functions that use them: most load
+# TFX, Beam or TensorFlow (seconds), and a usage error must answer at once.
 
 
 def parse_args(argv):

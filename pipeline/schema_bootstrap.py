@@ -39,6 +39,7 @@ import shlex
 import shutil
 from typing import Dict, List, Optional, Sequence
 
+from models import features
 from pipeline import configs
 
 EXIT_USAGE = 2
@@ -81,7 +82,7 @@ def _count_rows(path: str) -> int:
 
 def find_csv_data(data_root: str) -> CsvData:
   """The latest span-N/*.csv under data_root, else data_root/*.csv."""
-  from pipeline.components import csv_example_gen  # pylint: disable=g-import-not-at-top
+  from pipeline.components import csv_example_gen  # Loads TFX: after the CLI checks.
   if not os.path.isdir(data_root):
     raise BootstrapError(f'--data-root {data_root} is not a folder: point it at the folder '
                          f'holding span-1/*.csv (or the CSV files themselves)')
@@ -130,7 +131,6 @@ def serving_absent_columns(columns: Sequence[str], label: Optional[str],
   is no column of this data is left out, with a note: today's taxi label is
   derived from other columns (models/preprocessing.py), not read from one.
   """
-  from models import features  # pylint: disable=g-import-not-at-top
   absent, notes = [], []
   wanted = [('--label', label, [label] if label else [features.LABEL_KEY]),
             ('--training-only', training_only,
@@ -153,7 +153,6 @@ def _stats_options(columns: Sequence[str]):
   categories, as the pipeline's StatisticsGen counts them."""
   import tensorflow_data_validation as tfdv  # pylint: disable=g-import-not-at-top
   from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=g-import-not-at-top
-  from models import features  # pylint: disable=g-import-not-at-top
   schema = schema_pb2.Schema()
   for name in features.categorical_ints():
     if name in columns:
@@ -167,7 +166,7 @@ def _bootstrap_pipeline(data: CsvData, run_root: str):
   from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.pipeline import Pipeline  # pylint: disable=g-import-not-at-top
   from tfx.proto import example_gen_pb2  # pylint: disable=g-import-not-at-top
-  from pipeline.components import csv_example_gen  # pylint: disable=g-import-not-at-top
+  from pipeline.components import csv_example_gen  # Loads TFX: after the CLI checks.
   defaults = configs.PipelineConfig
   # The pipeline's split, so the statistics are of the same train/eval examples.
   example_gen = csv_example_gen.csv_example_gen(
@@ -276,7 +275,6 @@ def _type_of_blank_column(feature, share: float) -> None:
   """A column blank in every row gives TFDV no type evidence (it says BYTES):
   models/features.py's dtype then, as Transform and serving read it."""
   from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=g-import-not-at-top
-  from models import features  # pylint: disable=g-import-not-at-top
   if share == 0 and feature.name in features.RAW_FEATURES:
     dtype = features.RAW_FEATURES[feature.name].dtype
     feature.type = {'float': schema_pb2.FLOAT, 'int': schema_pb2.INT,
@@ -287,7 +285,6 @@ def starting_schema(inferred, shares: Dict[str, float], serving_absent: Sequence
   """SchemaGen's schema with presence from `shares` (value_shares), and
   environments and comparators added."""
   from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=g-import-not-at-top
-  from models import features  # pylint: disable=g-import-not-at-top
   schema = type(inferred)()
   schema.CopyFrom(inferred)
   del schema.default_environment[:]

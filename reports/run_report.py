@@ -118,6 +118,7 @@ def schema_section(schema, schema_path: str) -> Dict:
 
 
 def anomalies_section(anomalies_artifact) -> List[str]:
+  # Imported here: they load TFX (seconds), which only a run with anomalies needs.
   from pipeline.components import anomalies_gate
   from tfx.types import standard_artifacts
   artifact = standard_artifacts.ExampleAnomalies()
@@ -420,7 +421,7 @@ def _quiet_libraries():
 def main(argv=None) -> int:
   args = parse_args(argv)
   _quiet_libraries()
-  from pipeline import configs
+  from pipeline import configs  # After the libraries are quieted: one line on error.
   try:
     config = configs.load({'output_root': args.output_root})
     path = write_run_report(config, args.out)
