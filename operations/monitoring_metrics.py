@@ -12,7 +12,7 @@ read it at any moment) with the run's state:
   model_monitoring_drift_distance / _threshold / _anomalous
       {model_name, version, feature, measure}: the newest judged window of
       each served version (drift: against the window before it);
-  model_monitoring_prediction_mean / _prediction_count / _prediction_shift
+  model_monitoring_prediction_mean / _count / _shift / _shift_anomalous
       {model_name, version}: predictions served (shift: Jensen-Shannon
       against the stable version);
   model_monitoring_records {model_name, kind=read|corrupt|unusable};
@@ -74,11 +74,14 @@ def registry_of(result: Dict, now: Optional[float] = None) -> prom.CollectorRegi
   count = gauge('prediction_count', 'predictions read from the logs', ['model_name', 'version'])
   shift = gauge('prediction_shift', 'prediction shift against the stable version '
                 '(Jensen-Shannon)', ['model_name', 'version'])
+  shifted = gauge('prediction_shift_anomalous', '1 if the shift is above its threshold',
+                  ['model_name', 'version'])
   for version, summary in result['predictions_by_version'].items():
     mean.labels(model, version).set(summary['mean'])
     count.labels(model, version).set(summary['count'])
-    if summary['shift']:
+    if summary['shift']:  # Only versions compared with a stable one.
       shift.labels(model, version).set(summary['shift']['value'])
+      shifted.labels(model, version).set(1 if summary['shift']['anomalous'] else 0)
 
   records = gauge('records', 'request log records of the run', ['model_name', 'kind'])
   for kind, key in (('read', 'records'), ('corrupt', 'corrupt'), ('unusable', 'unusable')):
