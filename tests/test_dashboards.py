@@ -1,0 +1,345 @@
+"""Dashboards and alerts: the Prometheus files pass promtool, the alerts fire on
+series shaped as TF Serving exports them, and the Grafana dashboard and the
+alert rules name only metrics (and labels) that the local server's scrape and
+the monitoring job's textfile really hold.
+
+promtool is Debian's `prometheus` package (scripts/ensure_promtool.sh, which
+`make test` runs, installs it where it can).
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import jinja2
+import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline import deploy_files, project
+from tests.conftest import REPO
+
+DEPLOY = REPO / 'serving' / 'deploy'
+ALERTS = DEPLOY / 'alerts.yml'
+DASHBOARD = DEPLOY / 'grafana' / 'dashboards' / 'model-serving.json'
+DATASOURCES = DEPLOY / 'grafana' / 'provisioning' / 'datasources' / 'prometheus.yml'
+SERVING_PREFIX = ':tensorflow:serving:'
+MONITORING_PREFIX = 'model_monitoring_'
+# Series that Prometheus itself (up) and the blackbox exporter (probe_success) make.
+NOT_FROM_OUR_EXPORTERS = {'up', 'probe_success'}
+METRIC = re.compile(r'(:tensorflow:[\w:]+|model_monitoring_\w+|\bup\b|\bprobe_success\b)')
+GROUPING = re.compile(r'\bby \(([^)]*)\)')
+
+
+def promtool():
+  path = shutil.which('promtool')
+  if path:
+    return path
+  if os.geteuid() == 0 and shutil.which('apt-get'):
+    pytest.fail('promtool is missing though this user can install it: run '
+                'scripts/ensure_promtool.sh (make test runs it)')
+  pytest.skip("promtool is missing and cannot be installed here (needs root and apt-get): "
+              "install Debian's prometheus package")
+
+
+def run_promtool(*args, cwd=DEPLOY):
+  result = subprocess.run([promtool(), *args], cwd=cwd, capture_output=True, text=True)
+  assert result.returncode == 0, result.stdout + result.stderr
+  return result.stdout
+
+
+def dashboard_exprs():
+  dashboard = json.loads(DASHBOARD.read_text())
+  exprs = [t['expr'] for p in dashboard['panels'] for t in p.get('targets', [])]
+  exprs += [v['definition'] for v in dashboard['templating']['list']]
+  return exprs
+
+
+def alert_exprs():
+  rules = yaml.safe_load(ALERTS.read_text())
+  return [r['expr'] for group in rules['groups'] for r in group['rules']]
+
+
+# ---- the Prometheus files ----------------------------------------------------------
+
+
+def test_alert_rules_pass_promtool():
+  assert 'SUCCESS: 10 rules found' in run_promtool('check', 'rules', 'alerts.yml')
+
+
+def test_scrape_config_and_its_rule_file_pass_promtool():
+  output = run_promtool('check', 'config', 'prometheus.yml')
+  assert 'SUCCESS: 1 rule files found' in output
+
+
+def test_prometheus_yml_is_the_rendering_of_its_template():
+  # Rendered as pipeline/deploy_files.py renders (the availability probe names the model).
+  environment = jinja2.Environment(
+      loader=jinja2.FileSystemLoader(deploy_files.TEMPLATE_DIR),
+      undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+  rendered = environment.get_template('prometheus.yml.j2').render(project.NAMES)
+  assert (DEPLOY / 'prometheus.yml').read_text() == rendered, (
+      'run python -m pipeline.deploy_files --out serving/deploy (edit the template)')
+  assert f"/v1/models/{project.MODEL_NAME}'" in rendered
+
+
+ALERT_TESTS = """
+rule_files: [{alerts}]
+evaluation_interval: 1m
+tests:
+  # 10% of requests fail (TF Serving's request_count: model_name and status only).
+  - interval: 1m
+    input_series:
+      - series: ':tensorflow:serving:request_count{{model_name="m",status="OK"}}'
+        values: '0+90x40'
+      - series: ':tensorflow:serving:request_count{{model_name="m",status="INVALID_ARGUMENT"}}'
+        values: '0+10x40'
+      - series: ':tensorflow:serving:request_latency_bucket{{model_name="m",API="predict",entrypoint="REST",le="100000"}}'
+        values: '0+0x40'
+      - series: ':tensorflow:serving:request_latency_bucket{{model_name="m",API="predict",entrypoint="REST",le="1000000"}}'
+        values: '0+90x40'
+      - series: ':tensorflow:serving:request_latency_bucket{{model_name="m",API="predict",entrypoint="REST",le="+Inf"}}'
+        values: '0+90x40'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: ModelHighErrorRate
+        exp_alerts: []
+      - {{eval_time: 15m, alertname: ModelHighErrorRate, exp_alerts: [{{exp_labels: {{severity: page, model_name: m}}}}]}}
+      - {{eval_time: 8m, alertname: ModelHighLatencyP99, exp_alerts: []}}
+      - {{eval_time: 25m, alertname: ModelHighLatencyP99, exp_alerts: [{{exp_labels: {{severity: warn, model_name: m}}}}]}}
+      - {{eval_time: 35m, alertname: ModelNoTraffic, exp_alerts: []}}
+  # Traffic stops at 20m: the 15m rate is 0 from 35m, the alert fires 15m later.
+  - interval: 1m
+    input_series:
+      - series: ':tensorflow:serving:request_count{{model_name="m",status="OK"}}'
+        values: '0+100x20 2000x60'
+    alert_rule_test:
+      - {{eval_time: 45m, alertname: ModelNoTraffic, exp_alerts: []}}
+      - {{eval_time: 55m, alertname: ModelNoTraffic, exp_alerts: [{{exp_labels: {{severity: warn, model_name: m}}}}]}}
+  # The server is down; the model is not available.
+  - interval: 1m
+    input_series:
+      - series: 'up{{job="model-server",instance="tf-serving:8501"}}'
+        values: '0x10'
+      - series: 'probe_success{{job="model-availability",instance="x",model_name="m"}}'
+        values: '1 1 0x10'
+    alert_rule_test:
+      - {{eval_time: 5m, alertname: ModelServerDown, exp_alerts: [{{exp_labels: {{severity: page, job: model-server, instance: "tf-serving:8501"}}}}]}}
+      - {{eval_time: 3m, alertname: ModelNotAvailable, exp_alerts: []}}
+      - {{eval_time: 5m, alertname: ModelNotAvailable, exp_alerts: [{{exp_labels: {{severity: page, job: model-availability, instance: x, model_name: m}}}}]}}
+  # The monitoring job's textfile: drift on fare only; its last success 4 hours ago.
+  - interval: 1m
+    input_series:
+      - series: 'model_monitoring_drift_anomalous{{model_name="m",version="1",feature="fare",measure="JENSEN_SHANNON_DIVERGENCE"}}'
+        values: '1x300'
+      - series: 'model_monitoring_drift_anomalous{{model_name="m",version="1",feature="trip_miles",measure="JENSEN_SHANNON_DIVERGENCE"}}'
+        values: '0x300'
+      - series: 'model_monitoring_skew_anomalous{{model_name="m",version="1",feature="fare",measure="JENSEN_SHANNON_DIVERGENCE"}}'
+        values: '0x300'
+      - series: 'model_monitoring_last_success_timestamp_seconds{{model_name="m"}}'
+        values: '0x300'
+    alert_rule_test:
+      - {{eval_time: 1m, alertname: FeatureDriftDetected, exp_alerts: [{{exp_labels: {{severity: warn, model_name: m, version: "1", feature: fare, measure: JENSEN_SHANNON_DIVERGENCE}}}}]}}
+      - {{eval_time: 1m, alertname: TrainingServingSkewDetected, exp_alerts: []}}
+      - {{eval_time: 2h, alertname: MonitoringJobStale, exp_alerts: []}}
+      - {{eval_time: 4h, alertname: MonitoringJobStale, exp_alerts: [{{exp_labels: {{severity: warn, model_name: m}}}}]}}
+"""
+
+
+def test_alerts_fire_on_series_as_tf_serving_and_the_monitoring_job_export_them(tmp_path):
+  # The rules without their annotations (promtool would compare every text;
+  # `check rules` checks their templates): expressions, durations and labels.
+  rules = yaml.safe_load(ALERTS.read_text())
+  for group in rules['groups']:
+    for rule in group['rules']:
+      rule.pop('annotations')
+  (tmp_path / 'alerts.yml').write_text(yaml.safe_dump(rules))
+  tests = tmp_path / 'alerts_test.yml'
+  tests.write_text(ALERT_TESTS.format(alerts=tmp_path / 'alerts.yml'))
+  run_promtool('test', 'rules', str(tests), cwd=tmp_path)
+
+
+def test_compose_stack_mounts_every_file_its_services_read():
+  compose = yaml.safe_load((DEPLOY / 'docker-compose.yml').read_text())['services']
+  assert {'tf-serving', 'prometheus', 'blackbox-exporter', 'node-exporter', 'grafana'} <= \
+      set(compose)
+  for service in ('prometheus', 'blackbox-exporter'):
+    assert './:/config:ro' in compose[service]['volumes']
+    config = [a for a in compose[service]['command'] if a.startswith('--config.file=/config/')]
+    assert config and (DEPLOY / config[0].split('/config/', 1)[1]).is_file(), service
+  grafana = {v.split(':')[1]: v.split(':')[0] for v in compose['grafana']['volumes']}
+  assert (DEPLOY / grafana['/etc/grafana/provisioning']).is_dir()
+  assert (DEPLOY / grafana['/var/lib/grafana/dashboards'] / DASHBOARD.name).is_file()
+  prometheus = yaml.safe_load((DEPLOY / 'prometheus.yml').read_text())
+  targets = {job['job_name']: job['static_configs'][0]['targets'] for job in
+             prometheus['scrape_configs']}
+  assert targets['model-server'] == ['tf-serving:8501']  # The compose service and REST port.
+
+
+def test_dashboard_loads_and_uses_the_provisioned_datasource():
+  dashboard = json.loads(DASHBOARD.read_text())
+  uid = yaml.safe_load(DATASOURCES.read_text())['datasources'][0]['uid']
+  panels = dashboard['panels']
+  assert len({p['id'] for p in panels}) == len(panels)
+  for panel in panels:
+    for target in panel.get('targets', []):
+      assert target['datasource']['uid'] == uid, panel['title']
+      assert METRIC.search(target['expr']), f'{panel["title"]}: {target["expr"]} names no metric'
+
+
+def test_textfile_flag_needs_a_prom_file_name(capsys):
+  from operations import monitoring
+  with pytest.raises(SystemExit) as exit_info:
+    monitoring.main(['--logs', 'x', '--prometheus-textfile', '/tmp/monitoring.txt'])
+  assert exit_info.value.code == monitoring.EXIT_FAILED
+  err = capsys.readouterr().err.strip()
+  assert '\n' not in err and 'reads only *.prom files' in err, err
+
+
+# ---- against the real exporters ------------------------------------------------------
+
+
+def _families(text):
+  """{metric family name: (type, {sample name}, {label names})} of a text exposition."""
+  found = {}
+  for family in text_string_to_metric_families(text):
+    kind, names, labels = found.setdefault(family.name, (family.type, set(), set()))
+    for sample in family.samples:
+      names.add(sample.name)
+      labels.update(sample.labels)
+  return found
+
+
+def _sample_labels(families):
+  """{sample name: label names} of _families' result."""
+  return {name: labels for _, names, labels in families.values() for name in names}
+
+
+@pytest.fixture(scope='module')
+def model_base(request):
+  """The real pushed model: $SERVING_TEST_MODEL_BASE, else the session pipeline run."""
+  base = os.environ.get('SERVING_TEST_MODEL_BASE')
+  return base.rstrip('/') if base else str(request.getfixturevalue('pushed_model'))
+
+
+@pytest.fixture(scope='module')
+def scrape(model_base, tmp_path_factory):
+  """The local server's metrics after what users do: REST and gRPC predicts,
+  a request for a missing version, batching on."""
+  from client.predict import GrpcClient, RestClient, typed_row
+  from serving.server_process import ServerProcess
+  from tests.conftest import read_shipped_rows
+  conf = tmp_path_factory.mktemp('dashboard_conf')
+  (conf / 'batching.config').write_text('max_batch_size { value: 16 }\n'
+                                        'batch_timeout_micros { value: 1000 }\n')
+  header, rows = read_shipped_rows()
+  rows = [typed_row(dict(zip(header, r))) for r in rows[:5]]
+  with ServerProcess(f'--model_name={project.MODEL_NAME}', f'--model_base_path={model_base}',
+                     '--enable_batching', f'--batching_parameters_file={conf / "batching.config"}',
+                     f'--monitoring_config_file={DEPLOY / "monitoring.config"}') as server:
+    server.wait_until_available(project.MODEL_NAME)
+    RestClient(server.rest).predict(rows)
+    GrpcClient(server.grpc_target).predict(rows)
+    missing = requests.post(f'{server.rest}/v1/models/{project.MODEL_NAME}/versions/7:predict',
+                            json={'instances': [1.0]}, timeout=30)
+    assert missing.status_code == 404, missing.text
+    return requests.get(server.rest + '/monitoring/prometheus/metrics', timeout=30).text
+
+
+@pytest.mark.slow
+def test_local_server_names_metrics_as_tf_serving_does(scrape):
+  families = _families(scrape)
+  kind, names, labels = families[SERVING_PREFIX + 'request_count']
+  # TF Serving: a counter ':tensorflow:serving:request_count', no '_total', no '_created'.
+  assert (kind, names) == ('counter', {SERVING_PREFIX + 'request_count'})
+  assert {'model_name', 'status'} <= labels
+  assert not [line for line in scrape.splitlines() if '_created' in line or '_total' in line]
+  counts = {(s.labels['API'], s.labels['entrypoint'], s.labels['status']): s.value
+            for f in text_string_to_metric_families(scrape) if f.name == SERVING_PREFIX +
+            'request_count' for s in f.samples}
+  # TF Serving's API names: 'Predict' over gRPC, 'predict' over REST.
+  assert counts[('Predict', 'GRPC', 'OK')] == 1 and counts[('predict', 'REST', 'OK')] == 1
+  assert counts[('predict', 'REST', 'NOT_FOUND')] == 1
+  latency = {(s.labels['API'], s.labels['entrypoint']): s.value
+             for f in text_string_to_metric_families(scrape)
+             if f.name == SERVING_PREFIX + 'request_latency' for s in f.samples
+             if s.name.endswith('_count')}
+  assert latency == {('Predict', 'GRPC'): 1, ('predict', 'REST'): 1}  # Only successes timed.
+  buckets = [s.labels['le'] for f in text_string_to_metric_families(scrape)
+             if f.name == SERVING_PREFIX + 'request_latency' for s in f.samples
+             if s.name.endswith('_bucket') and s.labels['entrypoint'] == 'GRPC']
+  assert len(buckets) == 34 and float(buckets[0]) == 10 and buckets[-1] == '+Inf'
+
+
+@pytest.fixture(scope='module')
+def textfile(tmp_path_factory):
+  """The monitoring CLI's --prometheus-textfile on two hourly windows of the
+  shipped data, the second with fares up 20% (drift on fare)."""
+  from operations import monitoring
+  from tests import conftest
+  from tests.test_monitoring import SCHEMA, _typed, write_request_logs
+  tmp = tmp_path_factory.mktemp('monitoring_textfile')
+  header, rows = conftest.read_shipped_rows()
+  rows = _typed(header, rows)
+  stats_dir = tmp / 'training_statistics' / 'Split-train'
+  stats_dir.mkdir(parents=True)
+  stats = monitoring.statistics_of(rows, monitoring.load_schema(str(SCHEMA)))
+  (stats_dir / 'FeatureStats.pb').write_bytes(stats.SerializeToString())
+  second = [dict(r, fare=r['fare'] * 1.2) if r.get('fare') is not None else r
+            for r in rows[1000:2000]]
+  write_request_logs(tmp / 'requests-0.tfrecord', rows[:1000], timestamp=1_700_000_000)
+  write_request_logs(tmp / 'requests-1.tfrecord', second, timestamp=1_700_003_600)
+  path = tmp / 'textfile' / 'model_monitoring.prom'
+  path.parent.mkdir()
+  code = monitoring.main(['--logs', str(tmp / 'requests-*.tfrecord'), '--model-name',
+                          project.MODEL_NAME, '--training-statistics', str(stats_dir.parent),
+                          '--schema', str(SCHEMA), '--out', str(tmp / 'out'),
+                          '--prometheus-textfile', str(path)])
+  result = json.loads((tmp / 'out' / 'monitoring.json').read_text())
+  return code, result, path.read_text()
+
+
+@pytest.mark.slow
+def test_monitoring_textfile_parses_and_holds_the_results(textfile):
+  from operations import monitoring
+  code, result, text = textfile
+  assert code == monitoring.EXIT_DRIFT_OR_SKEW and 'fare' in result['findings']['drift']
+  values = {}
+  for family in text_string_to_metric_families(text):
+    for sample in family.samples:
+      values[(sample.name, sample.labels.get('feature'), sample.labels.get('kind'))] = \
+          (sample.value, sample.labels)
+  newest = result['windows'][-1]
+  fare = newest['drift']['fare']
+  value, labels = values[(MONITORING_PREFIX + 'drift_distance', 'fare', None)]
+  assert value == pytest.approx(fare['value']) and labels['version'] == str(result['version'])
+  assert labels['model_name'] == project.MODEL_NAME and labels['measure'] == fare['measure']
+  assert values[(MONITORING_PREFIX + 'drift_anomalous', 'fare', None)][0] == 1
+  assert values[(MONITORING_PREFIX + 'drift_threshold', 'fare', None)][0] == \
+      pytest.approx(fare['threshold'])
+  assert values[(MONITORING_PREFIX + 'records', None, 'read')][0] == result['records']['records']
+  mean = result['predictions_by_version'][str(result['version'])]['mean']
+  assert values[(MONITORING_PREFIX + 'prediction_mean', None, None)][0] == pytest.approx(mean)
+
+
+@pytest.mark.slow
+def test_dashboard_and_alerts_name_only_exported_metrics_and_labels(scrape, textfile):
+  exported = _sample_labels(_families(scrape))
+  exported.update(_sample_labels(_families(textfile[2])))
+  for expr in dashboard_exprs() + alert_exprs():
+    names = set(METRIC.findall(expr))
+    assert names, f'{expr} names no metric'
+    for name in names - NOT_FROM_OUR_EXPORTERS:
+      assert name in exported, f'{expr}: no {name} in the scrape or the textfile'
+      grouped = {label.strip() for labels in GROUPING.findall(expr)
+                 for label in labels.split(',')}
+      used = set(re.findall(r'(\w+)!?=~?"', expr)) | grouped
+      assert used <= exported[name], f'{expr}: {name} has no label {used - exported[name]}'
+
+
+if __name__ == '__main__':
+  sys.exit(pytest.main([__file__]))
