@@ -203,20 +203,20 @@ def test_textfile_flag_needs_a_prom_file_name(capsys):
 # ---- against the real exporters ------------------------------------------------------
 
 
-def _families(text):
-  """{metric family name: (type, {sample name}, {label names})} of a text exposition."""
+def _exposed(text):
+  """{sample name: label names} as the exposition text writes them (prometheus_client's
+  parser would rename counter samples to '<name>_total'); the text must parse."""
+  assert list(text_string_to_metric_families(text))
   found = {}
-  for family in text_string_to_metric_families(text):
-    kind, names, labels = found.setdefault(family.name, (family.type, set(), set()))
-    for sample in family.samples:
-      names.add(sample.name)
-      labels.update(sample.labels)
+  for line in text.splitlines():
+    if line and not line.startswith('#'):
+      name, _, rest = re.match(r'([^{\s]+)(\{([^}]*)\})?', line).groups()
+      found.setdefault(name, set()).update(re.findall(r'(\w+)="', rest or ''))
   return found
 
 
-def _sample_labels(families):
-  """{sample name: label names} of _families' result."""
-  return {name: labels for _, names, labels in families.values() for name in names}
+def _samples(text, family):
+  return [s for f in text_string_to_metric_families(text) if f.name == family for s in f.samples]
 
 
 @pytest.fixture(scope='module')
@@ -252,36 +252,55 @@ def scrape(model_base, tmp_path_factory):
 
 @pytest.mark.slow
 def test_local_server_names_metrics_as_tf_serving_does(scrape):
-  families = _families(scrape)
-  kind, names, labels = families[SERVING_PREFIX + 'request_count']
+  exposed = _exposed(scrape)
+  count = SERVING_PREFIX + 'request_count'
   # TF Serving: a counter ':tensorflow:serving:request_count', no '_total', no '_created'.
-  assert (kind, names) == ('counter', {SERVING_PREFIX + 'request_count'})
-  assert {'model_name', 'status'} <= labels
-  assert not [line for line in scrape.splitlines() if '_created' in line or '_total' in line]
+  assert f'# TYPE {count} counter' in scrape.splitlines()
+  assert count in exposed and {'model_name', 'status'} <= exposed[count]
+  assert not [name for name in exposed if name.endswith(('_total', '_created'))]
   counts = {(s.labels['API'], s.labels['entrypoint'], s.labels['status']): s.value
-            for f in text_string_to_metric_families(scrape) if f.name == SERVING_PREFIX +
-            'request_count' for s in f.samples}
+            for s in _samples(scrape, count)}
   # TF Serving's API names: 'Predict' over gRPC, 'predict' over REST.
-  assert counts[('Predict', 'GRPC', 'OK')] == 1 and counts[('predict', 'REST', 'OK')] == 1
-  assert counts[('predict', 'REST', 'NOT_FOUND')] == 1
-  latency = {(s.labels['API'], s.labels['entrypoint']): s.value
-             for f in text_string_to_metric_families(scrape)
-             if f.name == SERVING_PREFIX + 'request_latency' for s in f.samples
-             if s.name.endswith('_count')}
-  assert latency == {('Predict', 'GRPC'): 1, ('predict', 'REST'): 1}  # Only successes timed.
-  buckets = [s.labels['le'] for f in text_string_to_metric_families(scrape)
-             if f.name == SERVING_PREFIX + 'request_latency' for s in f.samples
+  assert counts == {('Predict', 'GRPC', 'OK'): 1, ('predict', 'REST', 'OK'): 1,
+                    ('predict', 'REST', 'NOT_FOUND'): 1}
+  latency = _samples(scrape, SERVING_PREFIX + 'request_latency')
+  timed = {(s.labels['API'], s.labels['entrypoint']): s.value
+           for s in latency if s.name.endswith('_count')}
+  assert timed == {('Predict', 'GRPC'): 1, ('predict', 'REST'): 1}  # Only successes are timed.
+  buckets = [s.labels['le'] for s in latency
              if s.name.endswith('_bucket') and s.labels['entrypoint'] == 'GRPC']
+  # TF's Exponential(10, 1.8, 33) and +Inf.
   assert len(buckets) == 34 and float(buckets[0]) == 10 and buckets[-1] == '+Inf'
+  assert float(buckets[32]) == pytest.approx(10 * 1.8 ** 32)
+
+
+def _write_logs(path, rows, timestamp, version=1, probability=0.25, batch=100):
+  """rows as serving_default predict requests and their responses, logged as the
+  server logs them."""
+  import tensorflow as tf
+  from client.predict import to_example
+  from tensorflow_serving.apis import prediction_log_pb2
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for i in range(0, len(rows), batch):
+      examples = [to_example(r) for r in rows[i:i + batch]]
+      log = prediction_log_pb2.PredictionLog()
+      log.log_metadata.model_spec.name = project.MODEL_NAME
+      log.log_metadata.model_spec.version.value = version
+      log.log_metadata.timestamp_secs = timestamp
+      log.predict_log.request.inputs['examples'].CopyFrom(tf.make_tensor_proto(examples))
+      log.predict_log.response.outputs['probability'].CopyFrom(
+          tf.make_tensor_proto([[probability]] * len(examples), tf.float32))
+      writer.write(log.SerializeToString())
 
 
 @pytest.fixture(scope='module')
 def textfile(tmp_path_factory):
   """The monitoring CLI's --prometheus-textfile on two hourly windows of the
-  shipped data, the second with fares up 20% (drift on fare)."""
+  shipped data served by the stable version 1, the second with fares up 20%
+  (drift on fare), and a canary version 2 whose predictions differ."""
   from operations import monitoring
   from tests import conftest
-  from tests.test_monitoring import SCHEMA, _typed, write_request_logs
+  from tests.test_monitoring import SCHEMA, _typed
   tmp = tmp_path_factory.mktemp('monitoring_textfile')
   header, rows = conftest.read_shipped_rows()
   rows = _typed(header, rows)
@@ -291,13 +310,21 @@ def textfile(tmp_path_factory):
   (stats_dir / 'FeatureStats.pb').write_bytes(stats.SerializeToString())
   second = [dict(r, fare=r['fare'] * 1.2) if r.get('fare') is not None else r
             for r in rows[1000:2000]]
-  write_request_logs(tmp / 'requests-0.tfrecord', rows[:1000], timestamp=1_700_000_000)
-  write_request_logs(tmp / 'requests-1.tfrecord', second, timestamp=1_700_003_600)
+  _write_logs(tmp / 'requests-0.tfrecord', rows[:1000], 1_700_000_000)
+  _write_logs(tmp / 'requests-1.tfrecord', second, 1_700_003_600)
+  _write_logs(tmp / 'requests-2.tfrecord', rows[:600], 1_700_003_600, version=2, probability=0.75)
+  config = tmp / 'models.config'
+  config.write_text(f'''model_config_list {{ config {{
+      name: "{project.MODEL_NAME}" base_path: "/models/{project.MODEL_NAME}"
+      model_platform: "tensorflow"
+      version_labels {{ key: "stable" value: 1 }} version_labels {{ key: "canary" value: 2 }}
+  }} }}''')
   path = tmp / 'textfile' / 'model_monitoring.prom'
   path.parent.mkdir()
   code = monitoring.main(['--logs', str(tmp / 'requests-*.tfrecord'), '--model-name',
                           project.MODEL_NAME, '--training-statistics', str(stats_dir.parent),
-                          '--schema', str(SCHEMA), '--out', str(tmp / 'out'),
+                          '--schema', str(SCHEMA), '--serving-config', str(config),
+                          '--out', str(tmp / 'out'),
                           '--prometheus-textfile', str(path)])
   result = json.loads((tmp / 'out' / 'monitoring.json').read_text())
   return code, result, path.read_text()
@@ -322,14 +349,24 @@ def test_monitoring_textfile_parses_and_holds_the_results(textfile):
   assert values[(MONITORING_PREFIX + 'drift_threshold', 'fare', None)][0] == \
       pytest.approx(fare['threshold'])
   assert values[(MONITORING_PREFIX + 'records', None, 'read')][0] == result['records']['records']
-  mean = result['predictions_by_version'][str(result['version'])]['mean']
-  assert values[(MONITORING_PREFIX + 'prediction_mean', None, None)][0] == pytest.approx(mean)
+  by_version = {(s.name, s.labels['version']): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name.startswith(MONITORING_PREFIX + 'prediction_')}
+  canary = result['predictions_by_version']['2']
+  assert canary['shift']['anomalous'] and canary['mean'] == pytest.approx(0.75)
+  assert by_version == {
+      (MONITORING_PREFIX + 'prediction_mean', '1'): pytest.approx(0.25),
+      (MONITORING_PREFIX + 'prediction_mean', '2'): pytest.approx(0.75),
+      (MONITORING_PREFIX + 'prediction_count', '1'): 2000,
+      (MONITORING_PREFIX + 'prediction_count', '2'): 600,
+      (MONITORING_PREFIX + 'prediction_shift', '2'): pytest.approx(canary['shift']['value']),
+      (MONITORING_PREFIX + 'prediction_shift_anomalous', '2'): 1}
 
 
 @pytest.mark.slow
 def test_dashboard_and_alerts_name_only_exported_metrics_and_labels(scrape, textfile):
-  exported = _sample_labels(_families(scrape))
-  exported.update(_sample_labels(_families(textfile[2])))
+  exported = _exposed(scrape)
+  exported.update(_exposed(textfile[2]))
   for expr in dashboard_exprs() + alert_exprs():
     names = set(METRIC.findall(expr))
     assert names, f'{expr} names no metric'
