@@ -5,7 +5,7 @@ As tensorflow_model_server exports them on /monitoring/prometheus/metrics
 ':tensorflow:serving:request_count' a counter without prometheus_client's
 '_total' suffix, latencies in microseconds in TF's exponential buckets and
 only for requests that succeeded, gRPC API names capitalized ('Predict'),
-REST ones not ('predict'); so one dashboard and one set of alert rules serve
+REST ones as in the URL ('predict'; '' for GETs); so one dashboard and one set of alert rules serve
 both servers. The differences left are in serving/README.md.
 
 Under --server_processes > 1 the supervisor sets PROMETHEUS_MULTIPROC_DIR:
@@ -57,6 +57,8 @@ class Metrics:
              status: str, seconds: float) -> None:
     if entrypoint == 'GRPC':
       api = _GRPC_API_NAMES.get(api, api)
+    elif api == 'metadata':
+      api = ''  # TF Serving's REST handler takes API from the URL's :method; GETs have none.
     key = (model, version, api, entrypoint, status)
     children = self._children.get(key)
     if children is None:  # labels() lookups are the costly part: cache them.

@@ -33,6 +33,7 @@ MONITORING_PREFIX = 'model_monitoring_'
 NOT_FROM_OUR_EXPORTERS = {'up', 'probe_success'}
 METRIC = re.compile(r'(:tensorflow:[\w:]+|model_monitoring_\w+|\bup\b|\bprobe_success\b)')
 GROUPING = re.compile(r'\bby \(([^)]*)\)')
+SELECTOR = re.compile(METRIC.pattern + r'\{([^}]*)\}')
 
 
 def promtool():
@@ -91,13 +92,18 @@ ALERT_TESTS = """
 rule_files: [{alerts}]
 evaluation_interval: 1m
 tests:
-  # 10% of requests fail (TF Serving's request_count: model_name and status only).
+  # 10% of model calls fail (TF Serving's request_count: model_name and status only; its
+  # OK count also holds REST status GETs, which request_latency labels API="").
   - interval: 1m
     input_series:
       - series: ':tensorflow:serving:request_count{{model_name="m",status="OK"}}'
-        values: '0+90x40'
+        values: '0+1000x40'
       - series: ':tensorflow:serving:request_count{{model_name="m",status="INVALID_ARGUMENT"}}'
         values: '0+10x40'
+      - series: ':tensorflow:serving:request_latency_count{{model_name="m",API="predict",entrypoint="REST"}}'
+        values: '0+90x40'
+      - series: ':tensorflow:serving:request_latency_count{{model_name="m",API="",entrypoint="REST"}}'
+        values: '0+910x40'
       - series: ':tensorflow:serving:request_latency_bucket{{model_name="m",API="predict",entrypoint="REST",le="100000"}}'
         values: '0+0x40'
       - series: ':tensorflow:serving:request_latency_bucket{{model_name="m",API="predict",entrypoint="REST",le="1000000"}}'
@@ -112,14 +118,24 @@ tests:
       - {{eval_time: 8m, alertname: ModelHighLatencyP99, exp_alerts: []}}
       - {{eval_time: 25m, alertname: ModelHighLatencyP99, exp_alerts: [{{exp_labels: {{severity: warn, model_name: m}}}}]}}
       - {{eval_time: 35m, alertname: ModelNoTraffic, exp_alerts: []}}
-  # Traffic stops at 20m: the 15m rate is 0 from 35m, the alert fires 15m later.
+  # Model calls stop at 20m (health checks go on): the 15m rate is 0 from 35m, the alert
+  # fires 15m later.
   - interval: 1m
     input_series:
-      - series: ':tensorflow:serving:request_count{{model_name="m",status="OK"}}'
+      - series: ':tensorflow:serving:request_latency_count{{model_name="m",API="Predict",entrypoint="GRPC"}}'
         values: '0+100x20 2000x60'
+      - series: ':tensorflow:serving:request_latency_count{{model_name="m",API="",entrypoint="REST"}}'
+        values: '0+6x80'
     alert_rule_test:
       - {{eval_time: 45m, alertname: ModelNoTraffic, exp_alerts: []}}
       - {{eval_time: 55m, alertname: ModelNoTraffic, exp_alerts: [{{exp_labels: {{severity: warn, model_name: m}}}}]}}
+  # Every call fails from the start (no version loaded): no latency series at all.
+  - interval: 1m
+    input_series:
+      - series: ':tensorflow:serving:request_count{{model_name="m",status="NOT_FOUND"}}'
+        values: '0+10x20'
+    alert_rule_test:
+      - {{eval_time: 10m, alertname: ModelHighErrorRate, exp_alerts: [{{exp_labels: {{severity: page, model_name: m}}}}]}}
   # The server is down; the model is not available.
   - interval: 1m
     input_series:
@@ -247,6 +263,8 @@ def scrape(model_base, tmp_path_factory):
     missing = requests.post(f'{server.rest}/v1/models/{project.MODEL_NAME}/versions/7:predict',
                             json={'instances': [1.0]}, timeout=30)
     assert missing.status_code == 404, missing.text
+    requests.get(f'{server.rest}/v1/models/{project.MODEL_NAME}/metadata',
+                 timeout=30).raise_for_status()
     return requests.get(server.rest + '/monitoring/prometheus/metrics', timeout=30).text
 
 
@@ -260,13 +278,14 @@ def test_local_server_names_metrics_as_tf_serving_does(scrape):
   assert not [name for name in exposed if name.endswith(('_total', '_created'))]
   counts = {(s.labels['API'], s.labels['entrypoint'], s.labels['status']): s.value
             for s in _samples(scrape, count)}
-  # TF Serving's API names: 'Predict' over gRPC, 'predict' over REST.
+  # TF Serving's API names: 'Predict' over gRPC, 'predict' over REST, '' for REST GETs.
   assert counts == {('Predict', 'GRPC', 'OK'): 1, ('predict', 'REST', 'OK'): 1,
-                    ('predict', 'REST', 'NOT_FOUND'): 1}
+                    ('predict', 'REST', 'NOT_FOUND'): 1, ('', 'REST', 'OK'): 1}
   latency = _samples(scrape, SERVING_PREFIX + 'request_latency')
   timed = {(s.labels['API'], s.labels['entrypoint']): s.value
            for s in latency if s.name.endswith('_count')}
-  assert timed == {('Predict', 'GRPC'): 1, ('predict', 'REST'): 1}  # Only successes are timed.
+  # Only successes are timed.
+  assert timed == {('Predict', 'GRPC'): 1, ('predict', 'REST'): 1, ('', 'REST'): 1}
   buckets = [s.labels['le'] for s in latency
              if s.name.endswith('_bucket') and s.labels['entrypoint'] == 'GRPC']
   # TF's Exponential(10, 1.8, 33) and +Inf.
@@ -370,12 +389,14 @@ def test_dashboard_and_alerts_name_only_exported_metrics_and_labels(scrape, text
   for expr in dashboard_exprs() + alert_exprs():
     names = set(METRIC.findall(expr))
     assert names, f'{expr} names no metric'
+    grouped = {label.strip() for labels in GROUPING.findall(expr) for label in labels.split(',')}
     for name in names - NOT_FROM_OUR_EXPORTERS:
       assert name in exported, f'{expr}: no {name} in the scrape or the textfile'
-      grouped = {label.strip() for labels in GROUPING.findall(expr)
-                 for label in labels.split(',')}
-      used = set(re.findall(r'(\w+)!?=~?"', expr)) | grouped
-      assert used <= exported[name], f'{expr}: {name} has no label {used - exported[name]}'
+      assert grouped <= exported[name], f'{expr}: {name} has no label {grouped - exported[name]}'
+    for name, selector in SELECTOR.findall(expr):
+      if name not in NOT_FROM_OUR_EXPORTERS:
+        used = set(re.findall(r'(\w+)\s*(?:=|!=|=~|!~)\s*"', selector))
+        assert used <= exported[name], f'{expr}: {name} has no label {used - exported[name]}'
 
 
 if __name__ == '__main__':
