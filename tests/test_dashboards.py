@@ -340,19 +340,29 @@ def textfile(tmp_path_factory):
   }} }}''')
   path = tmp / 'textfile' / 'model_monitoring.prom'
   path.parent.mkdir()
-  code = monitoring.main(['--logs', str(tmp / 'requests-*.tfrecord'), '--model-name',
-                          project.MODEL_NAME, '--training-statistics', str(stats_dir.parent),
-                          '--schema', str(SCHEMA), '--serving-config', str(config),
-                          '--out', str(tmp / 'out'),
-                          '--prometheus-textfile', str(path)])
+  args = ['--logs', str(tmp / 'requests-*.tfrecord'), '--model-name', project.MODEL_NAME,
+          '--training-statistics', str(stats_dir.parent), '--schema', str(SCHEMA),
+          '--serving-config', str(config), '--out', str(tmp / 'out')]
+  code = monitoring.main(args + ['--prometheus-textfile', str(path)])
   result = json.loads((tmp / 'out' / 'monitoring.json').read_text())
-  return code, result, path.read_text()
+  return code, result, path.read_text(), args
+
+
+@pytest.mark.slow
+def test_unwritable_textfile_is_one_line_and_exit_1(textfile, tmp_path, capsys):
+  from operations import monitoring
+  capsys.readouterr()
+  missing = tmp_path / 'no-such-dir' / 'model_monitoring.prom'
+  code = monitoring.main(textfile[3] + ['--prometheus-textfile', str(missing)])
+  assert code == monitoring.EXIT_FAILED
+  err = capsys.readouterr().err.strip()
+  assert '\n' not in err and f'cannot write --prometheus-textfile {missing}' in err, err
 
 
 @pytest.mark.slow
 def test_monitoring_textfile_parses_and_holds_the_results(textfile):
   from operations import monitoring
-  code, result, text = textfile
+  code, result, text, _ = textfile
   assert code == monitoring.EXIT_DRIFT_OR_SKEW and 'fare' in result['findings']['drift']
   values = {}
   for family in text_string_to_metric_families(text):
