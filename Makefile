@@ -42,7 +42,7 @@ run: $(INSTALLED)
 	$(PY) local_runner.py $(ARGS)
 
 test: $(INSTALLED)
-	@scripts/ensure_chromium.sh
+	@scripts/ensure_chromium.sh; scripts/ensure_promtool.sh
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 lint: $(INSTALLED)

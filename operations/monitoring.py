@@ -36,6 +36,7 @@ import sys
 from typing import Dict, List, Optional, Tuple
 
 from models import features
+from operations import monitoring_metrics
 from pipeline import metadata, project
 from reports import monitoring_report
 from serving.log_reader import LogReadCounts, read_logs
@@ -642,6 +643,9 @@ def parse_args(argv):
   parser.add_argument('--out', default=os.path.join(config.path(config.output_root), 'monitoring'),
                       help='writes monitoring.json and monitoring.html here '
                            '(default: %(default)s)')
+  parser.add_argument('--prometheus-textfile', default='', type=monitoring_metrics.textfile_path,
+                      help="also writes the results as Prometheus metrics to this *.prom file, "
+                           "for node_exporter's textfile collector (default: none)")
   return parser.parse_args(argv)
 
 
@@ -667,6 +671,7 @@ def main(argv=None) -> int:
   try:
     result, statistics = run(inputs)
     paths = write_outputs(result, statistics, args.out)
+    monitoring_metrics.write_textfile(args.prometheus_textfile, result)
     print(_summary(result))
     for version, entry in sorted(result['versions'].items()):
       if 'not_judged' in entry:
