@@ -310,7 +310,8 @@ def grpc_h2load(target, model_name, concurrency, seconds, metrics_url, processes
 def grpc_ok_count(metrics_url) -> float:
   text = requests.get(metrics_url, timeout=10).text
   return sum(float(line.rsplit(' ', 1)[1]) for line in text.splitlines()
-             if line.startswith(':tensorflow:serving:request_count_total{')
+             if line.startswith((':tensorflow:serving:request_count{',
+                                  ':tensorflow:serving:request_count_total{'))  # Before 2026-12.
              and 'entrypoint="GRPC"' in line and 'status="OK"' in line)
 
 

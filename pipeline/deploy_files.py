@@ -23,9 +23,13 @@ from pipeline import project
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY_DIR = os.path.join(REPO_ROOT, 'serving', 'deploy')
 TEMPLATE_DIR = os.path.join(DEPLOY_DIR, 'templates')
-RENDERED = ('models.config', 'docker-compose.yml', 'k8s/configmap.yaml',
+RENDERED = ('models.config', 'docker-compose.yml', 'prometheus.yml', 'k8s/configmap.yaml',
             'k8s/deployment.yaml', 'k8s/service.yaml')
-COPIED = ('batching.config', 'monitoring.config')  # Name no model: the same for every project.
+# Name no model: the same for every project.
+COPIED = ('batching.config', 'monitoring.config', 'alerts.yml', 'blackbox.yml',
+          'grafana/dashboards/model-serving.json',
+          'grafana/provisioning/dashboards/model-serving.yml',
+          'grafana/provisioning/datasources/prometheus.yml')
 DEFAULT_OUT = os.path.join(REPO_ROOT, 'tfx_output', 'deploy')  # Git-ignored; `make clean` removes it.
 
 

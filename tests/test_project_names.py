@@ -125,10 +125,11 @@ def test_generator_writes_a_complete_deploy_folder_under_an_ignored_root():
   assert os.path.relpath(deploy_files.DEFAULT_OUT, REPO) == os.path.join('tfx_output', 'deploy')
   ignored = subprocess.run(['git', 'check-ignore', '-q', deploy_files.DEFAULT_OUT], cwd=REPO)
   assert ignored.returncode == 0, 'the default output must be git-ignored'
-  # docker-compose.yml mounts its own folder as /config and reads these there.
-  compose = deploy_files.render()['docker-compose.yml']
-  for name in deploy_files.COPIED + ('models.config',):
-    assert f'/config/{name}' in compose
+  # The generated folder holds every file of serving/deploy (templates aside).
+  shipped = {os.path.relpath(os.path.join(d, f), deploy_files.DEPLOY_DIR)
+             for d, _, files in os.walk(deploy_files.DEPLOY_DIR) for f in files
+             if 'templates' not in os.path.relpath(d, deploy_files.DEPLOY_DIR).split(os.sep)}
+  assert set(deploy_files.render()) == shipped
 
 
 def test_generator_cannot_write_says_so_in_one_line(tmp_path):

@@ -59,7 +59,7 @@ def test_prometheus_metrics_per_model_version_and_api(server):
   requests.post(server.rest + '/v1/models/tiny/versions/9:predict', json={'instances': [1.0]},
                 timeout=10)
   text = requests.get(server.rest + '/monitoring/prometheus/metrics', timeout=10).text
-  assert re.search(r':tensorflow:serving:request_count_total\{API="predict",entrypoint="REST",'
+  assert re.search(r':tensorflow:serving:request_count\{API="predict",entrypoint="REST",'
                    r'model_name="tiny",status="OK",version="1"\} \d+', text)
   assert 'status="NOT_FOUND"' in text
   assert re.search(r':tensorflow:serving:request_latency_bucket\{API="predict",'

@@ -114,7 +114,7 @@ def predict(target, label=''):
 
 def ok_grpc_predicts(metrics_text) -> float:
   return sum(float(line.rsplit(' ', 1)[1]) for line in metrics_text.splitlines()
-             if line.startswith(':tensorflow:serving:request_count_total{')
+             if line.startswith(':tensorflow:serving:request_count{')
              and 'entrypoint="GRPC"' in line and 'status="OK"' in line)
 
 
