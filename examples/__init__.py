@@ -33,6 +33,13 @@ def selected_name(environ=os.environ) -> str:
   return name
 
 
+def label_columns(example) -> list:
+  """Columns only training data has: the training-only ones and the label
+  column (none when the label is a function of other columns)."""
+  label = [example.LABEL] if isinstance(example.LABEL, str) else []
+  return list(example.TRAINING_ONLY) + label
+
+
 def selected(environ=os.environ):
   """The module describing the selected example."""
   return EXAMPLES[selected_name(environ)]

@@ -62,7 +62,7 @@ BIG_TIP_FRACTION = getattr(EXAMPLE, 'BIG_TIP_FRACTION', None)
 
 def label_columns() -> List[str]:
   """Columns only training data has: the training-only ones and the label."""
-  return TRAINING_ONLY + ([LABEL_COLUMN] if LABEL_COLUMN else [])
+  return examples.label_columns(EXAMPLE)
 
 
 # Model inputs of the 'vocab' kind keep this many most frequent values; the

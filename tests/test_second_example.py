@@ -156,3 +156,25 @@ def test_iris_runs_through_pipeline_serving_client_and_monitoring(tmp_path):
   result = json.loads((tmp_path / 'monitoring' / 'monitoring.json').read_text())
   (version_summary,) = result['predictions_by_version'].values()
   assert version_summary['count'] == 20 and version_summary['positive_rate'] is None
+
+
+EVAL_CONFIG_PROBE = """
+import json
+from google.protobuf import json_format
+from pipeline import configs, pipeline
+print(json.dumps(json_format.MessageToDict(pipeline._eval_config(configs.load()))))
+"""
+
+
+def test_the_evaluator_judges_iris_on_accuracy_and_reports_per_class_metrics():
+  eval_config = json.loads(_run('-c', EVAL_CONFIG_PROBE).stdout.splitlines()[-1])
+  (model_spec,) = eval_config['modelSpecs']
+  assert model_spec['predictionKey'] == 'probabilities'
+  assert model_spec['labelKey'] == 'species_xf'
+  overall, per_class = eval_config['metricsSpecs']
+  gated = [m for m in overall['metrics'] if m.get('perSliceThresholds')]
+  assert [m['className'] for m in gated] == ['SparseCategoricalAccuracy']
+  threshold = gated[0]['perSliceThresholds'][0]['threshold']
+  assert threshold['valueThreshold']['lowerBound'] == iris.CONFIG_DEFAULTS['min_accuracy']
+  assert per_class['binarize']['classIds']['values'] == [0, 1, 2]
+  assert [m['className'] for m in per_class['metrics']] == ['Precision', 'Recall']
