@@ -26,7 +26,6 @@ import os
 import re
 from typing import Dict, List, Optional
 
-import examples
 from pipeline import project
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,9 +35,9 @@ ENV_PREFIX = project.NAMES['env_var_prefix']  # project.ENV_PREFIX plus _, e.g. 
 @dataclasses.dataclass
 class PipelineConfig:
   # The example whose data and task the pipeline runs (examples/): set
-  # <ENV_PREFIX>_EXAMPLE, which the models read when imported. Its
-  # CONFIG_DEFAULTS replace the defaults below.
-  example: str = dataclasses.field(default_factory=examples.selected_name)
+  # <ENV_PREFIX>_EXAMPLE, which the models read when imported; load() fills
+  # in the selected one. Its CONFIG_DEFAULTS replace the defaults below.
+  example: str = ''
 
   # Names. KFP wants [a-z0-9-] for pipelines; TF Serving any path-safe name.
   pipeline_name: str = project.PIPELINE_NAME
@@ -225,7 +224,6 @@ class ConfigError(ValueError):
 
 # Knobs with a fixed set of values: anything else is a typo, never a fallback.
 CHOICES = {
-    'example': tuple(examples.EXAMPLES),
     'beam_profile': tuple(BEAM_PROFILES),
     'infra_validator': ('local', 'docker', 'kubernetes', 'none'),
 }
@@ -422,6 +420,10 @@ def _check_serving_config_file(config: PipelineConfig) -> None:
 def _check_example(config: PipelineConfig) -> None:
   """The models read the example when imported: a config of another one
   would build one example's pipeline around the other's code."""
+  import examples  # pylint: disable=g-import-not-at-top
+  if config.example not in examples.EXAMPLES:
+    raise ConfigError(f'example {config.example!r} is not one of {", ".join(examples.EXAMPLES)}:'
+                      f' set {examples.SWITCH} to one of them')
   running = examples.selected_name()
   if config.example != running:
     raise ConfigError(f'example {config.example!r} is not the one this process runs '
@@ -444,11 +446,13 @@ def validate(config: PipelineConfig) -> PipelineConfig:
 
 def _example_defaults() -> PipelineConfig:
   """The defaults, with those the selected example states (CONFIG_DEFAULTS)."""
+  import examples  # pylint: disable=g-import-not-at-top
   try:
-    example = examples.selected()
+    name = examples.selected_name()
   except examples.UnknownExampleError as e:
     raise ConfigError(str(e)) from None
-  return dataclasses.replace(PipelineConfig(), **example.CONFIG_DEFAULTS)
+  return dataclasses.replace(PipelineConfig(), example=name,
+                             **examples.EXAMPLES[name].CONFIG_DEFAULTS)
 
 
 def load(overrides: Optional[Dict] = None, environ=os.environ) -> PipelineConfig:
