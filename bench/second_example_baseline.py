@@ -75,9 +75,15 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--output-root', help='an iris run to reuse (default: run one in a temp dir)')
   args = parser.parse_args(argv)
-  output_root = args.output_root or tempfile.mkdtemp(prefix='iris_baseline_')
-  if not args.output_root:
+  if args.output_root:
+    return compare(args.output_root)
+  with tempfile.TemporaryDirectory(prefix='iris_baseline_') as output_root:
     run_pipeline(output_root)
+    return compare(output_root)
+
+
+def compare(output_root: str) -> int:
+  """Prints the pipeline's eval metrics beside the baseline's, on the same rows."""
   from sklearn.linear_model import LogisticRegression
   from sklearn.metrics import accuracy_score, precision_recall_fscore_support
   x_train, y_train = read_split(output_root, 'train')

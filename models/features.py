@@ -10,7 +10,8 @@ else names a raw column.
 from typing import Dict, List, Optional
 
 import examples
-from examples.description import (BINARY, MULTICLASS, REGRESSION, SUPPORTED_TASKS,
+# The task names and Feature, re-exported: the models read them from here.
+from examples.description import (BINARY, MULTICLASS, REGRESSION, SUPPORTED_TASKS,  # noqa: F401
                                   TASKS, Feature, Value)
 
 def transformed_name(name: str) -> str:

@@ -203,7 +203,6 @@ def make_signatures(model, tf_transform_output):
       'predict_raw': predict_raw,
       'transform_features': transform_features,
   }
-  return signatures
 
 
 def set_method_names(export_dir):
