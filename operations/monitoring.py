@@ -16,7 +16,7 @@ served and the predictions that were returned, and checks them with TFDV:
 - prediction shift: the prediction distribution of every served version
   against the `stable` version's (canary comparison).
 
-    python -m operations.monitoring --logs /models/logs/taxi_big_tipper
+    python -m operations.monitoring --logs /models/logs/<MODEL_NAME>
 
 (--metadata and --out default to the pipeline's output root, tfx_output/.)
 

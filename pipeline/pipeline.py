@@ -34,7 +34,7 @@ from pipeline.components.anomalies_gate import AnomaliesGate
 from pipeline.components.baseline_resolver import PreviousBlessedModelStrategy
 from pipeline.components.schema_importer import CuratedSchemaGen
 from pipeline import configs
-from pipeline.components import csv_example_gen as taxi_example_gen
+from pipeline.components import csv_example_gen
 from pipeline.components import infra_validator
 from pipeline.configs import PipelineConfig
 
@@ -293,7 +293,7 @@ def create_pipeline(
     for_kubeflow: bool = False,
 ) -> Pipeline:
   """Builds every component and wires them into one pipeline."""
-  example_gen = taxi_example_gen.csv_example_gen(
+  example_gen = csv_example_gen.csv_example_gen(
       code_fingerprint=code_fingerprint('pipeline.components.csv_example_gen'),
       input_base=config.path(config.data_root),
       input_config=example_gen_pb2.Input(splits=[
