@@ -1,8 +1,10 @@
-"""Clients for the taxi model on TF Serving (or the local server).
+"""Clients for the pipeline's model on TF Serving (or the local server).
 
 Build requests from raw feature rows (dicts, JSON lines or CSV rows like the
 training data, typed by models/features.py), send them over REST or gRPC,
-get back probabilities and classes. A row without a required feature
+get back probabilities and classes, shaped by the example's task
+(models/features.py): binary {"probability": p, "class": 0 or 1},
+multi-class {"class": name, "probabilities": {name: p, ...}}. A row without a required feature
 (schema presence 1.0, models/features.py) or with a cell of the wrong type is
 a RowError before anything is sent: the model would only guess. Retries with
 exponential backoff on UNAVAILABLE / 503 and connection failures; every other
@@ -139,8 +141,22 @@ def _filled(typed: Row) -> Row:
   return {name: typed.get(name, spec.default) for name, spec in features.RAW_FEATURES.items()}
 
 
-def _predictions(probabilities, classes) -> List[dict]:
-  return [{'probability': float(p), 'class': int(c)} for p, c in zip(probabilities, classes)]
+def _class_name(value) -> str:
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def _prediction(outputs) -> dict:
+  """One row's answer from the model's outputs (serving_default, predict_raw)."""
+  if features.TASK == features.MULTICLASS:
+    scores = outputs[features.OUTPUT_PROBABILITIES]
+    return {'class': _class_name(outputs[features.OUTPUT_CLASS]),
+            'probabilities': {n: float(p) for n, p in zip(features.CLASS_NAMES, scores)}}
+  return {'probability': float(outputs[features.OUTPUT_PROBABILITY]),
+          'class': int(outputs[features.OUTPUT_CLASS])}
+
+
+def _predictions(rows_of_outputs) -> List[dict]:
+  return [_prediction(outputs) for outputs in rows_of_outputs]
 
 
 def _reason(error: Exception) -> str:
@@ -214,8 +230,7 @@ class RestClient:
     else:
       instances = [{'b64': base64.b64encode(to_example(r)).decode()} for r in typed]
     body = self._call(':predict', {'signature_name': signature, 'instances': instances})
-    return _predictions([p['probability'] for p in body['predictions']],
-                        [p['class'] for p in body['predictions']])
+    return _predictions(body['predictions'])
 
   def classify(self, rows: List[Row], signature: str = 'classification') -> List[dict]:
     body = self._call(':classify', {'signature_name': signature,
@@ -231,10 +246,17 @@ class RestClient:
 
 
 def _from_scores(scores, labels) -> List[dict]:
-  """Probability of class '1' and the argmax class, from classify results."""
+  """classify results as predict's answers: binary, the probability of class
+  '1' and the class; multi-class, every class's score and the argmax."""
   out = []
   for row_scores, row_labels in zip(scores, labels):
-    probability = float(row_scores[list(row_labels).index('1')]) if '1' in row_labels else float(row_scores[-1])
+    row_labels = [_class_name(label) for label in row_labels]
+    if features.TASK == features.MULTICLASS:
+      probabilities = {n: float(p) for n, p in zip(row_labels, row_scores)}
+      out.append({'class': max(probabilities, key=probabilities.get),
+                  'probabilities': probabilities})
+      continue
+    probability = float(row_scores[row_labels.index('1')]) if '1' in row_labels else float(row_scores[-1])
     out.append({'probability': probability, 'class': int(probability > 0.5)})
   return out
 
@@ -290,8 +312,9 @@ class GrpcClient:
       request.inputs['examples'].CopyFrom(
           tf.make_tensor_proto([to_example(r) for r in rows], tf.string, shape=[len(rows)]))
     response = self._call(self.stub.Predict, request)
-    return _predictions(tf.make_ndarray(response.outputs['probability']),
-                        tf.make_ndarray(response.outputs['class']))
+    outputs = {name: tf.make_ndarray(tensor) for name, tensor in response.outputs.items()}
+    return _predictions([{name: values[i] for name, values in outputs.items()}
+                         for i in range(len(rows))])
 
   def classify(self, rows: List[Row], signature: str = 'classification') -> List[dict]:
     from tensorflow_serving.apis import classification_pb2
@@ -314,7 +337,8 @@ EXIT_OK, EXIT_SERVER, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_CLOSED_OUTPUT = 0, 1, 2
 SIGNATURES = ('predict_raw', 'serving_default', 'classification')
 
 _EPILOG = '''\
-Prints one JSON line per row: {"probability": p, "class": 0 or 1}, in input order.
+Prints one JSON line per row, in input order: {"probability": p, "class": 0 or 1}
+for a binary task, {"class": name, "probabilities": {name: p, ...}} for multi-class.
 
 exit status:
   0    every row was answered

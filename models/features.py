@@ -1,60 +1,75 @@
-"""The taxi features, defined once.
+"""The data and the task of the selected example, as the models read them.
 
-Preprocessing, the model, the schema checks, the serving signatures and the
-clients all read this module; nothing else names a raw column.
+The example (examples/taxi.py by default, examples/iris.py with
+<ENV_PREFIX>_EXAMPLE=iris) states its columns, label, task and class names
+once; preprocessing, the model, the schema checks, the serving signatures,
+the Evaluator's metrics and the clients all read them here, and nothing
+else names a raw column.
 """
 
-from typing import Dict, NamedTuple, Optional, Union
+from typing import Dict, List, Optional
 
-Value = Union[float, int, str]
+import examples
+# The task names and Feature, re-exported: the models read them from here.
+from examples.description import (BINARY, MULTICLASS, REGRESSION, SUPPORTED_TASKS,  # noqa: F401
+                                  TASKS, Feature, Value)
 
-
-class Feature(NamedTuple):
-  """A raw CSV column and how the model uses it."""
-  dtype: str  # 'float', 'int' or 'string': the tf.Example kind in the CSV.
-  kind: str  # 'numeric', 'log_numeric', 'categorical', 'vocab', 'bucket', 'ignored'
-  default: Value  # Fills a missing value, in training and in serving alike.
-  num_buckets: Optional[int] = None  # Identity/bucketized categories.
-  required: bool = False  # Present in every row (schema presence 1.0).
+def transformed_name(name: str) -> str:
+  """Name of a feature after Transform."""
+  return name + '_xf'
 
 
-# Order is the CSV header order of the shipped data.
-RAW_FEATURES: Dict[str, Feature] = {
-    'pickup_community_area': Feature('int', 'categorical', 0, num_buckets=78),
-    'fare': Feature('float', 'log_numeric', 0.0, required=True),
-    'trip_start_month': Feature('int', 'categorical', 1, num_buckets=13, required=True),
-    'trip_start_hour': Feature('int', 'categorical', 0, num_buckets=24, required=True),
-    'trip_start_day': Feature('int', 'categorical', 1, num_buckets=8, required=True),
-    'trip_start_timestamp': Feature('int', 'numeric', 0, required=True),
-    'pickup_latitude': Feature('float', 'bucket', 0.0, num_buckets=10),
-    'pickup_longitude': Feature('float', 'bucket', 0.0, num_buckets=10),
-    'dropoff_latitude': Feature('float', 'bucket', 0.0, num_buckets=10),
-    'dropoff_longitude': Feature('float', 'bucket', 0.0, num_buckets=10),
-    'trip_miles': Feature('float', 'log_numeric', 0.0, required=True),
-    'pickup_census_tract': Feature('int', 'ignored', 0),
-    'dropoff_census_tract': Feature('int', 'ignored', 0),
-    'payment_type': Feature('string', 'vocab', '', required=True),
-    'company': Feature('string', 'vocab', ''),
-    'trip_seconds': Feature('int', 'log_numeric', 0),
-    'dropoff_community_area': Feature('int', 'categorical', 0, num_buckets=78),
-}
+try:
+  EXAMPLE_NAME = examples.selected_name()
+except examples.UnknownExampleError as e:
+  # Every command imports this module: one line, not a traceback.
+  raise SystemExit(str(e)) from None
+EXAMPLE = examples.EXAMPLES[EXAMPLE_NAME]
 
-# The label is derived from two raw columns: a 'big tipper' tips more than
-# BIG_TIP_FRACTION of the fare. `tips` exists only in training data.
-TIPS_KEY = 'tips'
-FARE_KEY = 'fare'
-BIG_TIP_FRACTION = 0.2
-LABEL_KEY = 'big_tipper'
+TASK: str = EXAMPLE.TASK
+if TASK not in SUPPORTED_TASKS:
+  raise SystemExit(f'examples/{EXAMPLE_NAME}.py: TASK {TASK!r} is not supported (one of '
+                   f'{", ".join(SUPPORTED_TASKS)}; {", ".join(sorted(set(TASKS) - set(SUPPORTED_TASKS)))}'
+                   f' has no model head yet): choose a supported task')
+
+# Order is the CSV header order of the example's data.
+RAW_FEATURES: Dict[str, Feature] = EXAMPLE.RAW_FEATURES
+# Columns of training data that are not features and are absent when serving.
+TRAINING_ONLY: List[str] = list(EXAMPLE.TRAINING_ONLY)
+# The label: a CSV column as it is (a str), or a function of dense columns.
+LABEL = EXAMPLE.LABEL
+LABEL_COLUMN: Optional[str] = LABEL if isinstance(LABEL, str) else None
+# The label's name after Transform: what the Trainer and the Evaluator read.
+# A derived label names itself; a plain column's is its transformed name.
+LABEL_KEY: str = getattr(EXAMPLE, 'LABEL_KEY', None) or transformed_name(LABEL_COLUMN)
+CLASS_NAMES: List[str] = list(getattr(EXAMPLE, 'CLASS_NAMES', []))
+NUM_CLASSES = len(CLASS_NAMES)
+
+# The model's outputs (serving_default, predict_raw): binary, P(class 1) as
+# 'probability' and 0/1 as 'class'; multi-class, one probability per class
+# as 'probabilities' and the most probable class name as 'class'.
+OUTPUT_PROBABILITY = 'probability'
+OUTPUT_PROBABILITIES = 'probabilities'
+OUTPUT_CLASS = 'class'
+# The output the Evaluator and monitoring judge.
+PREDICTION_KEY = OUTPUT_PROBABILITIES if TASK == MULTICLASS else OUTPUT_PROBABILITY
+
+# Taxi-only names kept for the modules that still read them (the schema
+# bootstrap's defaults, the monitoring report); use TRAINING_ONLY instead.
+TIPS_KEY = getattr(EXAMPLE, 'TIPS_KEY', None)
+FARE_KEY = getattr(EXAMPLE, 'FARE_KEY', None)
+BIG_TIP_FRACTION = getattr(EXAMPLE, 'BIG_TIP_FRACTION', None)
+
+
+def label_columns() -> List[str]:
+  """Columns only training data has: the training-only ones and the label."""
+  return examples.label_columns(EXAMPLE)
+
 
 # Model inputs of the 'vocab' kind keep this many most frequent values; the
 # rest share out-of-vocabulary buckets.
 VOCAB_SIZE = 64
 OOV_BUCKETS = 2
-
-
-def transformed_name(name: str) -> str:
-  """Name of a feature after Transform."""
-  return name + '_xf'
 
 
 def model_features() -> Dict[str, Feature]:
@@ -69,8 +84,9 @@ def categorical_ints() -> list:
 
 
 def csv_columns() -> list:
-  """Columns of a training CSV: the raw features then the tips."""
-  return list(RAW_FEATURES) + [TIPS_KEY]
+  """Columns of a training CSV: the raw features, then the training-only
+  columns and the label column."""
+  return list(RAW_FEATURES) + label_columns()
 
 
 def to_example(row: Dict[str, Value]):

@@ -1,5 +1,6 @@
-"""The big-tipper classifier: a wide-and-deep tf-keras model, and the Trainer
-and Tuner entry points (`run_fn`, `tuner_fn`) that TFX calls."""
+"""A wide-and-deep tf-keras classifier whose head follows the example's task
+(models/features.py), and the Trainer and Tuner entry points (`run_fn`,
+`tuner_fn`) that TFX calls."""
 
 import json
 import os
@@ -102,13 +103,42 @@ def build_model(hparams: Dict) -> keras.Model:
     deep = keras.layers.Dense(int(units), activation='relu')(deep)
     deep = keras.layers.Dropout(float(hparams['dropout']))(deep)
   both = keras.layers.concatenate([keras.layers.concatenate(wide_parts), deep])
-  output = keras.layers.Dense(1, activation='sigmoid', name='probability')(both)
-  model = keras.Model(inputs=inputs, outputs=output)
+  model = keras.Model(inputs=inputs, outputs=_head(both))
   model.compile(
       optimizer=keras.optimizers.Adam(float(hparams['learning_rate'])),
-      loss='binary_crossentropy',
-      metrics=[keras.metrics.AUC(name='auc'), keras.metrics.BinaryAccuracy(name='accuracy')])
+      loss=_loss(), metrics=_keras_metrics())
   return model
+
+
+def _head(x):
+  """Binary: P(class 1), [batch, 1]; multi-class: one probability per class."""
+  if features.TASK == features.MULTICLASS:
+    return keras.layers.Dense(features.NUM_CLASSES, activation='softmax',
+                              name='probabilities')(x)
+  return keras.layers.Dense(1, activation='sigmoid', name='probability')(x)
+
+
+def _loss():
+  if features.TASK == features.MULTICLASS:
+    return keras.losses.SparseCategoricalCrossentropy()
+  return keras.losses.BinaryCrossentropy()
+
+
+def _keras_metrics():
+  if features.TASK == features.MULTICLASS:
+    return [keras.metrics.SparseCategoricalAccuracy(name='accuracy')]
+  return [keras.metrics.AUC(name='auc'), keras.metrics.BinaryAccuracy(name='accuracy')]
+
+
+def _label_for_loss(y):
+  """Labels as the loss wants them: class ids [batch], or 0/1 as [batch, 1] floats."""
+  if features.TASK == features.MULTICLASS:
+    return tf.reshape(y, [-1])
+  return tf.reshape(tf.cast(y, tf.float32), [-1, 1])
+
+
+# What the Tuner maximises (a metric of _keras_metrics on the eval split).
+TUNER_OBJECTIVE = {features.BINARY: 'val_auc', features.MULTICLASS: 'val_accuracy'}
 
 
 def base_hparams(fn_args) -> Dict:
@@ -135,13 +165,12 @@ def train(model: keras.Model, dataset: tf.data.Dataset, steps: int) -> float:
   cores) having AutoGraph convert Keras' training internals, while this
   step has no Python control flow to convert and compiles in ~2 s.
   """
-  loss_fn = keras.losses.BinaryCrossentropy()
+  loss_fn = _loss()
 
   @tf.function(autograph=False, reduce_retracing=True)
   def step(x, y):
     with tf.GradientTape() as tape:
-      probability = model(x, training=True)
-      loss = loss_fn(tf.reshape(tf.cast(y, tf.float32), [-1, 1]), probability)
+      loss = loss_fn(_label_for_loss(y), model(x, training=True))
     gradients = tape.gradient(loss, model.trainable_variables)
     model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
     return loss
@@ -185,9 +214,9 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
   batch_size = int(base['batch_size'])
   tuner = keras_tuner.RandomSearch(
       lambda hp: build_model(search_space(hp, base)),
-      objective=keras_tuner.Objective('val_auc', 'max'),
+      objective=keras_tuner.Objective(TUNER_OBJECTIVE[features.TASK], 'max'),
       max_trials=int((fn_args.custom_config or {}).get('max_trials', 6)),
-      directory=fn_args.working_dir, project_name='taxi', seed=42)
+      directory=fn_args.working_dir, project_name=features.EXAMPLE_NAME, seed=42)
   fit_kwargs = {
       'x': _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
                      batch_size),

@@ -1,4 +1,4 @@
-"""Transform's preprocessing_fn: raw taxi features in, model inputs out.
+"""Transform's preprocessing_fn: raw features in, model inputs and the label out.
 
 Runs once over the whole training data in Beam (analyzers such as vocabulary
 and quantiles), and the same graph runs inside the served model, so training
@@ -44,9 +44,31 @@ def _transform_one(name, spec, raw):
   raise ValueError(f'unknown feature kind {spec.kind!r} for {name}')
 
 
-def big_tipper(tips, fare):
-  """The label: 1 when the tip is more than BIG_TIP_FRACTION of the fare."""
-  return tf.cast(tips > features.BIG_TIP_FRACTION * fare, tf.int64)
+def class_ids(names):
+  """Class names -> their index in CLASS_NAMES; a name not there fails the
+  run, naming the fix (it would otherwise be trained as class 0)."""
+  matches = tf.equal(tf.expand_dims(names, 1), tf.constant(features.CLASS_NAMES))
+  known = tf.debugging.Assert(
+      tf.reduce_all(tf.reduce_any(matches, axis=1)),
+      [f'A label value of {features.LABEL_COLUMN!r} is not one of CLASS_NAMES '
+       f'{features.CLASS_NAMES}: add it to examples/{features.EXAMPLE_NAME}.py or fix the data'])
+  with tf.control_dependencies([known]):
+    return tf.argmax(tf.cast(matches, tf.int64), axis=1)
+
+
+def label(inputs):
+  """The label from the raw inputs of training data: a class id (0/1 for
+  binary). A label column is taken as it is (class names, or 0/1); a label
+  function gets the dense feature and training-only columns."""
+  if features.LABEL_COLUMN:
+    if features.TASK == features.MULTICLASS:
+      return class_ids(fill_missing(inputs[features.LABEL_COLUMN], ''))
+    return tf.cast(fill_missing(inputs[features.LABEL_COLUMN], 0), tf.int64)
+  columns = {name: fill_missing(inputs[name], features.RAW_FEATURES[name].default
+                                if name in features.RAW_FEATURES else 0.0)
+             for name in list(features.RAW_FEATURES) + features.TRAINING_ONLY
+             if name in inputs}
+  return tf.cast(features.LABEL(columns), tf.int64)
 
 
 def preprocessing_fn(inputs):
@@ -55,9 +77,8 @@ def preprocessing_fn(inputs):
   for name, spec in features.model_features().items():
     raw = fill_missing(inputs[name], spec.default)
     outputs[features.transformed_name(name)] = _transform_one(name, spec, raw)
-  # The label is only computed where the tips are known (training/eval data).
-  if features.TIPS_KEY in inputs:
-    tips = fill_missing(inputs[features.TIPS_KEY], 0.0)
-    fare = fill_missing(inputs[features.FARE_KEY], 0.0)
-    outputs[features.LABEL_KEY] = big_tipper(tips, fare)
+  # The label is only computed where its columns are known (training/eval
+  # data); serving requests carry none of them.
+  if all(c in inputs for c in features.label_columns()):
+    outputs[features.LABEL_KEY] = label(inputs)
   return outputs

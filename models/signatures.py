@@ -3,7 +3,11 @@
 - `serving_default`: serialized tf.Examples in `examples`; what gRPC Predict
   clients and the Evaluator send.
 - `classification` / `regression`: the same examples under TF Serving's
-  Classify/Regress conventions (`inputs` -> `classes`+`scores` / `outputs`).
+  Classify/Regress conventions (`inputs` -> `classes`+`scores` / `outputs`);
+  `classification` lists every class name of the task with its score, and
+  `regression` gives one number per example: P(class 1) for binary, the
+  most probable class's score for multi-class (the infra validator and TF
+  Serving warmup call every one of these signatures).
 - `predict_raw`: one named tensor per raw feature, so a REST client can POST
   plain JSON rows. Every input has a default (TF Serving feeds it for an
   omitted input), but only optional features may really be left out.
@@ -23,8 +27,9 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from models import features
 
-OUTPUT_PROBABILITY = 'probability'
-OUTPUT_CLASS = 'class'
+OUTPUT_PROBABILITY = features.OUTPUT_PROBABILITY
+OUTPUT_PROBABILITIES = features.OUTPUT_PROBABILITIES
+OUTPUT_CLASS = features.OUTPUT_CLASS
 CLASSIFY_METHOD = 'tensorflow/serving/classify'
 REGRESS_METHOD = 'tensorflow/serving/regress'
 _TF_DTYPES = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
@@ -55,8 +60,10 @@ def required_features(schema) -> list:
 
 
 def _serving_feature_spec(tf_transform_output):
+  """The raw features a request may carry: no label, no training-only column."""
   spec = tf_transform_output.raw_feature_spec()
-  spec.pop(features.TIPS_KEY, None)
+  for name in features.label_columns():
+    spec.pop(name, None)
   return spec
 
 
@@ -99,12 +106,27 @@ def _check_required_in_examples(parsed, required, batch_size):
   return _assert_all_sent(tf.stack(sent), required, 'absent from some examples')
 
 
-def _outputs(probability):
-  probability = tf.reshape(probability, [-1])
+def _outputs(prediction):
+  """The model's answer as serving_default and predict_raw return it."""
+  if features.TASK == features.MULTICLASS:
+    return {
+        OUTPUT_PROBABILITIES: prediction,
+        OUTPUT_CLASS: tf.gather(tf.constant(features.CLASS_NAMES),
+                                tf.argmax(prediction, axis=1)),
+    }
+  probability = tf.reshape(prediction, [-1])
   return {
       OUTPUT_PROBABILITY: probability,
       OUTPUT_CLASS: tf.cast(probability > 0.5, tf.int64),
   }
+
+
+def _class_scores(prediction):
+  """One score per class, in CLASS_NAMES order: [batch, classes]."""
+  if features.TASK == features.MULTICLASS:
+    return prediction
+  probability = tf.reshape(prediction, [-1, 1])
+  return tf.concat([1.0 - probability, probability], axis=1)
 
 
 def make_signatures(model, tf_transform_output):
@@ -136,17 +158,19 @@ def make_signatures(model, tf_transform_output):
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='inputs')],
                autograph=False)
   def classification(inputs):
-    probability = tf.reshape(predict_examples(inputs), [-1, 1])
-    batch = tf.shape(probability)[0]
+    scores = _class_scores(predict_examples(inputs))
+    batch = tf.shape(scores)[0]
     return {
-        'classes': tf.tile(tf.constant([['0', '1']]), [batch, 1]),
-        'scores': tf.concat([1.0 - probability, probability], axis=1),
+        'classes': tf.tile(tf.constant([features.CLASS_NAMES]), [batch, 1]),
+        'scores': scores,
     }
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='inputs')],
                autograph=False)
   def regression(inputs):
-    return {'outputs': tf.reshape(predict_examples(inputs), [-1])}
+    return {'outputs': tf.reduce_max(_class_scores(predict_examples(inputs)), axis=1)
+            if features.TASK == features.MULTICLASS
+            else tf.reshape(predict_examples(inputs), [-1])}
 
   raw_spec = {
       name: tf.TensorSpec([None], _TF_DTYPES[spec.dtype], name=name)

@@ -16,7 +16,7 @@ served and the predictions that were returned, and checks them with TFDV:
 - prediction shift: the prediction distribution of every served version
   against the `stable` version's (canary comparison).
 
-    python -m operations.monitoring --logs /models/logs/taxi_big_tipper
+    python -m operations.monitoring --logs /models/logs/<MODEL_NAME>
 
 (--metadata and --out default to the pipeline's output root, tfx_output/.)
 
@@ -42,9 +42,12 @@ from reports import monitoring_report
 from serving.log_reader import LogReadCounts, read_logs
 
 EXIT_OK, EXIT_FAILED, EXIT_DRIFT_OR_SKEW, EXIT_OTHER_FINDINGS = 0, 1, 2, 3
-PREDICTION = 'probability'
-# Prediction shift between versions, Jensen-Shannon on the probability
-# histogram: the same measure the schema uses for numeric features.
+# The one number per served example that monitoring follows: binary, the
+# probability of class 1; multi-class, the probability of the predicted class
+# (the model's confidence).
+PREDICTION = 'probability' if features.TASK == features.BINARY else 'top_probability'
+# Prediction shift between versions, Jensen-Shannon on the histogram of that
+# number: the same measure the schema uses for numeric features.
 DEFAULT_PREDICTION_JSD = 0.1
 # Fewer served examples than this make noisy statistics: such windows are
 # reported, not judged. At 500, a sample of the training distribution stays
@@ -124,17 +127,26 @@ def served_rows(log) -> List[Row]:
 
 
 def served_predictions(log) -> List[float]:
-  """The probabilities the response returned (class '1' score for Classify)."""
+  """The PREDICTION of each example the response answered: binary, P(class 1)
+  (class '1' score for Classify); multi-class, the top class's probability."""
   kind = log.WhichOneof('log_type')
+  multiclass = features.TASK == features.MULTICLASS
   if kind == 'predict_log':
     outputs = log.predict_log.response.outputs
-    if PREDICTION not in outputs:
+    if features.PREDICTION_KEY not in outputs:
       return []
     import tensorflow as tf
-    return [float(p) for p in tf.make_ndarray(outputs[PREDICTION]).reshape(-1)]
+    values = tf.make_ndarray(outputs[features.PREDICTION_KEY])
+    if multiclass:
+      return [float(p) for p in values.reshape(len(values), -1).max(axis=1)]
+    return [float(p) for p in values.reshape(-1)]
   if kind == 'classify_log':
+    results = log.classify_log.response.result.classifications
+    if multiclass:
+      return [max((c.score for c in result.classes), default=float('nan'))
+              for result in results]
     return [next((c.score for c in result.classes if c.label == '1'), float('nan'))
-            for result in log.classify_log.response.result.classifications]
+            for result in results]
   if kind == 'regress_log':
     return [r.value for r in log.regress_log.response.result.regressions]
   return []
@@ -381,8 +393,11 @@ def compare_predictions(predictions: Dict[int, List[float]], baseline_version: O
   for version, values in sorted(predictions.items()):
     if not values:
       continue
+    # A positive rate only means something for a binary task.
+    positive_rate = (sum(p > 0.5 for p in values) / len(values)
+                     if features.TASK == features.BINARY else None)
     entry = {'count': len(values), 'mean': sum(values) / len(values),
-             'positive_rate': sum(p > 0.5 for p in values) / len(values),
+             'positive_rate': positive_rate,
              'compared_to': None, 'shift': None}
     if baseline_version in stats and version != baseline_version:
       anomalies = tfdv.validate_statistics(stats[version], schema,

@@ -6,10 +6,14 @@ TAXI_TRAIN_STEPS=500), and, for the common ones, by a local_runner.py flag.
 The names (pipeline, model, variable prefix, image) come from
 pipeline/project.py. Paths are relative to the repository root unless absolute.
 
+The selected example (<ENV_PREFIX>_EXAMPLE, examples/) replaces some
+defaults with its own CONFIG_DEFAULTS (its data, schema, hyperparameters,
+names and output roots).
+
 load() refuses what would otherwise fail late or silently, with a
 ConfigError naming the cause and the fix: an unknown <ENV_PREFIX>_* variable
 (an error, not a warning: a typo like TAXI_TRAIN_STEP would silently train
-with the default), a boolean or number that is not one, a value outside its
+with the default), an example other than the one the process runs, a boolean or number that is not one, a value outside its
 choices (CHOICES), a slice on no model feature, a missing data root, span
 folder, schema or hyperparameters file, a hyperparameter key models/model.py
 does not read or a feature cross of no model feature, and a serving config
@@ -30,6 +34,11 @@ ENV_PREFIX = project.NAMES['env_var_prefix']  # project.ENV_PREFIX plus _, e.g. 
 
 @dataclasses.dataclass
 class PipelineConfig:
+  # The example whose data and task the pipeline runs (examples/): set
+  # <ENV_PREFIX>_EXAMPLE, which the models read when imported; load() fills
+  # in the selected one. Its CONFIG_DEFAULTS replace the defaults below.
+  example: str = ''
+
   # Names. KFP wants [a-z0-9-] for pipelines; TF Serving any path-safe name.
   pipeline_name: str = project.PIPELINE_NAME
   model_name: str = project.MODEL_NAME
@@ -71,6 +80,9 @@ class PipelineConfig:
   # blessed. Not 0: retraining the same model on the same data moves TFMA's
   # AUC by ~1e-7, and different seeds by up to ~0.001.
   max_auc_drop: float = 0.001
+  # Multi-class: a candidate whose accuracy is below the baseline's by more
+  # than this is not blessed (min_accuracy is the floor).
+  max_accuracy_drop: float = 0.01
   slice_features: str = 'trip_start_hour,payment_type'
   # TFMA's calibration and confusion-matrix plots, for TFMA's notebook views
   # (the run report draws none of them); off, the Evaluator is ~0.5 s faster.
@@ -263,7 +275,8 @@ def _check_choices(config: PipelineConfig) -> None:
 # Numbers below their floor make a run fail late (or train on nothing).
 MINIMUMS = {'span_window': 1, 'train_buckets': 1, 'eval_buckets': 1, 'train_steps': 1,
             'eval_steps': 0, 'tuner_trials': 1, 'tuner_steps': 1, 'parallel_components': 1,
-            'infra_num_examples': 1, 'dataflow_max_workers': 1, 'max_auc_drop': 0}
+            'infra_num_examples': 1, 'dataflow_max_workers': 1, 'max_auc_drop': 0,
+            'max_accuracy_drop': 0}
 FRACTIONS = ('min_auc', 'min_accuracy')
 
 
@@ -404,9 +417,24 @@ def _check_serving_config_file(config: PipelineConfig) -> None:
                       f'python -m operations.rollout init --config {path}')
 
 
+def _check_example(config: PipelineConfig) -> None:
+  """The models read the example when imported: a config of another one
+  would build one example's pipeline around the other's code."""
+  import examples  # pylint: disable=g-import-not-at-top
+  if config.example not in examples.EXAMPLES:
+    raise ConfigError(f'example {config.example!r} is not one of {", ".join(examples.EXAMPLES)}:'
+                      f' set {examples.SWITCH} to one of them')
+  running = examples.selected_name()
+  if config.example != running:
+    raise ConfigError(f'example {config.example!r} is not the one this process runs '
+                      f'({running!r}, from {examples.SWITCH}): select it with '
+                      f'{examples.SWITCH}={config.example} in the environment instead')
+
+
 def validate(config: PipelineConfig) -> PipelineConfig:
   """Raises ConfigError for a value that would fail late or silently."""
   _check_choices(config)
+  _check_example(config)
   _check_numbers(config)
   _check_slices(config)
   _check_data_root(config)
@@ -414,6 +442,17 @@ def validate(config: PipelineConfig) -> PipelineConfig:
   _check_hyperparameters(config)
   _check_serving_config_file(config)
   return config
+
+
+def _example_defaults() -> PipelineConfig:
+  """The defaults, with those the selected example states (CONFIG_DEFAULTS)."""
+  import examples  # pylint: disable=g-import-not-at-top
+  try:
+    name = examples.selected_name()
+  except examples.UnknownExampleError as e:
+    raise ConfigError(str(e)) from None
+  return dataclasses.replace(PipelineConfig(), example=name,
+                             **examples.EXAMPLES[name].CONFIG_DEFAULTS)
 
 
 def load(overrides: Optional[Dict] = None, environ=os.environ) -> PipelineConfig:
@@ -424,7 +463,7 @@ def load(overrides: Optional[Dict] = None, environ=os.environ) -> PipelineConfig
   a slice on no model feature, a missing data root or serving config.
   """
   _check_environ(environ)
-  config = PipelineConfig()
+  config = _example_defaults()
   for field in dataclasses.fields(config):
     text = environ.get(ENV_PREFIX + field.name.upper())
     if text is not None:

@@ -1,4 +1,5 @@
-"""The taxi big-tipper pipeline: one definition for every runner.
+"""The pipeline of the selected example (models/features.py): one definition
+for every runner.
 
 local_runner.py runs it with orchestration/runner.py (TFX's LocalDagRunner,
 independent components side by side); kubeflow_v2_runner.py compiles
@@ -33,7 +34,7 @@ from pipeline.components.anomalies_gate import AnomaliesGate
 from pipeline.components.baseline_resolver import PreviousBlessedModelStrategy
 from pipeline.components.schema_importer import CuratedSchemaGen
 from pipeline import configs
-from pipeline.components import csv_example_gen as taxi_example_gen
+from pipeline.components import csv_example_gen
 from pipeline.components import infra_validator
 from pipeline.configs import PipelineConfig
 
@@ -124,27 +125,29 @@ def _module_of(function_path: str) -> str:
   return function_path.rpartition('.')[0]
 
 
-def _eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+def _overall_only(threshold):
+  # Thresholds judge the whole eval split; slices are reported, not gated
+  # (a slice of three 'Dispute' trips has no meaningful AUC).
+  return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
+
+
+def _floor(value: float):
+  return tfma.MetricThreshold(
+      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': value}))
+
+
+def _binary_metrics_specs(config: PipelineConfig) -> List[tfma.MetricsSpec]:
   # AUC and accuracy gate the blessing; the rest are reported.
   auc_threshold = tfma.MetricThreshold(
       value_threshold=tfma.GenericValueThreshold(lower_bound={'value': config.min_auc}),
       change_threshold=tfma.GenericChangeThreshold(
           direction=tfma.MetricDirection.HIGHER_IS_BETTER,
           absolute={'value': -config.max_auc_drop}))
-  accuracy_threshold = tfma.MetricThreshold(
-      value_threshold=tfma.GenericValueThreshold(
-          lower_bound={'value': config.min_accuracy}))
-  def overall_only(threshold):
-    # Thresholds judge the whole eval split; slices are reported, not gated
-    # (a slice of three 'Dispute' trips has no meaningful AUC).
-    return [tfma.PerSliceMetricThreshold(
-        slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
-
   metrics = [
       tfma.MetricConfig(class_name='ExampleCount'),
-      tfma.MetricConfig(class_name='AUC', per_slice_thresholds=overall_only(auc_threshold)),
+      tfma.MetricConfig(class_name='AUC', per_slice_thresholds=_overall_only(auc_threshold)),
       tfma.MetricConfig(class_name='BinaryAccuracy',
-                        per_slice_thresholds=overall_only(accuracy_threshold)),
+                        per_slice_thresholds=_overall_only(_floor(config.min_accuracy))),
       tfma.MetricConfig(class_name='Precision'),
       tfma.MetricConfig(class_name='Recall'),
       tfma.MetricConfig(class_name='AUCPrecisionRecall'),
@@ -155,6 +158,39 @@ def _eval_config(config: PipelineConfig) -> tfma.EvalConfig:
   if config.eval_plots:
     metrics += [tfma.MetricConfig(class_name='CalibrationPlot'),
                 tfma.MetricConfig(class_name='ConfusionMatrixPlot')]
+  return [tfma.MetricsSpec(metrics=metrics)]
+
+
+def _multiclass_metrics_specs(config: PipelineConfig) -> List[tfma.MetricsSpec]:
+  # Accuracy gates the blessing (a floor, and no drop below the baseline's
+  # by more than max_accuracy_drop); per-class precision and recall (one
+  # class against the rest) are reported.
+  accuracy_threshold = tfma.MetricThreshold(
+      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': config.min_accuracy}),
+      change_threshold=tfma.GenericChangeThreshold(
+          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+          absolute={'value': -config.max_accuracy_drop}))
+  overall = [
+      tfma.MetricConfig(class_name='ExampleCount'),
+      # A Keras metric by name: TFMA computes it on the labels and predictions.
+      tfma.MetricConfig(class_name='SparseCategoricalAccuracy', config='{"name": "accuracy"}',
+                        per_slice_thresholds=_overall_only(accuracy_threshold)),
+  ]
+  if config.eval_plots:
+    overall.append(tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'))
+  per_class = [tfma.MetricConfig(class_name='Precision'),
+               tfma.MetricConfig(class_name='Recall')]
+  return [tfma.MetricsSpec(metrics=overall),
+          tfma.MetricsSpec(metrics=per_class, binarize=tfma.BinarizationOptions(
+              class_ids={'values': list(range(features.NUM_CLASSES))}))]
+
+
+METRICS_SPECS = {features.BINARY: _binary_metrics_specs,
+                 features.MULTICLASS: _multiclass_metrics_specs}
+
+
+def _eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+  """What the Evaluator computes and what it blesses on: the task's metrics."""
   slices = [tfma.SlicingSpec()] + [
       tfma.SlicingSpec(feature_keys=[f]) for f in config.slices]
   return tfma.EvalConfig(
@@ -163,11 +199,11 @@ def _eval_config(config: PipelineConfig) -> tfma.EvalConfig:
           # out, and a generic SavedModel loads faster than a Keras one.
           model_type=tfma_constants.TF_GENERIC,
           signature_name='serving_default',
-          prediction_key='probability',
+          prediction_key=features.PREDICTION_KEY,
           label_key=features.LABEL_KEY,
           preprocessing_function_names=['transform_features'])],
       slicing_specs=slices,
-      metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
+      metrics_specs=METRICS_SPECS[features.TASK](config))
 
 
 def _categorical_stats_options():
@@ -257,7 +293,7 @@ def create_pipeline(
     for_kubeflow: bool = False,
 ) -> Pipeline:
   """Builds every component and wires them into one pipeline."""
-  example_gen = taxi_example_gen.csv_example_gen(
+  example_gen = csv_example_gen.csv_example_gen(
       code_fingerprint=code_fingerprint('pipeline.components.csv_example_gen'),
       input_base=config.path(config.data_root),
       input_config=example_gen_pb2.Input(splits=[

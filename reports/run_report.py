@@ -22,6 +22,7 @@ import math
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from models import features
 from pipeline import metadata, project
 from reports import charts
 from pipeline.metadata import NoRunFound, RunRecord, custom_property
@@ -146,7 +147,9 @@ def read_metrics(evaluation_uri: str) -> Dict[tuple, Dict[tuple, Dict[str, float
     for entry in metrics.metric_keys_and_values:
       if entry.value.HasField('double_value'):
         by_model.setdefault((entry.key.model_name, entry.key.is_diff), {})[
-            entry.key.name] = entry.value.double_value.value
+            _per_class_key(entry.key.name, entry.key.sub_key.class_id.value)
+            if entry.key.sub_key.HasField('class_id') else entry.key.name] = \
+            entry.value.double_value.value
   return found
 
 
@@ -155,20 +158,36 @@ def _eval_config(evaluation_uri: str) -> Dict:
     return json.load(f)['evalConfig']
 
 
-def metric_key(class_name: str) -> str:
-  """The key TFMA stores a configured metric under: BinaryAccuracy -> binary_accuracy."""
+def _per_class_key(name: str, class_id: int) -> str:
+  """'precision/setosa': a metric of one class against the rest."""
+  names = features.CLASS_NAMES
+  return f'{name}/{names[class_id] if 0 <= class_id < len(names) else class_id}'
+
+
+def metric_key(class_name: str, config: str = '') -> str:
+  """The key TFMA stores a configured metric under: BinaryAccuracy -> binary_accuracy,
+  a metric configured with {"name": ...} under that name."""
   import tensorflow_model_analysis as tfma
+  named = json.loads(config).get('name') if config else None
+  if named:
+    return named
   cls = getattr(tfma.metrics, class_name, None)
   if cls is None:
     raise ValueError(f'unknown TFMA metric {class_name!r} in the EvalConfig: use a class '
-                     'of tfma.metrics')
+                     'of tfma.metrics, or name it in its config')
   return cls().name
 
 
 def metric_keys(eval_config: Dict) -> List[str]:
-  """The configured metrics' keys, in the EvalConfig's order."""
-  return [metric_key(metric['className']) for spec in eval_config.get('metricsSpecs', [])
-          for metric in spec.get('metrics', [])]
+  """The configured metrics' keys, in the EvalConfig's order; a binarized
+  spec's metrics once per class."""
+  keys = []
+  for spec in eval_config.get('metricsSpecs', []):
+    class_ids = spec.get('binarize', {}).get('classIds', {}).get('values')
+    for metric in spec.get('metrics', []):
+      key = metric_key(metric['className'], metric.get('config', ''))
+      keys += [_per_class_key(key, int(i)) for i in class_ids] if class_ids else [key]
+  return keys
 
 
 def model_roles(eval_config: Dict) -> Dict[str, str]:
@@ -213,7 +232,7 @@ def thresholds(eval_config: Dict) -> List[List[str]]:
   rows = []
   for spec in eval_config.get('metricsSpecs', []):
     for metric in spec.get('metrics', []):
-      key = metric_key(metric['className'])
+      key = metric_key(metric['className'], metric.get('config', ''))
       for per_slice in metric.get('perSliceThresholds', []):
         rows.append([metadata.SHOWN_NAMES.get(key, key), _slices_text(per_slice.get('slicingSpecs')),
                      *threshold_text(per_slice['threshold'])])
@@ -268,13 +287,18 @@ def _sliced_features(eval_config: Dict) -> List[str]:
           if len(spec.get('featureKeys', [])) == 1]
 
 
+# The metrics each slice table shows, by task.
+SLICE_METRICS = {features.BINARY: [('auc', 'AUC'), ('binary_accuracy', 'accuracy')],
+                 features.MULTICLASS: [('accuracy', 'accuracy')]}
+
+
 def _slice_table(feature: str, metrics: Dict, roles: Dict[str, str]) -> Dict:
   per_value = sorted(((key[0][1], {role: defined(by_model.get((name, False), {}))
                                    for role, name in roles.items()})
                       for key, by_model in metrics.items()
                       if len(key) == 1 and key[0][0] == feature),
                      key=lambda item: _sort_key(item[0]))
-  shown = [('auc', 'AUC'), ('binary_accuracy', 'accuracy')]
+  shown = SLICE_METRICS[features.TASK]
   header = [feature, 'examples']
   for _, label in shown:
     header += [label] + ([f'{label} (baseline)'] if 'baseline' in roles else [])

@@ -6,7 +6,9 @@ import pytest
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
+import examples
 from models import features
+from pipeline import configs
 from tests.conftest import REPO, read_shipped_rows
 
 SCHEMA_TYPES = {'float': schema_pb2.FLOAT, 'int': schema_pb2.INT,
@@ -36,6 +38,37 @@ def test_required_features_are_required_by_the_schema(schema):
       continue
     required = feature.presence.min_fraction == 1.0
     assert required == features.RAW_FEATURES[feature.name].required, feature.name
+
+
+def _example_schema(name):
+  schema_file = examples.EXAMPLES[name].CONFIG_DEFAULTS.get(
+      'schema_file', configs.PipelineConfig.schema_file)
+  return tfdv.load_schema_text(str(REPO / schema_file))
+
+
+@pytest.mark.parametrize('name', list(examples.EXAMPLES))
+def test_each_examples_schema_follows_its_description(name):
+  """Every example's features with their types and presence, and its
+  label/training-only columns absent only when serving."""
+  example, schema = examples.EXAMPLES[name], _example_schema(name)
+  declared = {f.name: f for f in schema.feature}
+  label_columns = examples.label_columns(example)
+  assert set(declared) == set(example.RAW_FEATURES) | set(label_columns)
+  for column, spec in example.RAW_FEATURES.items():
+    assert declared[column].type == SCHEMA_TYPES[spec.dtype], column
+    assert (declared[column].presence.min_fraction == 1.0) == spec.required, column
+    assert not declared[column].not_in_environment, column
+  for column in label_columns:
+    assert list(declared[column].not_in_environment) == ['SERVING'], column
+
+
+@pytest.mark.parametrize('name', list(examples.EXAMPLES))
+def test_each_examples_schema_accepts_its_shipped_data(name):
+  data_root = examples.EXAMPLES[name].CONFIG_DEFAULTS.get(
+      'data_root', configs.PipelineConfig.data_root)
+  stats = tfdv.generate_statistics_from_csv(str(REPO / data_root / 'span-1' / 'data.csv'))
+  anomalies = tfdv.validate_statistics(stats, _example_schema(name), environment='TRAINING')
+  assert not anomalies.anomaly_info, anomalies
 
 
 def test_schema_marks_exactly_the_categorical_ints(schema):

@@ -20,7 +20,8 @@ def _raw_feature_spec():
   dtypes = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
   spec = {name: tf.io.VarLenFeature(dtypes[f.dtype])
           for name, f in features.RAW_FEATURES.items()}
-  spec[features.TIPS_KEY] = tf.io.VarLenFeature(tf.float32)
+  for column in features.label_columns():  # The taxi example's: tips, a float.
+    spec[column] = tf.io.VarLenFeature(tf.float32)
   return spec
 
 

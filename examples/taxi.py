@@ -1,0 +1,50 @@
+"""The taxi example: will a Chicago taxi passenger tip more than 20 %?
+
+Binary classification; the label is a function of two columns (the tip and
+the fare), and the tip exists only in training data.
+"""
+
+from examples.description import BINARY, Feature
+
+TASK = BINARY
+
+# Order is the CSV header order of the shipped data.
+RAW_FEATURES = {
+    'pickup_community_area': Feature('int', 'categorical', 0, num_buckets=78),
+    'fare': Feature('float', 'log_numeric', 0.0, required=True),
+    'trip_start_month': Feature('int', 'categorical', 1, num_buckets=13, required=True),
+    'trip_start_hour': Feature('int', 'categorical', 0, num_buckets=24, required=True),
+    'trip_start_day': Feature('int', 'categorical', 1, num_buckets=8, required=True),
+    'trip_start_timestamp': Feature('int', 'numeric', 0, required=True),
+    'pickup_latitude': Feature('float', 'bucket', 0.0, num_buckets=10),
+    'pickup_longitude': Feature('float', 'bucket', 0.0, num_buckets=10),
+    'dropoff_latitude': Feature('float', 'bucket', 0.0, num_buckets=10),
+    'dropoff_longitude': Feature('float', 'bucket', 0.0, num_buckets=10),
+    'trip_miles': Feature('float', 'log_numeric', 0.0, required=True),
+    'pickup_census_tract': Feature('int', 'ignored', 0),
+    'dropoff_census_tract': Feature('int', 'ignored', 0),
+    'payment_type': Feature('string', 'vocab', '', required=True),
+    'company': Feature('string', 'vocab', ''),
+    'trip_seconds': Feature('int', 'log_numeric', 0),
+    'dropoff_community_area': Feature('int', 'categorical', 0, num_buckets=78),
+}
+
+# Columns of training data that are not features (absent when serving).
+TIPS_KEY = 'tips'
+TRAINING_ONLY = [TIPS_KEY]
+
+# The label is derived: a 'big tipper' tips more than BIG_TIP_FRACTION of the fare.
+FARE_KEY = 'fare'
+BIG_TIP_FRACTION = 0.2
+LABEL_KEY = 'big_tipper'
+CLASS_NAMES = ['0', '1']  # Class 1: a big tipper.
+
+
+def LABEL(columns):  # pylint: disable=invalid-name
+  """The label from dense columns (tensors): 1 when the tip is more than
+  BIG_TIP_FRACTION of the fare."""
+  return columns[TIPS_KEY] > BIG_TIP_FRACTION * columns[FARE_KEY]
+
+
+# The pipeline's defaults for this example are pipeline/configs.py's own.
+CONFIG_DEFAULTS = {}
