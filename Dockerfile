@@ -23,6 +23,7 @@ WORKDIR /pipeline
 COPY requirements.txt requirements.lock setup.py ./
 RUN python -m pip install -r requirements.txt -c requirements.lock
 
+COPY examples/ examples/
 COPY models/ models/
 COPY pipeline/ pipeline/
 COPY orchestration/ orchestration/

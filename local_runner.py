@@ -250,7 +250,7 @@ def print_summary(summary):
   if summary.get('hyperparameters_saved_to'):
     path = summary['hyperparameters_saved_to']
     print(f'Tuned hyperparameters: {path}. Later runs with this output root train '
-          f'with them; to keep them for everyone: cp {path} models/hyperparameters.json '
+          f'with them; to keep them for everyone: cp {path} {summary["hyperparameters_file"]} '
           '(then commit it).')
   if summary.get('log_path'):
     print(f'Full log: {summary["log_path"]}')
@@ -352,6 +352,7 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
   summary['hyperparameters'] = taxi_pipeline.hyperparameters_path(config)
   if error is None and config.tune:
     summary['hyperparameters_saved_to'] = _save_tuned_hyperparameters(config, printer)
+    summary['hyperparameters_file'] = config.hyperparameters_file
   summary['report_path'] = _write_report(config, summary)
   if summary['pushed'] and config.serving_config_file:
     summary['labels'] = _label_canary(config, summary['pushed_path'])

@@ -27,7 +27,7 @@ setuptools.setup(
     description='TFX pipeline that trains, validates and serves a taxi tip classifier',
     python_requires='>=3.9,<3.11',
     packages=setuptools.find_packages(include=[
-        'models', 'pipeline', 'pipeline.*', 'orchestration', 'operations', 'reports',
+        'examples', 'models', 'pipeline', 'pipeline.*', 'orchestration', 'operations', 'reports',
         'client', 'serving', 'serving.*', 'compat']),
     py_modules=['local_runner', 'kubeflow_v2_runner'],
     package_data={'models': ['hyperparameters.json'], 'reports': ['templates/*.j2']},

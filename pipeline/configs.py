@@ -113,7 +113,7 @@ class PipelineConfig:
   gcp_region: str = 'us-central1'
   gcp_service_account: str = ''  # Runs the pipeline's steps; '' = the project's default.
   gcs_bucket: str = ''
-  gcs_data_root: str = ''  # '' = gs://<gcs_bucket>/data/taxi
+  gcs_data_root: str = ''  # '' = gs://<gcs_bucket>/<data_root>
   gcs_output_root: str = ''  # '' = gs://<gcs_bucket>/tfx_output
   gcs_serving_dir: str = ''  # '' = gs://<gcs_bucket>/serving_model (TF Serving on GKE reads it)
   # Where repository files (schema, setup.py) are read at run time: '' = this
@@ -209,7 +209,8 @@ def for_cloud(c: PipelineConfig) -> PipelineConfig:
   bucket = f'gs://{c.gcs_bucket}'
   return dataclasses.replace(
       c,
-      data_root=c.gcs_data_root or f'{bucket}/data/taxi',
+      data_root=c.gcs_data_root or (c.data_root if '://' in c.data_root
+                                    else f'{bucket}/{c.data_root}'),
       output_root=c.gcs_output_root or f'{bucket}/tfx_output',
       serving_dir=c.gcs_serving_dir or f'{bucket}/serving_model',
       code_root=c.code_root or c.image_code_root)

@@ -132,9 +132,10 @@ def serving_absent_columns(columns: Sequence[str], label: Optional[str],
   derived from other columns (models/preprocessing.py), not read from one.
   """
   absent, notes = [], []
-  wanted = [('--label', label, [label] if label else [features.LABEL_KEY]),
+  wanted = [('--label', label, [label] if label else
+             [features.LABEL_COLUMN] if features.LABEL_COLUMN else []),
             ('--training-only', training_only,
-             [c for c in (training_only or '').split(',') if c] or [features.TIPS_KEY])]
+             [c for c in (training_only or '').split(',') if c] or features.TRAINING_ONLY)]
   for flag, given, names in wanted:
     for name in names:
       if name in columns:
@@ -366,7 +367,7 @@ def _parse_args(argv):
   parser.add_argument('--label', help='the label column, absent in SERVING '
                       '(default: LABEL_KEY of models/features.py, when a column)')
   parser.add_argument('--training-only', help='comma-separated columns that only training '
-                      'data has, absent in SERVING (default: TIPS_KEY of models/features.py, '
+                      'data has, absent in SERVING (default: TRAINING_ONLY of the selected example, '
                       'when a column)')
   return parser.parse_args(argv)
 

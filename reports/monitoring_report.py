@@ -40,7 +40,7 @@ def _window_values(window: Dict, statistics: Dict, previous, watched: List[str])
       skew=_comparison_rows(window['skew'], window['skew_anomalies']),
       drift=(_comparison_rows(window['drift'], window['drift_anomalies'])
              if window['drift'] else None),
-      plots=[feature_plot(name, datasets) for name in compared if name != features.TIPS_KEY],
+      plots=[feature_plot(name, datasets) for name in compared if name not in features.label_columns()],
       serving=datasets['serving'])
   return values
 
