@@ -419,9 +419,9 @@ def _explain_cached_retrain(summary, decision):
 def _main(argv):
   args = parse_args(argv)
   # Fewer garbage collections: the run allocates millions of short-lived
-  # objects beside ~1M long-lived ones (TF, Beam, TFX), and with Python's
-  # default thresholds its full collections took ~3 s of a 40 s run (gc
-  # callbacks); with these, ~1.5 s in all. Cycles are still collected.
+  # objects beside a million long-lived ones (TF, Beam, TFX), which Python's
+  # default thresholds rescan over and over (bench/README.md has the figures).
+  # Cycles are still collected.
   gc.set_threshold(50_000, 20, 20)
   if args.monitoring_result and not args.retrain_if_needed:
     raise UsageError('--monitoring-result is read only with --retrain-if-needed')

@@ -2,16 +2,15 @@
 pipeline spends its time setting stages up rather than processing data:
 the project's only replacements of Beam and dill internals.
 
-Profiled on the 15k-row taxi run (cProfile of local_runner.main), Beam's
-set-up repeats three things thousands of times:
+Beam's set-up repeats three things thousands of times a run (profile and
+figures: bench/README.md, "Figures behind choices in the code"):
 
 - It looks for state and timer parameters in every method of every DoFn,
-  again for each stage it builds or runs (userstate.get_dofn_specs: ~6,000
-  calls, each inspecting ~30 method signatures; ~3 s a run). A function's
+  again for each stage it builds or runs (userstate.get_dofn_specs). A function's
   signature never changes, so each is inspected once here, and a DoFn class's
   specs are looked up once (unless an instance adds or shadows methods).
 - PipelineOptions.view_as builds an argparse parser for the view's class and
-  parses the flags again on every call (~0.5 ms, ~3,000 calls, ~1.4 s a run).
+  parses the flags again on every call.
   A view keeps no state of its own (all views read and write one shared
   option dict), so one view per options object and class serves every call.
 - Its dill pickler resets dill's trace level after every pickle and unpickle

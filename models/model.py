@@ -161,9 +161,9 @@ def hparams_from(fn_args) -> Dict:
 def train(model: keras.Model, dataset: tf.data.Dataset, steps: int) -> float:
   """Runs `steps` optimizer steps; returns the last batch's loss.
 
-  A plain loop rather than model.fit(): fit() first spends ~18 s (on 2
-  cores) having AutoGraph convert Keras' training internals, while this
-  step has no Python control flow to convert and compiles in ~2 s.
+  A plain loop rather than model.fit(): fit() first has AutoGraph convert
+  Keras' training internals, which takes many times longer than compiling
+  this step, which has no Python control flow (bench/README.md).
   """
   loss_fn = _loss()
 

@@ -72,20 +72,20 @@ class PipelineConfig:
   tuner_steps: int = 300
 
   # Blessing: absolute floors and the allowed change against the last blessed model.
-  # Floors that catch a broken model; the default run reaches AUC ~0.947,
-  # accuracy ~0.891 (README, "Quality").
+  # Floors that catch a broken model, below what the default run reaches
+  # (README, "Quality").
   min_auc: float = 0.93
   min_accuracy: float = 0.88
   # A candidate whose AUC is below the baseline's by more than this is not
   # blessed. Not 0: retraining the same model on the same data moves TFMA's
-  # AUC by ~1e-7, and different seeds by up to ~0.001.
+  # AUC in its last digits, and another seed by up to this.
   max_auc_drop: float = 0.001
   # Multi-class: a candidate whose accuracy is below the baseline's by more
   # than this is not blessed (min_accuracy is the floor).
   max_accuracy_drop: float = 0.01
   slice_features: str = 'trip_start_hour,payment_type'
   # TFMA's calibration and confusion-matrix plots, for TFMA's notebook views
-  # (the run report draws none of them); off, the Evaluator is ~0.5 s faster.
+  # (the run report draws none of them); off, the Evaluator is faster.
   eval_plots: bool = False
 
   # Infra validation before the push: 'local' (our TF-Serving-compatible
@@ -168,7 +168,7 @@ def _local_beam_args(_: PipelineConfig) -> List[str]:
   # it beats multi_processing about 2x for data of this size, which pays
   # pickling and worker start-up for nothing. No arguments at all, because
   # with any TFX first builds a source package of itself for remote workers
-  # before every Beam step (~1.5 s each; tfx/utils/dependency_utils.py).
+  # before every Beam step (tfx/utils/dependency_utils.py).
   return []
 
 

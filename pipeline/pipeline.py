@@ -335,8 +335,8 @@ def create_pipeline(
       preprocessing_fn=config.preprocessing_fn,
       disable_statistics=True,  # StatisticsGen already described the data.
       # tf.Transform's TF1 graph path: the same outputs (identical eval
-      # metrics), ~25% less CPU here, as it traces preprocessing_fn once
-      # rather than once per analysis phase.
+      # metrics), less CPU, as it traces preprocessing_fn once rather than
+      # once per analysis phase (bench/README.md).
       force_tf_compat_v1=True,
       custom_config={'code_fingerprint': code_fingerprint(_module_of(config.preprocessing_fn))})
   transform.add_upstream_node(anomalies_gate)
