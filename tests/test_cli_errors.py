@@ -182,3 +182,26 @@ def test_kubeflow_runner_help_shows_defaults_exit_codes_and_environment():
   assert done.returncode == 0
   for text in ('$TAXI_GCP_REGION, else us-central1', 'exit status', 'TAXI_<FIELD>'):
     assert text in done.stdout
+
+
+def test_a_failed_evaluator_is_reported_as_its_own_error(tmp_path):
+  """The summary of a run whose Evaluator failed names that failure (it used
+  to raise AttributeError reading the Evaluator's missing output)."""
+  import types
+
+  import local_runner
+  from pipeline import metadata
+  from tests.conftest import small_config
+  (tmp_path / 'data' / 'span-1').mkdir(parents=True)
+  config = small_config(tmp_path, tmp_path / 'data')
+  os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
+  metadata.open_store(config.metadata_path)  # An MLMD with no Evaluator output.
+  printer = types.SimpleNamespace(components=[
+      {'component': 'Trainer', 'seconds': 1.0, 'cached': False, 'result': ''},
+      {'component': 'Evaluator', 'seconds': 1.0, 'cached': False, 'failed': True,
+       'result': 'failed: TFMA could not load the model'}])
+  error = RuntimeError('TFMA could not load the model')
+  summary = local_runner.summarize(config, printer, error, 2.0, run_id='run-1')
+  assert not summary['succeeded']
+  assert summary['failed_component'] == 'Evaluator'
+  assert 'TFMA could not load the model' in summary['error']
