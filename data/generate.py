@@ -28,7 +28,7 @@ from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
-from models.features import BIG_TIP_FRACTION  # The label's definition.
+from examples.taxi import BIG_TIP_FRACTION  # The label's definition.
 
 SHIPPED_CSV = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            'taxi', 'span-1', 'data.csv')

@@ -54,13 +54,6 @@ OUTPUT_CLASS = 'class'
 # The output the Evaluator and monitoring judge.
 PREDICTION_KEY = OUTPUT_PROBABILITIES if TASK == MULTICLASS else OUTPUT_PROBABILITY
 
-# Taxi-only names kept for the modules that still read them (the schema
-# bootstrap's defaults, the monitoring report); use TRAINING_ONLY instead.
-TIPS_KEY = getattr(EXAMPLE, 'TIPS_KEY', None)
-FARE_KEY = getattr(EXAMPLE, 'FARE_KEY', None)
-BIG_TIP_FRACTION = getattr(EXAMPLE, 'BIG_TIP_FRACTION', None)
-
-
 def label_columns() -> List[str]:
   """Columns only training data has: the training-only ones and the label."""
   return examples.label_columns(EXAMPLE)

@@ -10,6 +10,7 @@ import pytest
 
 import data.generate
 from data import generate
+from examples import taxi
 from models import features
 from tests.conftest import read_shipped_rows
 
@@ -24,7 +25,7 @@ def _read(path):
 
 def _big_tipper(row):
   fare, tips = float(row['fare'] or 0), float(row['tips'] or 0)
-  return tips > features.BIG_TIP_FRACTION * fare
+  return tips > taxi.BIG_TIP_FRACTION * fare
 
 
 def _rate(rows, predicate):

@@ -7,6 +7,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 import examples
+from examples import taxi
 from models import features
 from pipeline import configs
 from tests.conftest import REPO, read_shipped_rows
@@ -28,13 +29,13 @@ def test_csv_header_is_the_feature_list():
 def test_schema_declares_every_feature_with_its_type(schema):
   declared = {f.name: f.type for f in schema.feature}
   expected = {name: SCHEMA_TYPES[spec.dtype] for name, spec in features.RAW_FEATURES.items()}
-  expected[features.TIPS_KEY] = schema_pb2.FLOAT
+  expected[taxi.TIPS_KEY] = schema_pb2.FLOAT
   assert declared == expected
 
 
 def test_required_features_are_required_by_the_schema(schema):
   for feature in schema.feature:
-    if feature.name == features.TIPS_KEY:
+    if feature.name == taxi.TIPS_KEY:
       continue
     required = feature.presence.min_fraction == 1.0
     assert required == features.RAW_FEATURES[feature.name].required, feature.name
@@ -77,7 +78,7 @@ def test_schema_marks_exactly_the_categorical_ints(schema):
 
 
 def test_label_source_is_absent_only_at_serving_time(schema):
-  tips = tfdv.get_feature(schema, features.TIPS_KEY)
+  tips = tfdv.get_feature(schema, taxi.TIPS_KEY)
   assert list(tips.not_in_environment) == ['SERVING']
   assert set(schema.default_environment) == {'TRAINING', 'SERVING'}
 

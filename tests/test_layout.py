@@ -18,7 +18,7 @@ ALLOWED = {
     'compat': set(),
     'examples': {'pipeline'},  # pipeline/project.py only: the switch's variable prefix.
     'models': {'examples'},
-    'data': {'models'},
+    'data': {'examples', 'models'},  # data/generate.py makes taxi data.
     'serving': set(),
     'pipeline': {'examples', 'models', 'serving'},
     'orchestration': {'models', 'pipeline'},
