@@ -131,18 +131,19 @@ def _overall_only(threshold):
   return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
 
 
-def _floor(value: float):
-  return tfma.MetricThreshold(
+def _floor(value: float, max_drop: Optional[float] = None):
+  """At least value; with max_drop, also at most max_drop below the baseline's."""
+  threshold = tfma.MetricThreshold(
       value_threshold=tfma.GenericValueThreshold(lower_bound={'value': value}))
+  if max_drop is not None:
+    threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
+        direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={'value': -max_drop}))
+  return threshold
 
 
 def _binary_metrics_specs(config: PipelineConfig) -> List[tfma.MetricsSpec]:
   # AUC and accuracy gate the blessing; the rest are reported.
-  auc_threshold = tfma.MetricThreshold(
-      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': config.min_auc}),
-      change_threshold=tfma.GenericChangeThreshold(
-          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-          absolute={'value': -config.max_auc_drop}))
+  auc_threshold = _floor(config.min_auc, config.max_auc_drop)
   metrics = [
       tfma.MetricConfig(class_name='ExampleCount'),
       tfma.MetricConfig(class_name='AUC', per_slice_thresholds=_overall_only(auc_threshold)),
@@ -165,11 +166,7 @@ def _multiclass_metrics_specs(config: PipelineConfig) -> List[tfma.MetricsSpec]:
   # Accuracy gates the blessing (a floor, and no drop below the baseline's
   # by more than max_accuracy_drop); per-class precision and recall (one
   # class against the rest) are reported.
-  accuracy_threshold = tfma.MetricThreshold(
-      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': config.min_accuracy}),
-      change_threshold=tfma.GenericChangeThreshold(
-          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-          absolute={'value': -config.max_accuracy_drop}))
+  accuracy_threshold = _floor(config.min_accuracy, config.max_accuracy_drop)
   overall = [
       tfma.MetricConfig(class_name='ExampleCount'),
       # A Keras metric by name: TFMA computes it on the labels and predictions.
