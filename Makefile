@@ -42,7 +42,8 @@ run: $(INSTALLED)
 	$(PY) local_runner.py $(ARGS)
 
 test: $(INSTALLED)
-	@scripts/ensure_chromium.sh; scripts/ensure_promtool.sh
+	@scripts/ensure_debian_tool.sh chromium "the report tests" chromium chromium-browser google-chrome
+	@scripts/ensure_debian_tool.sh prometheus "the dashboard tests (promtool)" promtool
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 lint: $(INSTALLED)

@@ -3,7 +3,7 @@ series shaped as TF Serving exports them, and the Grafana dashboard and the
 alert rules name only metrics (and labels) that the local server's scrape and
 the monitoring job's textfile really hold.
 
-promtool is Debian's `prometheus` package (scripts/ensure_promtool.sh, which
+promtool is Debian's `prometheus` package (scripts/ensure_debian_tool.sh, which
 `make test` runs, installs it where it can).
 """
 
@@ -42,7 +42,7 @@ def promtool():
     return path
   if os.geteuid() == 0 and shutil.which('apt-get'):
     pytest.fail('promtool is missing though this user can install it: run '
-                'scripts/ensure_promtool.sh (make test runs it)')
+                'scripts/ensure_debian_tool.sh (make test runs it)')
   pytest.skip("promtool is missing and cannot be installed here (needs root and apt-get): "
               "install Debian's prometheus package")
 

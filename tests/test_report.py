@@ -1,6 +1,6 @@
 """The run report and the monitoring report tell the truth: built from real
 pipeline runs, checked against MLMD/TFMA/TFDV as HTML and in a real browser
-(headless Chromium: scripts/ensure_chromium.sh installs it)."""
+(headless Chromium: `make test` installs it with scripts/ensure_debian_tool.sh)."""
 
 import os
 
@@ -29,7 +29,7 @@ CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu',
 def chromium() -> str:
   found = shutil.which('chromium') or shutil.which('chromium-browser')
   if not found:
-    pytest.fail('headless Chromium is needed: run scripts/ensure_chromium.sh')
+    pytest.fail('headless Chromium is needed: run scripts/ensure_debian_tool.sh chromium "the report tests" chromium')
   return found
 
 
