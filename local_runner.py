@@ -30,7 +30,7 @@ import json
 import logging
 import time
 
-from pipeline import project
+from pipeline import project, quiet
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_BLESSED = 0, 1, 2, 3
 
@@ -56,10 +56,7 @@ logs:
 # runner's record of a failure, shown on the console as one line). The root
 # logger is left alone: a user's own logging (in run_fn, say) reaches the
 # log file, and its warnings the console.
-LIBRARY_LOGGERS = ('local_runner', 'absl', 'apache_beam', 'tensorflow', 'tfx', 'ml_metadata',
-                   'tensorflow_transform', 'tensorflow_model_analysis',
-                   'tensorflow_data_validation', 'tfx_bsl', 'keras_tuner',
-                   'google', 'urllib3', 'h5py', 'py.warnings')
+LIBRARY_LOGGERS = ('local_runner',) + quiet.LIBRARY_LOGGERS
 FAILURE_LOG_LINES = 20
 # Project modules are imported inside the functions that use them: most load
 # TFX, Beam or TensorFlow (seconds), and a usage error must answer at once.

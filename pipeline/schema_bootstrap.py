@@ -40,7 +40,7 @@ import shutil
 from typing import Dict, List, Optional, Sequence
 
 from models import features
-from pipeline import configs
+from pipeline import configs, quiet
 
 EXIT_USAGE = 2
 BOOTSTRAP_DIR = 'schema_bootstrap'  # Under the output root (git-ignored).
@@ -372,16 +372,6 @@ def _parse_args(argv):
   return parser.parse_args(argv)
 
 
-def _quiet_libraries() -> None:
-  """TFX and Beam log every step at INFO; this command prints its own lines."""
-  import logging  # pylint: disable=g-import-not-at-top
-  import warnings  # pylint: disable=g-import-not-at-top
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
-  warnings.filterwarnings('ignore')  # Deprecation chatter of Google's client libraries.
-  absl_logging.set_verbosity(absl_logging.ERROR)
-  logging.getLogger().setLevel(logging.ERROR)
-
-
 def bootstrap(args, command: str, stream=sys.stdout) -> str:
   """Runs the bootstrap; returns the path written. Raises BootstrapError."""
   output_root = configs.PipelineConfig().path(args.output_root)
@@ -412,7 +402,7 @@ def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   args = _parse_args(argv)
   command = shlex.join(['python', '-m', 'pipeline.schema_bootstrap', *argv])
-  _quiet_libraries()  # Before TFX loads: an error stays the one line below.
+  quiet.quiet_libraries()  # Before TFX loads: an error stays the one line below.
   try:
     bootstrap(args, command)
   except BootstrapError as e:

@@ -23,7 +23,7 @@ import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from models import features
-from pipeline import metadata, project
+from pipeline import metadata, project, quiet
 from reports import charts
 from pipeline.metadata import NoRunFound, RunRecord, custom_property
 from reports.feature_plots import (blank_share, feature_plot, feature_stats, is_categorical,
@@ -431,20 +431,9 @@ def parse_args(argv):
   return parser.parse_args(argv)
 
 
-def _quiet_libraries():
-  """Keeps library deprecation chatter off stderr, where the one line that
-  matters (the error) goes."""
-  import logging
-  import warnings
-  warnings.filterwarnings('ignore')
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-  for name in ('absl', 'tensorflow', 'apache_beam'):
-    logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def main(argv=None) -> int:
   args = parse_args(argv)
-  _quiet_libraries()
+  quiet.quiet_libraries()  # Off stderr, where the one line that matters (the error) goes.
   from pipeline import configs  # After the libraries are quieted: one line on error.
   try:
     config = configs.load({'output_root': args.output_root})
