@@ -97,6 +97,9 @@ class ModelServer:
                            args.enable_signature_method_name_check,
                            args.enable_serialization_as_tensor_content)
     self._loggers = {}
+    # A config-file poll and a ReloadConfig request may apply a config at once:
+    # without it each would open its own log file for the same model.
+    self._loggers_lock = threading.Lock()
     self._config_text = None
     self._stopping: Optional[asyncio.Event] = None
     self._loop = None
@@ -133,6 +136,10 @@ class ModelServer:
       workers.forward_reload(config, self.worker.peer_sockets)
 
   def _update_request_loggers(self, config) -> None:
+    with self._loggers_lock:
+      self._replace_request_loggers(config)
+
+  def _replace_request_loggers(self, config) -> None:
     wanted = {c.name: c.logging_config for c in config.model_config_list.config
               if c.logging_config.log_collector_config.filename_prefix}
     for name in list(self._loggers):
