@@ -18,6 +18,7 @@ from tfx_bsl.public import tfxio
 from models import features
 from models import hyperparameters
 from models import signatures
+from models import task
 
 # The checked-in hyperparameters. The pipeline passes the content of the file
 # in use (this one, or what `local_runner.py --tune` saved under the output
@@ -103,42 +104,11 @@ def build_model(hparams: Dict) -> keras.Model:
     deep = keras.layers.Dense(int(units), activation='relu')(deep)
     deep = keras.layers.Dropout(float(hparams['dropout']))(deep)
   both = keras.layers.concatenate([keras.layers.concatenate(wide_parts), deep])
-  model = keras.Model(inputs=inputs, outputs=_head(both))
+  model = keras.Model(inputs=inputs, outputs=task.head(both))
   model.compile(
       optimizer=keras.optimizers.Adam(float(hparams['learning_rate'])),
-      loss=_loss(), metrics=_keras_metrics())
+      loss=task.loss(), metrics=task.keras_metrics())
   return model
-
-
-def _head(x):
-  """Binary: P(class 1), [batch, 1]; multi-class: one probability per class."""
-  if features.TASK == features.MULTICLASS:
-    return keras.layers.Dense(features.NUM_CLASSES, activation='softmax',
-                              name='probabilities')(x)
-  return keras.layers.Dense(1, activation='sigmoid', name='probability')(x)
-
-
-def _loss():
-  if features.TASK == features.MULTICLASS:
-    return keras.losses.SparseCategoricalCrossentropy()
-  return keras.losses.BinaryCrossentropy()
-
-
-def _keras_metrics():
-  if features.TASK == features.MULTICLASS:
-    return [keras.metrics.SparseCategoricalAccuracy(name='accuracy')]
-  return [keras.metrics.AUC(name='auc'), keras.metrics.BinaryAccuracy(name='accuracy')]
-
-
-def _label_for_loss(y):
-  """Labels as the loss wants them: class ids [batch], or 0/1 as [batch, 1] floats."""
-  if features.TASK == features.MULTICLASS:
-    return tf.reshape(y, [-1])
-  return tf.reshape(tf.cast(y, tf.float32), [-1, 1])
-
-
-# What the Tuner maximises (a metric of _keras_metrics on the eval split).
-TUNER_OBJECTIVE = {features.BINARY: 'val_auc', features.MULTICLASS: 'val_accuracy'}
 
 
 def base_hparams(fn_args) -> Dict:
@@ -165,12 +135,12 @@ def train(model: keras.Model, dataset: tf.data.Dataset, steps: int) -> float:
   Keras' training internals, which takes many times longer than compiling
   this step, which has no Python control flow (bench/README.md).
   """
-  loss_fn = _loss()
+  loss_fn = task.loss()
 
   @tf.function(autograph=False, reduce_retracing=True)
   def step(x, y):
     with tf.GradientTape() as tape:
-      loss = loss_fn(_label_for_loss(y), model(x, training=True))
+      loss = loss_fn(task.label_for_loss(y), model(x, training=True))
     gradients = tape.gradient(loss, model.trainable_variables)
     model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
     return loss
@@ -214,7 +184,7 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
   batch_size = int(base['batch_size'])
   tuner = keras_tuner.RandomSearch(
       lambda hp: build_model(search_space(hp, base)),
-      objective=keras_tuner.Objective(TUNER_OBJECTIVE[features.TASK], 'max'),
+      objective=keras_tuner.Objective(task.TUNER_OBJECTIVE[features.TASK], 'max'),
       max_trials=int((fn_args.custom_config or {}).get('max_trials', 6)),
       directory=fn_args.working_dir, project_name=features.EXAMPLE_NAME, seed=42)
   fit_kwargs = {

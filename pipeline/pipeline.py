@@ -12,8 +12,6 @@ import json
 import os
 from typing import Dict, List, Optional, Set
 
-import tensorflow_model_analysis as tfma
-from tensorflow_model_analysis import constants as tfma_constants
 from ml_metadata.proto import metadata_store_pb2
 # TFX's classes by module, not through tfx.v1: importing tfx.v1 also loads
 # Google Cloud's client libraries, seconds on every run (see cloud.py).
@@ -34,6 +32,7 @@ from pipeline.components.anomalies_gate import AnomaliesGate
 from pipeline.components.baseline_resolver import PreviousBlessedModelStrategy
 from pipeline.components.schema_importer import CuratedSchemaGen
 from pipeline import configs
+from pipeline import evaluation
 from pipeline.components import csv_example_gen
 from pipeline.components import infra_validator
 from pipeline.configs import PipelineConfig
@@ -123,84 +122,6 @@ def _imported_names(path: str, module_name: str) -> List[str]:
 def _module_of(function_path: str) -> str:
   """'models.model.run_fn' -> 'models.model'."""
   return function_path.rpartition('.')[0]
-
-
-def _overall_only(threshold):
-  # Thresholds judge the whole eval split; slices are reported, not gated
-  # (a slice of three 'Dispute' trips has no meaningful AUC).
-  return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
-
-
-def _floor(value: float, max_drop: Optional[float] = None):
-  """At least value; with max_drop, also at most max_drop below the baseline's."""
-  threshold = tfma.MetricThreshold(
-      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': value}))
-  if max_drop is not None:
-    threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
-        direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={'value': -max_drop}))
-  return threshold
-
-
-def _binary_metrics_specs(config: PipelineConfig) -> List[tfma.MetricsSpec]:
-  # AUC and accuracy gate the blessing; the rest are reported.
-  auc_threshold = _floor(config.min_auc, config.max_auc_drop)
-  metrics = [
-      tfma.MetricConfig(class_name='ExampleCount'),
-      tfma.MetricConfig(class_name='AUC', per_slice_thresholds=_overall_only(auc_threshold)),
-      tfma.MetricConfig(class_name='BinaryAccuracy',
-                        per_slice_thresholds=_overall_only(_floor(config.min_accuracy))),
-      tfma.MetricConfig(class_name='Precision'),
-      tfma.MetricConfig(class_name='Recall'),
-      tfma.MetricConfig(class_name='AUCPrecisionRecall'),
-      tfma.MetricConfig(class_name='Calibration'),
-      tfma.MetricConfig(class_name='MeanLabel'),
-      tfma.MetricConfig(class_name='MeanPrediction'),
-  ]
-  if config.eval_plots:
-    metrics += [tfma.MetricConfig(class_name='CalibrationPlot'),
-                tfma.MetricConfig(class_name='ConfusionMatrixPlot')]
-  return [tfma.MetricsSpec(metrics=metrics)]
-
-
-def _multiclass_metrics_specs(config: PipelineConfig) -> List[tfma.MetricsSpec]:
-  # Accuracy gates the blessing (a floor, and no drop below the baseline's
-  # by more than max_accuracy_drop); per-class precision and recall (one
-  # class against the rest) are reported.
-  accuracy_threshold = _floor(config.min_accuracy, config.max_accuracy_drop)
-  overall = [
-      tfma.MetricConfig(class_name='ExampleCount'),
-      # A Keras metric by name: TFMA computes it on the labels and predictions.
-      tfma.MetricConfig(class_name='SparseCategoricalAccuracy', config='{"name": "accuracy"}',
-                        per_slice_thresholds=_overall_only(accuracy_threshold)),
-  ]
-  if config.eval_plots:
-    overall.append(tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'))
-  per_class = [tfma.MetricConfig(class_name='Precision'),
-               tfma.MetricConfig(class_name='Recall')]
-  return [tfma.MetricsSpec(metrics=overall),
-          tfma.MetricsSpec(metrics=per_class, binarize=tfma.BinarizationOptions(
-              class_ids={'values': list(range(features.NUM_CLASSES))}))]
-
-
-METRICS_SPECS = {features.BINARY: _binary_metrics_specs,
-                 features.MULTICLASS: _multiclass_metrics_specs}
-
-
-def _eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-  """What the Evaluator computes and what it blesses on: the task's metrics."""
-  slices = [tfma.SlicingSpec()] + [
-      tfma.SlicingSpec(feature_keys=[f]) for f in config.slices]
-  return tfma.EvalConfig(
-      model_specs=[tfma.ModelSpec(
-          # Said, not guessed: TFMA would load the model with Keras to find
-          # out, and a generic SavedModel loads faster than a Keras one.
-          model_type=tfma_constants.TF_GENERIC,
-          signature_name='serving_default',
-          prediction_key=features.PREDICTION_KEY,
-          label_key=features.LABEL_KEY,
-          preprocessing_function_names=['transform_features'])],
-      slicing_specs=slices,
-      metrics_specs=METRICS_SPECS[features.TASK](config))
 
 
 def _categorical_stats_options():
@@ -372,7 +293,7 @@ def create_pipeline(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'],
-      eval_config=_eval_config(config))
+      eval_config=evaluation.eval_config(config))
 
   infra_check = None
   push_inputs = {'model': trainer.outputs['model']}

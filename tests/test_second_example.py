@@ -161,8 +161,8 @@ def test_iris_runs_through_pipeline_serving_client_and_monitoring(tmp_path):
 EVAL_CONFIG_PROBE = """
 import json
 from google.protobuf import json_format
-from pipeline import configs, pipeline
-print(json.dumps(json_format.MessageToDict(pipeline._eval_config(configs.load()))))
+from pipeline import configs, evaluation
+print(json.dumps(json_format.MessageToDict(evaluation.eval_config(configs.load()))))
 """
 
 

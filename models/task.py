@@ -1,0 +1,38 @@
+"""What the example's task (models/features.py) decides in the model: the
+output layer, the loss, the training metrics and the Tuner's objective."""
+
+import tensorflow as tf
+import tf_keras as keras
+
+from models import features
+
+
+def head(x):
+  """Binary: P(class 1), [batch, 1]; multi-class: one probability per class."""
+  if features.TASK == features.MULTICLASS:
+    return keras.layers.Dense(features.NUM_CLASSES, activation='softmax',
+                              name='probabilities')(x)
+  return keras.layers.Dense(1, activation='sigmoid', name='probability')(x)
+
+
+def loss():
+  if features.TASK == features.MULTICLASS:
+    return keras.losses.SparseCategoricalCrossentropy()
+  return keras.losses.BinaryCrossentropy()
+
+
+def keras_metrics():
+  if features.TASK == features.MULTICLASS:
+    return [keras.metrics.SparseCategoricalAccuracy(name='accuracy')]
+  return [keras.metrics.AUC(name='auc'), keras.metrics.BinaryAccuracy(name='accuracy')]
+
+
+def label_for_loss(y):
+  """Labels as the loss wants them: class ids [batch], or 0/1 as [batch, 1] floats."""
+  if features.TASK == features.MULTICLASS:
+    return tf.reshape(y, [-1])
+  return tf.reshape(tf.cast(y, tf.float32), [-1, 1])
+
+
+# What the Tuner maximises (a metric of keras_metrics on the eval split).
+TUNER_OBJECTIVE = {features.BINARY: 'val_auc', features.MULTICLASS: 'val_accuracy'}
