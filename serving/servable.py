@@ -132,6 +132,26 @@ def _checked_dtype(name, value, dtype) -> np.ndarray:
   return value
 
 
+# TF Serving (>= 2.11) has TensorFlow Decision Forests' inference ops built in;
+# here they come from the tensorflow-decision-forests package, imported only
+# when a model uses them (the import takes seconds).
+_DECISION_FOREST_OP_PREFIX = 'SimpleML'
+
+
+def _uses_decision_forest_ops(meta_graph: meta_graph_pb2.MetaGraphDef) -> bool:
+  graph = meta_graph.graph_def
+  nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+  return any(node.op.startswith(_DECISION_FOREST_OP_PREFIX) for node in nodes)
+
+
+def _register_decision_forest_ops() -> None:
+  try:
+    import tensorflow_decision_forests  # noqa: F401  (registers the ops)
+  except ImportError:
+    raise ValueError('The model uses TensorFlow Decision Forests ops: install '
+                     'tensorflow-decision-forests (1.9.x for TF 2.16) to serve it.') from None
+
+
 class Servable:
   """A loaded model version: its graph in its own session."""
 
@@ -141,6 +161,8 @@ class Servable:
     self.path = path
     self.tags = list(tags)
     self.meta_graph = read_meta_graph(path, self.tags)
+    if _uses_decision_forest_ops(self.meta_graph):
+      _register_decision_forest_ops()
     self._graph = tf.Graph()
     # config=None: the session takes the process's threading settings
     # (--tensorflow_*_parallelism, set through tf.config at start-up).
