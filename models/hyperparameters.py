@@ -19,6 +19,7 @@ KNOWN_KEYS = {
     'hidden_units': "sizes of the hidden layers, '128,64' (build_model)",
     'learning_rate': 'Adam learning rate (build_model)',
     'numeric_buckets': 'one-hot bins of each numeric feature, 0 for none (build_model)',
+    'seed': 'training seed: initial weights, dropout, shuffling; default 42 (run_fn)',
 }
 
 

@@ -34,13 +34,13 @@ def default_hparams() -> Dict:
 
 def _input_fn(file_pattern: List[str], data_accessor: DataAccessor,
               tf_transform_output: tft.TFTransformOutput, batch_size: int,
-              shuffle: bool = True) -> tf.data.Dataset:
+              shuffle: bool = True, seed: int = SEED) -> tf.data.Dataset:
   """Batches of (transformed features, label) read from Transform's output."""
   return data_accessor.tf_dataset_factory(
       file_pattern,
       tfxio.TensorFlowDatasetOptions(
           batch_size=batch_size, label_key=features.LABEL_KEY, shuffle=shuffle,
-          shuffle_seed=SEED, num_epochs=None if shuffle else 1),
+          shuffle_seed=seed, num_epochs=None if shuffle else 1),
       tf_transform_output.transformed_metadata.schema).prefetch(tf.data.AUTOTUNE)
 
 
@@ -154,10 +154,11 @@ def train(model: keras.Model, dataset: tf.data.Dataset, steps: int) -> float:
 def run_fn(fn_args: FnArgs):
   """Trainer entry point: trains, then exports the serving SavedModel."""
   hparams = hparams_from(fn_args)
-  keras.utils.set_random_seed(SEED)
+  seed = int(hparams.get('seed', SEED))
+  keras.utils.set_random_seed(seed)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   dataset = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                      int(hparams['batch_size']))
+                      int(hparams['batch_size']), seed=seed)
   model = build_model(hparams)
   train(model, dataset, fn_args.train_steps)
   # Quality is measured by the Evaluator on the eval split, not here.
