@@ -185,7 +185,7 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
   batch_size = int(base['batch_size'])
   tuner = keras_tuner.RandomSearch(
       lambda hp: build_model(search_space(hp, base)),
-      objective=keras_tuner.Objective(task.TUNER_OBJECTIVE[features.TASK], 'max'),
+      objective=keras_tuner.Objective(*task.TUNER_OBJECTIVE[features.TASK]),
       max_trials=int((fn_args.custom_config or {}).get('max_trials', 6)),
       directory=fn_args.working_dir, project_name=features.EXAMPLE_NAME, seed=42)
   fit_kwargs = {

@@ -34,5 +34,7 @@ def label_for_loss(y):
   return tf.reshape(tf.cast(y, tf.float32), [-1, 1])
 
 
-# What the Tuner maximises (a metric of keras_metrics on the eval split).
-TUNER_OBJECTIVE = {features.BINARY: 'val_auc', features.MULTICLASS: 'val_accuracy'}
+# What the Tuner optimises: a metric of keras_metrics on the eval split, and
+# its direction (keras_tuner.Objective's arguments).
+TUNER_OBJECTIVE = {features.BINARY: ('val_auc', 'max'),
+                   features.MULTICLASS: ('val_accuracy', 'max')}
