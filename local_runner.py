@@ -4,10 +4,13 @@
     python local_runner.py --verbose       # full TFX / Beam logs
     python local_runner.py --tune          # re-tune hyperparameters first
     python local_runner.py --retrain-if-needed [--monitoring-result m.json]
+    python local_runner.py --score DROP [--id-column trip_id] [--score-format jsonl]
 
 Exit status: 0 a blessed model was pushed as the new highest version (or
 that version already holds it); 1 the run failed (bad data, error); 2 a
 usage error; 3 it ran but the model was not blessed. See --help.
+With --score: 0 the drop was scored, 1 it was not (bad rows, no blessed
+model, no rows), 2 a usage error.
 """
 
 import compat.keras  # noqa: F401  First: Keras 2 for TFX (see compat/keras.py).
@@ -41,6 +44,7 @@ exit status:
   1  the run failed (bad data, an error in a component)
   2  a usage error: a bad flag, config value or missing file
   3  the run finished but the model was not blessed: nothing pushed
+  with --score: 0 scored; 1 not scored (bad rows, no blessed model, no rows)
 
 environment:
   Every field of pipeline/configs.py can be set as {P}<FIELD>, e.g.
@@ -88,6 +92,15 @@ def parse_args(argv):
   parser.add_argument('--monitoring-result', metavar='JSON',
                       help='monitoring.json written by operations.monitoring '
                            '(with --retrain-if-needed)')
+  parser.add_argument('--score', metavar='DROP',
+                      help='score a drop of unlabelled rows with the latest blessed model '
+                           'instead of training: a data root (its latest span-<N>/) or a '
+                           'folder of CSV files (see pipeline/batch_scoring.py)')
+  parser.add_argument('--id-column', metavar='NAME', default='',
+                      help='with --score: the column that identifies a row, carried to the '
+                           'predictions (default: none, every input column is carried)')
+  parser.add_argument('--score-format', choices=['csv', 'jsonl'], default='csv',
+                      help='with --score: the predictions file format (default: csv)')
   parser.add_argument('--beam-profile', choices=['local', 'dataflow'],
                       help=f'Beam runner settings (default: {defaults.beam_profile})')
   parser.add_argument('--no-cache', action='store_true', help='re-run every component')
@@ -303,9 +316,9 @@ def _start_standby_once(infra_check):
   return on_execute
 
 
-def _new_run_id(config) -> str:
+def _new_run_id(pipeline_name: str) -> str:
   """The TFX pipeline run id (the MLMD 'pipeline_run' context's name)."""
-  return f'{config.pipeline_name}-{datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")}'
+  return f'{pipeline_name}-{datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")}'
 
 
 def _run(config, enable_cache, verbose, stream, on_execute=None):
@@ -317,7 +330,7 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
   if config.beam_profile == 'local':
     from compat import beam as compat_beam
     compat_beam.apply()  # The in-memory runner's set-up, memoized.
-  run_id = _new_run_id(config)
+  run_id = _new_run_id(config.pipeline_name)
   log_dir = os.path.join(config.path(config.output_root), 'logs')
   os.makedirs(log_dir, exist_ok=True)
   log_path = os.path.join(log_dir, f'{run_id}.log')
@@ -377,6 +390,106 @@ def _write_report(config, summary):
     return None
 
 
+def score(config, drop_path, id_column='', output_format='csv', enable_cache=True,
+          verbose=False, stream=sys.stdout):
+  """Scores a drop with the scoring pipeline (pipeline/batch_scoring.py) in
+  this process; returns its summary. A drop or model that cannot be scored
+  raises batch_scoring.ScoringError before anything runs."""
+  from tfx.orchestration.metadata import sqlite_metadata_connection_config
+  from orchestration import progress
+  from orchestration import runner
+  from pipeline import batch_scoring
+
+  drop = batch_scoring.resolve_drop(config.path(drop_path), config.input_pattern)
+  batch_scoring.check_drop(drop, id_column)
+  model = batch_scoring.latest_blessed_model(config)
+  if config.beam_profile == 'local':
+    from compat import beam as compat_beam
+    compat_beam.apply()
+  name = batch_scoring.scoring_pipeline_name(config)
+  run_id = _new_run_id(name)
+  log_dir = os.path.join(config.path(config.output_root), 'logs')
+  os.makedirs(log_dir, exist_ok=True)
+  log_path = os.path.join(log_dir, f'{run_id}.log')
+  printer = progress.ProgressPrinter(name, config.metadata_path, stream)
+  started = time.time()
+  error = None
+  with _logging_to(log_path, verbose):
+    try:
+      print(f'Pipeline {name}: scoring {", ".join(drop.csv_files)} with model version '
+            f'{model.version or "(not pushed)"} ({model.model.uri})', file=stream)
+      pipeline = batch_scoring.create_scoring_pipeline(
+          config, drop, model, id_column=id_column, output_format=output_format,
+          enable_cache=enable_cache,
+          metadata_connection_config=sqlite_metadata_connection_config(config.metadata_path))
+      dag_runner = runner.ParallelLocalDagRunner(
+          config.parallel_components, run_id=run_id,
+          on_start=printer.start, on_finish=printer.finish)
+      with printer.watching():
+        dag_runner.run(pipeline)
+    except Exception as e:  # Reported, never swallowed: the exit code says it.
+      logging.getLogger('local_runner').exception('The scoring run failed')
+      error = e
+      printer.fail(e)
+  failed = [c['component'] for c in printer.components if c.get('failed')]
+  summary = {
+      'pipeline': name, 'run_id': run_id, 'succeeded': error is None,
+      'error': None if error is None else _one_line(error),
+      'failed_component': failed[0] if failed else None,
+      'seconds': round(time.time() - started, 1), 'components': printer.components,
+      'model': model.model.uri, 'model_version': model.version,
+      'predictions_path': None, 'rows': 0, 'prediction_logs': None, 'log_path': log_path,
+  }
+  if error is None:
+    from pipeline import metadata
+    store = metadata.open_store(config.metadata_path)
+    predictions = metadata.LatestRun(store, name, 'PredictionsWriter').one('predictions')
+    summary['predictions_path'] = metadata.custom_property(predictions, 'file')
+    summary['rows'] = metadata.custom_property(predictions, 'rows')
+    summary['prediction_logs'] = metadata.LatestRun(store, name, 'BulkInferrer').one(
+        'inference_result').uri
+  return summary
+
+
+def print_score_summary(summary):
+  print()
+  if not summary['succeeded']:
+    where = f' in {summary["failed_component"]}' if summary.get('failed_component') else ''
+    print(f'FAILED{where} after {summary["seconds"]}s: {summary["error"]}')
+    _print_log_tail(summary.get('log_path'))
+    print('Nothing was scored.')
+    return
+  version = summary['model_version']
+  model = f'model version {version}' if version else 'a blessed model never pushed'
+  print(f'Scored {summary["rows"]:,} rows in {summary["seconds"]}s with {model} '
+        f'({summary["model"]}).')
+  print(f'Predictions: {summary["predictions_path"]}')
+  print(f'PredictionLog: {summary["prediction_logs"]}')
+  print(f'Full log: {summary["log_path"]}')
+
+
+def _main_score(args, config):
+  from pipeline import batch_scoring
+  for flag, value in (('--tune', args.tune), ('--retrain-if-needed', args.retrain_if_needed),
+                      ('--monitoring-result', args.monitoring_result)):
+    if value:
+      raise UsageError(f'{flag} trains; --score only scores: run them separately')
+  try:
+    summary = score(config, args.score, id_column=args.id_column,
+                    output_format=args.score_format, enable_cache=not args.no_cache,
+                    verbose=args.verbose)
+  except batch_scoring.DropError as e:
+    raise UsageError(str(e)) from e
+  except batch_scoring.ScoringError as e:
+    print(f'local_runner.py: error: {e}', file=sys.stderr)
+    return EXIT_FAILED, False
+  print_score_summary(summary)
+  if args.summary_json:
+    with open(args.summary_json, 'w') as f:
+      json.dump(summary, f, indent=2, default=str)
+  return (EXIT_OK if summary['succeeded'] else EXIT_FAILED), True
+
+
 class UsageError(Exception):
   """A mistake in how local_runner.py was called: one line, exit 2."""
 
@@ -422,7 +535,11 @@ def _main(argv):
   gc.set_threshold(50_000, 20, 20)
   if args.monitoring_result and not args.retrain_if_needed:
     raise UsageError('--monitoring-result is read only with --retrain-if-needed')
+  if (args.id_column or args.score_format != 'csv') and not args.score:
+    raise UsageError('--id-column and --score-format are read only with --score')
   config = _load_config(args)
+  if args.score:
+    return _main_score(args, config)
   decision = None
   if args.retrain_if_needed:
     decision = _decide_retraining(config, args)
