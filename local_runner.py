@@ -457,6 +457,9 @@ def print_score_summary(summary):
     where = f' in {summary["failed_component"]}' if summary.get('failed_component') else ''
     print(f'FAILED{where} after {summary["seconds"]}s: {summary["error"]}')
     _print_log_tail(summary.get('log_path'))
+    if 'New column' in (summary['error'] or ''):
+      print('A column that only identifies rows? Name it with --id-column: it is carried '
+            'to the predictions, not validated.')
     print('Nothing was scored.')
     return
   version = summary['model_version']

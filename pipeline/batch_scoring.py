@@ -137,7 +137,8 @@ def check_drop(drop: Drop, id_column: str) -> None:
     raise DropError(f'--id-column {id_column} is not a column of {drop.csv_files[0]} '
                     f'(its columns: {", ".join(drop.header)}): name one of them')
   if not any(_has_a_row(path) for path in drop.csv_files):
-    raise ScoringError(f'no rows to score: {", ".join(drop.csv_files)} hold only a header; '
+    raise ScoringError(f'no rows to score: {", ".join(drop.csv_files)} '
+                       f'{"has" if len(drop.csv_files) == 1 else "have"} only a header; '
                        f'add the rows to score below it')
 
 

@@ -1,0 +1,222 @@
+"""Batch scoring as a user runs it: a trained output root, a drop of
+unlabelled rows, `python local_runner.py --score DROP`, then the file.
+
+The trained output root: a copy of $SCORING_TEST_OUTPUT_ROOT (a real run's
+output root, e.g. /work/prebuilt/tfx_output) when set, else of the session's
+pipeline run (tests/conftest.py).
+"""
+
+import csv
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import project
+from tests import conftest
+
+SCORING_PIPELINE = f'{project.PIPELINE_NAME}-scoring'
+ID = 'trip_id'
+BATCH = 100
+
+
+def _env():
+  env = {k: v for k, v in os.environ.items() if not k.startswith(project.NAMES['env_var_prefix'])}
+  env.update(TF_USE_LEGACY_KERAS='1', PYTHONPATH=str(conftest.REPO))
+  return env
+
+
+def copy_output_root(source: str, target: str) -> str:
+  """A copy of an output root whose MLMD names the copy's artifacts (MLMD
+  stores absolute URIs), so scoring never writes into the source."""
+  shutil.copytree(source, target)
+  source, target = os.path.abspath(source), os.path.abspath(target)
+  with sqlite3.connect(os.path.join(target, 'metadata.sqlite')) as db:
+    db.execute('UPDATE Artifact SET uri = replace(uri, ?, ?)', (source, target))
+    db.execute('UPDATE ArtifactProperty SET string_value = replace(string_value, ?, ?) '
+               'WHERE string_value LIKE ?', (source, target, source + '%'))
+  return target
+
+
+@pytest.fixture(scope='module')
+def trained_root(request):
+  source = os.environ.get('SCORING_TEST_OUTPUT_ROOT')
+  if not source:
+    config, _ = request.getfixturevalue('pipeline_run')
+    source = config.path(config.output_root)
+  return source.rstrip('/')
+
+
+@pytest.fixture
+def output_root(trained_root, tmp_path):
+  return copy_output_root(trained_root, str(tmp_path / 'tfx_output'))
+
+
+def _served_model_base(output_root: str) -> str:
+  """The serving directory the trained run pushed to (<serving_dir>/<model>)."""
+  from pipeline import metadata
+  pushed = metadata.Lineage(os.path.join(output_root, 'metadata.sqlite')).pushed_model()
+  return os.path.dirname(metadata.custom_property(pushed, 'pushed_destination'))
+
+
+def _unlabelled_rows(count: int, every: int = 7):
+  """Shipped rows without the label, each with an id first."""
+  header, rows = conftest.read_shipped_rows()
+  keep = [i for i, name in enumerate(header) if name != 'tips']
+  rows = [[f'trip-{n}'] + [row[i] for i in keep] for n, row in enumerate(rows[::every][:count])]
+  return [ID] + [header[i] for i in keep], rows
+
+
+def _score(output_root, drop, *flags):
+  return subprocess.run(
+      [sys.executable, 'local_runner.py', f'--output-root={output_root}',
+       f'--serving-dir={os.path.dirname(output_root)}/serving_model', f'--score={drop}', *flags],
+      cwd=str(conftest.REPO), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True, timeout=900)
+
+
+def _printed_path(stdout: str) -> str:
+  return re.search(r'^Predictions: (.+)$', stdout, re.M).group(1)
+
+
+def _served_probabilities(model_base, header, rows):
+  """The local model server's answers over REST, in batches of BATCH."""
+  from client.predict import RestClient
+  from serving.server_process import ServerProcess
+  with ServerProcess(f'--model_name={project.MODEL_NAME}',
+                     f'--model_base_path={model_base}') as server:
+    server.wait_until_available(project.MODEL_NAME)
+    client = RestClient(server.rest)
+    answers = []
+    for start in range(0, len(rows), BATCH):
+      batch = [dict(zip(header, row)) for row in rows[start:start + BATCH]]
+      answers += client.predict(batch)
+  return [a['probability'] for a in answers]
+
+
+def _no_scoring_outputs(output_root) -> bool:
+  root = os.path.join(output_root, SCORING_PIPELINE)
+  return not any(os.path.exists(os.path.join(root, node))
+                 for node in ('BulkInferrer', 'PredictionsWriter'))
+
+
+@pytest.mark.slow
+def test_scored_csv_carries_each_id_once_with_the_served_models_prediction(output_root, tmp_path):
+  header, rows = _unlabelled_rows(300)
+  conftest.write_csv(tmp_path / 'drop' / 'rows.csv', header, rows)
+
+  done = _score(output_root, tmp_path / 'drop', f'--id-column={ID}')
+
+  assert done.returncode == 0, done.stdout + done.stderr
+  assert 'Scored 300 rows' in done.stdout, done.stdout
+  version = sorted(os.listdir(_served_model_base(output_root)))[-1]
+  assert f'model version {version}' in done.stdout
+  path = _printed_path(done.stdout)
+  assert path.startswith(output_root) and path.endswith('.csv')
+  with open(path, newline='') as f:
+    scored = list(csv.DictReader(f))
+  assert [r[ID] for r in scored].count(scored[0][ID]) == 1
+  assert sorted(r[ID] for r in scored) == sorted(r[0] for r in rows)  # Each id once.
+  served = dict(zip((r[0] for r in rows), _served_probabilities(
+      _served_model_base(output_root), header, rows)))
+  for row in scored:
+    assert float(row['probability']) == pytest.approx(served[row[ID]], abs=1e-6), row
+    assert int(row['class']) == int(served[row[ID]] > 0.5)
+
+
+@pytest.mark.slow
+def test_jsonl_of_a_data_roots_latest_span_without_ids_carries_every_column(
+    output_root, tmp_path):
+  header, rows = _unlabelled_rows(250, every=5)
+  header, rows = header[1:], [row[1:] for row in rows]  # No id column.
+  conftest.write_csv(tmp_path / 'drops' / 'span-1' / 'rows.csv', header, rows[:20])
+  conftest.write_csv(tmp_path / 'drops' / 'span-2' / 'rows.csv', header, rows)
+
+  done = _score(output_root, tmp_path / 'drops', '--score-format=jsonl')
+
+  assert done.returncode == 0, done.stdout + done.stderr
+  with open(_printed_path(done.stdout)) as f:
+    scored = [json.loads(line) for line in f]
+  assert len(scored) == len(rows)  # span-2's rows, one line each.
+  assert list(scored[0]) == header + ['probability', 'class']
+  served = _in_process_probabilities(_served_model_base(output_root), header, rows)
+  assert sorted(r['probability'] for r in scored) == pytest.approx(sorted(served), abs=1e-6)
+
+
+def _in_process_probabilities(model_base, header, rows):
+  """serving_default of the pushed SavedModel, called in this process."""
+  import tensorflow as tf
+  from client.predict import to_example
+  version = sorted(os.listdir(model_base))[-1]
+  signature = tf.saved_model.load(os.path.join(model_base, version)).signatures['serving_default']
+  examples = tf.constant([to_example(dict(zip(header, row))) for row in rows])
+  return [float(p) for p in signature(examples=examples)['probability'].numpy()]
+
+
+@pytest.mark.slow
+def test_bad_rows_stop_the_run_naming_the_anomaly_and_nothing_is_scored(output_root, tmp_path):
+  header, rows = _unlabelled_rows(200)
+  payment = header.index('payment_type')
+  for row in rows[:10]:
+    row[payment] = 'Bitcoin'
+  conftest.write_csv(tmp_path / 'drop' / 'rows.csv', header, rows)
+
+  done = _score(output_root, tmp_path / 'drop', f'--id-column={ID}')
+
+  assert done.returncode == 1, done.stdout + done.stderr
+  failed = [line for line in done.stdout.splitlines() if line.startswith('FAILED')]
+  assert failed and 'AnomaliesGate' in failed[0], done.stdout
+  assert 'payment_type' in failed[0] and 'Bitcoin' in failed[0]
+  assert 'Nothing was scored.' in done.stdout
+  assert _no_scoring_outputs(output_root)
+
+
+@pytest.mark.slow
+def test_an_unnamed_id_column_is_named_as_a_new_column(output_root, tmp_path):
+  header, rows = _unlabelled_rows(150)
+  conftest.write_csv(tmp_path / 'drop' / 'rows.csv', header, rows)
+
+  done = _score(output_root, tmp_path / 'drop')
+
+  assert done.returncode == 1, done.stdout + done.stderr
+  assert f'{ID}: New column' in done.stdout and '--id-column' in done.stdout
+  assert _no_scoring_outputs(output_root)
+
+
+def _assert_one_line_error(done, code, *words):
+  assert done.returncode == code, done.stdout + done.stderr
+  assert 'Traceback' not in done.stderr, done.stderr
+  lines = done.stderr.strip().splitlines()
+  assert len(lines) == 1, done.stderr
+  for word in words:
+    assert word in lines[0], lines[0]
+
+
+@pytest.mark.slow
+def test_no_blessed_model_is_one_line(tmp_path):
+  header, rows = _unlabelled_rows(10)
+  conftest.write_csv(tmp_path / 'drop' / 'rows.csv', header, rows)
+  empty_root = str(tmp_path / 'untrained')
+
+  done = _score(empty_root, tmp_path / 'drop', f'--id-column={ID}')
+
+  _assert_one_line_error(done, 1, 'no blessed model', empty_root)
+  assert not os.path.exists(empty_root)  # Nothing created.
+
+
+@pytest.mark.slow
+def test_unknown_id_column_and_zero_rows_are_one_line(output_root, tmp_path):
+  header, rows = _unlabelled_rows(10)
+  conftest.write_csv(tmp_path / 'drop' / 'rows.csv', header, rows)
+  conftest.write_csv(tmp_path / 'empty' / 'rows.csv', header, [])
+
+  _assert_one_line_error(_score(output_root, tmp_path / 'drop', '--id-column=ride'), 2,
+                         '--id-column ride', 'trip_id')
+  _assert_one_line_error(_score(output_root, tmp_path / 'empty', f'--id-column={ID}'), 1,
+                         'no rows to score')
+  assert _no_scoring_outputs(output_root)
