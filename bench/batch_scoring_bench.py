@@ -92,6 +92,9 @@ def write_drop(folder: str, rows: int) -> str:
 def copy_output_root(source: str, target: str) -> str:
   """A copy of an output root whose MLMD names the copy's artifacts."""
   shutil.copytree(source, target)
+  for folder, _, _ in os.walk(target):  # A read-only source makes read-only folders.
+    os.chmod(folder, 0o755)
+  os.chmod(os.path.join(target, 'metadata.sqlite'), 0o644)
   source, target = os.path.abspath(source), os.path.abspath(target)
   with sqlite3.connect(os.path.join(target, 'metadata.sqlite')) as db:
     db.execute('UPDATE Artifact SET uri = replace(uri, ?, ?)', (source, target))

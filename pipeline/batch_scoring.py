@@ -212,7 +212,8 @@ class ServingExampleValidator(ExampleValidator):
 
 class BatchPredictions(types.Artifact):
   """A file of predictions, one row per scored row (predictions.csv/.jsonl)."""
-  TYPE_NAME = 'BatchPredictions'
+  # namespace.Name: the form Kubeflow V2 compiles a custom artifact type in.
+  TYPE_NAME = 'scoring.BatchPredictions'
 
 
 def prediction_columns() -> List[str]:
@@ -254,14 +255,21 @@ def _cell(feature: tf.train.Feature):
 
 def scored_rows(log_files: List[str], carried: List[str]):
   """(carried values + prediction) dicts, one per PredictionLog record."""
-  for record in tf.data.TFRecordDataset(log_files, compression_type='GZIP').as_numpy_iterator():
+  for record in _records(log_files):
     log = prediction_log_pb2.PredictionLog.FromString(record).predict_log
     request, = log.request.inputs.values()  # serving_default has one input.
-    example = tf.train.Example.FromString(request.string_val[0])
-    row = {name: _cell(example.features.feature[name]) if name in example.features.feature
-           else None for name in carried}
+    cells = tf.train.Example.FromString(request.string_val[0]).features.feature
+    row = {name: _cell(cells[name]) if name in cells else None for name in carried}
     row.update(_prediction(log.response.outputs))
     yield row
+
+
+def _records(paths: List[str]):
+  """The records of gzipped TFRecord files. TF's record iterator: ~5 us a
+  record where tf.data's eager iteration took ~350 us (bench/README.md)."""
+  options = tf.io.TFRecordOptions(compression_type='GZIP')
+  for path in paths:
+    yield from tf.compat.v1.io.tf_record_iterator(path, options)
 
 
 def write_predictions(log_files: List[str], carried: List[str], output_format: str,

@@ -35,6 +35,9 @@ def copy_output_root(source: str, target: str) -> str:
   """A copy of an output root whose MLMD names the copy's artifacts (MLMD
   stores absolute URIs), so scoring never writes into the source."""
   shutil.copytree(source, target)
+  for folder, _, _ in os.walk(target):  # A read-only source makes read-only folders.
+    os.chmod(folder, 0o755)
+  os.chmod(os.path.join(target, 'metadata.sqlite'), 0o644)
   source, target = os.path.abspath(source), os.path.abspath(target)
   with sqlite3.connect(os.path.join(target, 'metadata.sqlite')) as db:
     db.execute('UPDATE Artifact SET uri = replace(uri, ?, ?)', (source, target))
@@ -220,3 +223,27 @@ def test_unknown_id_column_and_zero_rows_are_one_line(output_root, tmp_path):
   _assert_one_line_error(_score(output_root, tmp_path / 'empty', f'--id-column={ID}'), 1,
                          'no rows to score')
   assert _no_scoring_outputs(output_root)
+
+
+@pytest.mark.slow
+def test_the_scoring_pipeline_takes_the_training_beam_args_and_compiles_for_kubeflow(
+    output_root, tmp_path):
+  import dataclasses
+  from tfx import v1 as tfx
+  from pipeline import batch_scoring, configs
+  header, rows = _unlabelled_rows(10)
+  conftest.write_csv(tmp_path / 'drop' / 'rows.csv', header, rows)
+  config = dataclasses.replace(
+      configs.load({'output_root': output_root, 'beam_profile': 'dataflow'}, environ={}),
+      gcp_project='project', gcs_bucket='bucket')
+  drop = batch_scoring.resolve_drop(str(tmp_path / 'drop'), config.input_pattern)
+  scoring = batch_scoring.create_scoring_pipeline(
+      config, drop, batch_scoring.latest_blessed_model(config), id_column=ID)
+
+  assert scoring.beam_pipeline_args == config.beam_pipeline_args()
+  assert '--runner=DataflowRunner' in scoring.beam_pipeline_args
+  spec = tfx.orchestration.experimental.KubeflowV2DagRunner(
+      config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image='image'),
+      output_dir=str(tmp_path), output_filename='scoring.json').run(scoring)
+  executors = spec['pipelineSpec']['deploymentSpec']['executors']
+  assert {'BulkInferrer_executor', 'PredictionsWriter_executor'} <= set(executors)
