@@ -27,6 +27,7 @@ from pipeline import project
 
 HPARAMS_FILE = os.path.join(os.path.dirname(__file__), 'trees_hyperparameters.json')
 SEED = model.SEED
+TUNED_FILE = 'tuned_hyperparameters.json'  # pipeline/configs.py's TUNED_HYPERPARAMETERS_FILE.
 ENV_HINT = (f"{project.NAMES['env_var_prefix']}HYPERPARAMETERS_FILE="
             'models/trees_hyperparameters.json')
 # Trees read the whole split at once: big batches only make reading faster.
@@ -118,7 +119,8 @@ def hparams_from(fn_args: FnArgs) -> Dict:
     raise ValueError(
         f'The hyperparameters hold {", ".join(foreign)}, which models/trees.py does not read '
         f'(they are models/model.py\'s): train the trees with their own file, '
-        f'{ENV_HINT}')
+        f'{ENV_HINT}, and an output root without {TUNED_FILE} (--tune saves '
+        f'models/model.py\'s values there, and runs prefer it)')
   return hparams
 
 
