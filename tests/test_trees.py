@@ -363,3 +363,63 @@ def test_the_client_gets_the_in_process_answers(trees_server, in_process, transp
   expected = in_process['serving_default'](_complete(rows))
   np.testing.assert_array_equal(_float32([p['probability'] for p in got]), expected)
   assert [p['class'] for p in got] == [int(p > 0.5) for p in expected]
+
+
+# ---- the multi-class example ------------------------------------------------------------
+
+def _iris_env():
+  import examples
+  env = {k: v for k, v in os.environ.items() if not k.startswith(configs.ENV_PREFIX)}
+  env.update({'PYTHONPATH': str(REPO), 'TF_USE_LEGACY_KERAS': '1', 'TF_CPP_MIN_LOG_LEVEL': '3',
+              examples.SWITCH: 'iris', 'TAXI_RUN_FN': 'models.trees.run_fn',
+              'TAXI_HYPERPARAMETERS_FILE': 'models/trees_hyperparameters.json'})
+  return env
+
+
+def _run_iris(*args):
+  import subprocess
+  import sys
+  result = subprocess.run([sys.executable, *args], cwd=REPO, env=_iris_env(),
+                          capture_output=True, text=True, timeout=1200)
+  assert result.returncode == 0, f'{args} exited {result.returncode}:\n{result.stderr[-3000:]}'
+  return result.stdout
+
+
+@pytest.mark.slow  # The pipeline and a server, as subprocesses of the iris example.
+def test_iris_trees_are_pushed_and_the_client_gets_the_in_process_answers(tmp_path):
+  import csv
+  import tensorflow as tf
+  from examples import iris
+  from serving.server_process import ServerProcess
+  serving_dir, summary_file = tmp_path / 'serving_model', tmp_path / 'summary.json'
+  _run_iris('local_runner.py', '--output-root', str(tmp_path / 'tfx_output'),
+            '--serving-dir', str(serving_dir), '--summary-json', str(summary_file))
+  summary = json.loads(summary_file.read_text())
+  assert summary['blessed'] and summary['pushed'], summary
+
+  with open(REPO / iris.CONFIG_DEFAULTS['data_root'] / 'span-1' / 'data.csv', newline='') as f:
+    rows = list(csv.DictReader(f))[::15]  # 10 rows, every species.
+  sample = tmp_path / 'rows.csv'
+  with open(sample, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  with ServerProcess('--model_name=iris', f'--model_base_path={serving_dir / "iris"}',
+                     env=_iris_env()) as server:
+    server.wait_until_available('iris')
+    out = _run_iris('-m', 'client.predict', '--rest', server.rest, '--model_name', 'iris',
+                    '--csv', str(sample), '--signature', 'predict_raw')
+  answers = [json.loads(line) for line in out.splitlines()]
+
+  examples = [tf.train.Example(features=tf.train.Features(feature={
+      name: tf.train.Feature(float_list=tf.train.FloatList(value=[float(r[name])]))
+      for name in iris.RAW_FEATURES})).SerializeToString() for r in rows]
+  predict = tf.saved_model.load(summary['pushed_path']).signatures['serving_default']
+  expected = predict(examples=tf.constant(examples))
+  np.testing.assert_array_equal(
+      _float32([[a['probabilities'][c] for c in iris.CLASS_NAMES] for a in answers]),
+      expected['probabilities'].numpy())
+  assert [a['class'] for a in answers] == [c.decode() for c in expected['class'].numpy()]
+  # Setosa is the species any model separates: trees that learnt nothing fail here.
+  assert [a['class'] for a, r in zip(answers, rows) if r[iris.LABEL] == 'setosa'] == \
+      ['setosa'] * sum(r[iris.LABEL] == 'setosa' for r in rows)
