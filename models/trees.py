@@ -20,16 +20,18 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import DataAccessor, FnArgs
 from tfx_bsl.public import tfxio
 
+import examples
 from models import features
 from models import model
 from models import signatures
-from pipeline import project
 
 HPARAMS_FILE = os.path.join(os.path.dirname(__file__), 'trees_hyperparameters.json')
 SEED = model.SEED
 TUNED_FILE = 'tuned_hyperparameters.json'  # pipeline/configs.py's TUNED_HYPERPARAMETERS_FILE.
-ENV_HINT = (f"{project.NAMES['env_var_prefix']}HYPERPARAMETERS_FILE="
-            'models/trees_hyperparameters.json')
+# The project's variable prefix (TAXI_): models/ may not import pipeline/.
+_ENV_PREFIX = examples.SWITCH[:-len('EXAMPLE')]
+ENV_HINT = f'{_ENV_PREFIX}HYPERPARAMETERS_FILE=models/trees_hyperparameters.json'
+
 # Trees read the whole split at once: big batches only make reading faster.
 READ_BATCH_SIZE = 1024
 # The YDF tasks by the example's task. A regression task would add
@@ -89,7 +91,7 @@ def build_model(hparams: Dict) -> tfdf.keras.GradientBoostedTreesModel:
   if features.TASK not in TASKS:
     raise ValueError(f'models/trees.py has no trees for task {features.TASK!r} '
                      f'(it has {", ".join(TASKS)}): add it to TASKS')
-  trees = tfdf.keras.GradientBoostedTreesModel(
+  return tfdf.keras.GradientBoostedTreesModel(
       task=TASKS[features.TASK],
       features=feature_usages(),
       # Only the listed features: a transformed column added later is not
@@ -98,11 +100,6 @@ def build_model(hparams: Dict) -> tfdf.keras.GradientBoostedTreesModel:
       random_seed=int(hparams.get('seed', SEED)),
       verbose=0,
       **tree_arguments(hparams))
-  # Compiled for the metrics only (trees have no optimizer): what
-  # evaluate() reports, as the default family's model.compile does.
-  from models import task  # pylint: disable=g-import-not-at-top
-  trees.compile(metrics=task.keras_metrics())
-  return trees
 
 
 def hparams_from(fn_args: FnArgs) -> Dict:

@@ -411,6 +411,7 @@ def test_iris_trees_are_pushed_and_the_client_gets_the_in_process_answers(tmp_pa
                     '--csv', str(sample), '--signature', 'predict_raw')
   answers = [json.loads(line) for line in out.splitlines()]
 
+  import tensorflow_decision_forests  # noqa: F401  Registers the ops the trees load with.
   examples = [tf.train.Example(features=tf.train.Features(feature={
       name: tf.train.Feature(float_list=tf.train.FloatList(value=[float(r[name])]))
       for name in iris.RAW_FEATURES})).SerializeToString() for r in rows]
