@@ -20,6 +20,16 @@ KNOWN_KEYS = {
     'learning_rate': 'Adam learning rate (build_model)',
     'numeric_buckets': 'one-hot bins of each numeric feature, 0 for none (build_model)',
     'seed': 'training seed: initial weights, dropout, shuffling; default 42 (run_fn)',
+    # The gradient-boosted trees family (models/trees.py, its own
+    # models/trees_hyperparameters.json); 'seed' is its random_seed too.
+    'num_trees': 'most trees grown; early stopping on eval may stop sooner (trees)',
+    'max_depth': 'depth of each tree (trees)',
+    'shrinkage': "learning rate of the boosting, TF-DF's 'shrinkage' (trees)",
+    'min_examples': 'fewest examples in a leaf (trees)',
+    'subsample': 'fraction of the train split each tree sees, default 1 (trees)',
+    'l2_regularization': 'L2 penalty on leaf values, default 0 (trees)',
+    'early_stopping_num_trees_look_ahead':
+        'trees grown past the best eval loss before stopping (trees)',
 }
 
 

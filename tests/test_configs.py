@@ -166,4 +166,6 @@ def test_the_known_keys_are_the_ones_models_model_reads():
   source = (REPO / 'models' / 'model.py').read_text()
   read = set(re.findall(r"hparams(?:\[|\.get\()'(\w+)'", source))
   read |= set(re.findall(r"hp\.Choice\('(\w+)'", source))
+  from models import trees
+  read |= set(trees.TREE_KEYS)
   assert read == set(hyperparameters.KNOWN_KEYS)
