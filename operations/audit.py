@@ -40,8 +40,10 @@ import uuid
 from typing import Dict, Iterator, List, Optional
 
 DIR_NAME = 'audit'  # In the serving dir.
-ATTEMPTED, DONE, FAILED, REFUSED, SKIPPED = 'attempted', 'done', 'failed', 'refused', 'skipped'
-OUTCOMES = (DONE, FAILED, REFUSED, SKIPPED)
+ATTEMPTED, DONE, FAILED, REFUSED = 'attempted', 'done', 'failed', 'refused'
+# Single-record events: a push that was not needed, a decision taken.
+SKIPPED, DECIDED = 'skipped', 'decided'
+OUTCOMES = (DONE, FAILED, REFUSED, SKIPPED, DECIDED)
 # Set by an image build (Dockerfile) where the code has no .git to ask.
 GIT_COMMIT_ENV = 'PIPELINE_GIT_COMMIT'
 _last_time_ns = 0

@@ -197,7 +197,7 @@ def _recorded(config_path: str, model_name: str, action: str, summary: str,
 
 
 def _labels_text(new_labels: Dict[str, int]) -> str:
-  return ' '.join(f'{label}={version}' for label, version in sorted(new_labels.items()))
+  return ' '.join(f'{label}={version}' for label, version in new_labels.items())
 
 
 def canary(config_path: str, model_name: str, version: int,
@@ -258,7 +258,8 @@ def promote(config_path: str, model_name: str,
         raise RolloutError('the monitoring result is about another canary version')
     new = {STABLE: current[CANARY], CANARY: current[CANARY]}
     done = _relabel(config, model, config_path, new)
-    action.finish(audit.DONE, _labels_text(done) + (' (forced)' if force else ''), labels=done)
+    action.finish(audit.DONE, _labels_text(done) + (' (forced)' if force else ''), labels=done,
+                  **justification)
   return done
 
 
