@@ -377,8 +377,9 @@ class TrafficSplit:
 # ---- CLI ---------------------------------------------------------------------------
 
 EPILOG = f"""\
-exit status: 0 done (the new labels printed as JSON); 1 the step was refused or
-failed (the reason on stderr, one line); 2 a usage error.
+exit status: 0 done (the new labels printed as JSON; history: one line per audit
+record); 1 the step was refused or failed (the reason on stderr, one line; the
+audit trail records it too); 2 a usage error.
 
 environment: {configs.ENV_PREFIX}SERVING_CONFIG_FILE (the default --config),
 {configs.ENV_PREFIX}SERVING_DIR (the default serving dir: the generated config's folder and

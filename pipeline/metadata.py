@@ -86,18 +86,24 @@ def custom_property(artifact, name, default=None):
 
 def push_outcome(pushed_model) -> Dict:
   """What a Pusher output says: {'new_version': bool, 'version', 'path',
-  'result': one line}. pipeline/components/pusher.py marks a model the highest
-  version already holds with reused_version=1."""
+  'result': one line, 'audit_record', 'audit_action_id', 'model_card'}.
+  pipeline/components/pusher.py marks a model the highest version already
+  holds with reused_version=1, and names the push's audit record (the
+  decision, pushed or not) and the version's model card (None when the
+  push predates them)."""
+  recorded = {k: custom_property(pushed_model, k)
+              for k in ('audit_record', 'audit_action_id', 'model_card')}
   if custom_property(pushed_model, 'pushed', 0) != 1:
     return {'new_version': False, 'version': None, 'path': None,
-            'result': 'nothing pushed (not blessed)'}
+            'result': 'nothing pushed (not blessed)', **recorded}
   version = custom_property(pushed_model, 'pushed_version')
   path = custom_property(pushed_model, 'pushed_destination', '?')
   if custom_property(pushed_model, 'reused_version', 0) == 1:
     return {'new_version': False, 'version': version, 'path': path,
-            'result': f'not pushed: version {version} already serves this model ({path})'}
+            'result': f'not pushed: version {version} already serves this model ({path})',
+            **recorded}
   return {'new_version': True, 'version': version, 'path': path,
-          'result': f'pushed to {path} (new version {version})'}
+          'result': f'pushed to {path} (new version {version})', **recorded}
 
 
 # ---- one pipeline run --------------------------------------------------------------------

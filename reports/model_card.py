@@ -91,9 +91,11 @@ def model_card_html(facts: Dict) -> str:
 
 
 def write_model_card(version_dir: str, facts: Dict) -> str:
+  """Into a version folder, local or in a bucket; returns its path."""
+  from tfx.dsl.io import fileio
   path = os.path.join(version_dir, CARD_PATH)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'w') as f:
+  fileio.makedirs(os.path.dirname(path))
+  with fileio.open(path, 'w') as f:
     f.write(model_card_html(facts))
   return path
 

@@ -103,6 +103,10 @@ def test_a_push_records_what_was_pushed_and_the_version_carries_its_model_card(t
   # The card is inside the version TF Serving loads, and says what a person needs.
   card = serving_dir / str(version) / 'assets.extra' / 'model_card.html'
   assert done['model_card'] == str(card)
+  # MLMD's PushedModel names them (what the run report links to).
+  outcome = metadata.push_outcome(pushed.mlmd_artifact)
+  assert (outcome['audit_record'], outcome['audit_action_id'], outcome['model_card']) == \
+      (done['path'], done['action_id'], str(card))
   text = _page_text(card)
   auc = f'{attempted["metrics"]["auc"]:.4f}'
   for expected in ('Intended use', 'Known limits', 'Spans 1', 'af243bc10ebf6326',

@@ -49,3 +49,20 @@ def test_a_new_model_goes_above_a_zero_padded_version(tmp_path):
   assert pushed.get_string_custom_property('pushed_version') == '100000000000'
   assert version_dirs(str(serving)) == [99999999999, 100000000000]
   assert pushed.get_int_custom_property('reused_version') == 0
+
+
+def test_a_push_to_a_bucket_is_recorded_and_carries_its_model_card(tmp_path):
+  """A gs:// serving dir has no rename: saved_model.pb goes last, after the
+  card. TensorFlow's in-memory ram:// filesystem stands in for the bucket."""
+  from tfx.dsl.io import fileio
+  from operations import audit
+  serving = f'ram://{tmp_path.name}/serving_model/taxi_big_tipper'
+  pushed = _push(tmp_path, b'a model', serving)
+  version = pushed.get_string_custom_property('pushed_version')
+  assert version_dirs(serving) == [int(version)]
+  for name in ('saved_model.pb', 'fingerprint.pb', 'assets.extra/model_card.html'):
+    assert fileio.exists(f'{serving}/{version}/{name}'), name
+  records = audit.history(f'ram://{tmp_path.name}/serving_model/audit')
+  assert [r['status'] for r in records] == ['attempted', 'done']
+  assert records[-1]['model_card'] == f'{serving}/{version}/assets.extra/model_card.html'
+  assert pushed.get_string_custom_property('audit_record') == records[-1]['path']
