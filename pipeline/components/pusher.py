@@ -180,8 +180,15 @@ class _AtomicPusherExecutor(pusher_executor.Executor):
     # Above every existing version, even one from a clock set ahead.
     version = max(int(time.time()), versions[-1] + 1 if versions else 0)
     final_dir = os.path.join(base_dir, str(version))
+    try:
+      facts = _push_facts(input_dict)
+    except Exception as e:
+      audit.write(trail, model_name, 'push', audit.FAILED,
+                  f'failed before pushing version {version}: reading what it would push '
+                  f'failed: {type(e).__name__}: {e}', version=version, **run)
+      raise
     push = self._push_to_bucket if '://' in base_dir else self._push
-    done = push(model_path, base_dir, final_dir, _push_facts(input_dict), trail, model_name, run)
+    done = push(model_path, base_dir, final_dir, facts, trail, model_name, run)
     io_utils.copy_dir(final_dir, model_push.uri)  # TFX keeps an archive copy.
     _mark_pushed(model_push, final_dir, version)
     model_push.set_int_custom_property('reused_version', 0)
