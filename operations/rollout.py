@@ -60,7 +60,12 @@ RELOAD_ATTEMPTS = 5  # Waits 0.5, 1, 2, 4 s between them: a server still startin
 
 
 class RolloutError(Exception):
-  """A rollout step that must not happen (e.g. promote after a failed comparison)."""
+  """A rollout step that failed or must not happen."""
+
+
+class RolloutRefused(RolloutError):
+  """A step the rules do not allow (e.g. promote after a failed comparison):
+  refused before anything changed (the audit record says `refused`)."""
 
 
 # ---- the config file ---------------------------------------------------------------
@@ -192,8 +197,15 @@ def _recorded(config_path: str, model_name: str, action: str, summary: str,
   """The step's audit records; a failure records the labels it left in force."""
   return audit.recorded(
       audit_dir or default_audit_dir(config_path), model_name, action, summary,
-      refusals=(RolloutError,), config=os.path.abspath(config_path),
-      left_behind=lambda: {'labels': labels(read_config(config_path), model_name)}, **details)
+      refusals=(RolloutRefused,), config=os.path.abspath(config_path),
+      left_behind=lambda: _in_force(config_path, model_name), **details)
+
+
+def _in_force(config_path: str, model_name: str) -> Dict:
+  """The labels and served versions the config file now holds."""
+  model = model_config(read_config(config_path), model_name)
+  return {'labels': dict(model.version_labels),
+          'versions_served': list(model.model_version_policy.specific.versions)}
 
 
 def _labels_text(new_labels: Dict[str, int]) -> str:
@@ -250,12 +262,12 @@ def promote(config_path: str, model_name: str,
   with _recorded(config_path, model_name, 'promote', summary, audit_dir,
                  labels_before=current, **justification) as action:
     if CANARY not in current:
-      raise RolloutError('no canary to promote')
+      raise RolloutRefused('no canary to promote')
     if not force:
       if monitoring_result is None or not canary_passed(monitoring_result):
-        raise RolloutError('canary vs stable comparison has not passed: not promoting')
+        raise RolloutRefused('canary vs stable comparison has not passed: not promoting')
       if monitoring_result['labels'].get(CANARY) != current[CANARY]:
-        raise RolloutError('the monitoring result is about another canary version')
+        raise RolloutRefused('the monitoring result is about another canary version')
     new = {STABLE: current[CANARY], CANARY: current[CANARY]}
     done = _relabel(config, model, config_path, new)
     action.finish(audit.DONE, _labels_text(done) + (' (forced)' if force else ''), labels=done,
@@ -273,7 +285,7 @@ def rollback(config_path: str, model_name: str,
                  f'canary back to stable version {current.get(STABLE)}', audit_dir,
                  labels_before=current) as action:
     if STABLE not in current:
-      raise RolloutError('no stable version to roll back to')
+      raise RolloutRefused('no stable version to roll back to')
     new = {STABLE: current[STABLE], CANARY: current[STABLE]}
     done = _relabel(config, model, config_path, new)
     action.finish(audit.DONE, _labels_text(done), labels=done)
@@ -449,7 +461,7 @@ def _reload(args) -> None:
   the server applied it at once."""
   model_name = ','.join(m.name for m in read_config(args.config).model_config_list.config)
   with audit.recorded(args.audit_dir, model_name, 'reload', f'reload at {args.reload}',
-                      refusals=(RolloutError,), config=os.path.abspath(args.config)):
+                      config=os.path.abspath(args.config)):
     reload(args.reload, args.config)
 
 

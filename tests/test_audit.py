@@ -14,12 +14,11 @@ import pytest
 from tfx.types import standard_artifacts
 
 from operations import audit, retrain, rollout
-from pipeline import configs
 from pipeline import metadata
 from pipeline.components import pusher
 from tests import conftest
 from tests.test_monitoring import MODEL, model_server_config
-from tests.test_pusher import _push, _saved_model
+from tests.test_pusher import _push
 
 PREBUILT_OUTPUT = '/work/prebuilt/tfx_output'
 PREBUILT_PIPELINE = 'taxi-big-tipper'
@@ -223,7 +222,8 @@ def test_a_promote_whose_config_write_fails_is_recorded_as_failed(tmp_path, monk
   assert attempted['forced'] and attempted['action_id'] == failed['action_id']
   assert 'No space left on device' in failed['error']
   # What the failure left in force: the labels as they were.
-  assert failed['left_behind'] == {'labels': {'stable': 1, 'canary': 2}}
+  assert failed['left_behind'] == {'labels': {'stable': 1, 'canary': 2},
+                                   'versions_served': [1, 2]}
   assert open(path).read() == before
   assert 'promote  failed' in audit.format_history(records)
 
@@ -259,3 +259,21 @@ def test_a_retrain_decision_records_what_justified_it(tmp_path):
   assert record['reason'] == decision.reason and record['latest_span_on_disk'] == 1
   assert record['monitoring']['findings'] == {'skew': ['fare'], 'drift': []}
   assert record['monitoring']['source'] == str(result)
+
+
+def test_a_canary_whose_version_never_loads_is_recorded_half_done(tmp_path):
+  path = str(tmp_path / 'models.config')
+  rollout.write_config(model_server_config('/models/taxi', tmp_path / 'logs'), path)
+  rollout.canary(path, MODEL, 1)
+
+  def never_loads(version):
+    raise rollout.RolloutError(f'version {version} did not become AVAILABLE in 120s')
+
+  with pytest.raises(rollout.RolloutError):
+    rollout.canary(path, MODEL, 2, never_loads)
+  failed = audit.history(str(tmp_path / 'audit'), MODEL)[-1]
+  assert (failed['action'], failed['status']) == ('canary', 'failed')
+  assert 'did not become AVAILABLE' in failed['error']
+  # Step 1 (serve version 2) happened, step 2 (the label) did not.
+  assert failed['left_behind'] == {'labels': {'stable': 1, 'canary': 1},
+                                   'versions_served': [1, 2]}
