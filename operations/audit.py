@@ -44,7 +44,8 @@ ATTEMPTED, DONE, FAILED, REFUSED = 'attempted', 'done', 'failed', 'refused'
 # Single-record events: a push that was not needed, a decision taken.
 SKIPPED, DECIDED = 'skipped', 'decided'
 OUTCOMES = (DONE, FAILED, REFUSED, SKIPPED, DECIDED)
-# Set by an image build (Dockerfile) where the code has no .git to ask.
+# Set by an image build (Dockerfile) where the code has no .git to ask:
+# `<commit>` or `<commit>-dirty`.
 GIT_COMMIT_ENV = 'PIPELINE_GIT_COMMIT'
 _last_time_ns = 0
 
@@ -95,7 +96,12 @@ def code_version(repo: Optional[str] = None) -> Dict:
       _code_cache[repo] = {'git_commit': commit, 'git_dirty': bool(status),
                            'source': f'git checkout {repo}'}
     elif os.environ.get(GIT_COMMIT_ENV):
-      _code_cache[repo] = {'git_commit': os.environ[GIT_COMMIT_ENV], 'git_dirty': None,
+      # `<commit>` or `<commit>-dirty`, as the image build wrote it.
+      commit, dirty = os.environ[GIT_COMMIT_ENV], None
+      if commit not in ('', 'unknown'):
+        dirty = commit.endswith('-dirty')
+        commit = commit[:-len('-dirty')] if dirty else commit
+      _code_cache[repo] = {'git_commit': commit, 'git_dirty': dirty,
                            'source': f'${GIT_COMMIT_ENV} (set when the image was built)'}
     else:
       _code_cache[repo] = {'git_commit': 'unknown', 'git_dirty': None,

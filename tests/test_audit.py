@@ -277,3 +277,16 @@ def test_a_canary_whose_version_never_loads_is_recorded_half_done(tmp_path):
   # Step 1 (serve version 2) happened, step 2 (the label) did not.
   assert failed['left_behind'] == {'labels': {'stable': 1, 'canary': 1},
                                    'versions_served': [1, 2]}
+
+
+def test_code_without_a_git_checkout_reports_the_commit_the_image_was_built_from(
+    tmp_path, monkeypatch):
+  # A container image: the code has no .git; the build set $PIPELINE_GIT_COMMIT.
+  monkeypatch.setenv(audit.GIT_COMMIT_ENV, 'abc123-dirty')
+  assert audit.code_version(str(tmp_path)) == {
+      'git_commit': 'abc123', 'git_dirty': True,
+      'source': f'${audit.GIT_COMMIT_ENV} (set when the image was built)'}
+  monkeypatch.delenv(audit.GIT_COMMIT_ENV)
+  audit._code_cache.clear()
+  unknown = audit.code_version(str(tmp_path))
+  assert unknown['git_commit'] == 'unknown' and 'not a git checkout' in unknown['source']
