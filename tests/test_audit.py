@@ -96,6 +96,9 @@ def test_a_push_records_what_was_pushed_and_the_version_carries_its_model_card(t
   assert {'metric': 'auc', 'slices': 'overall', 'value': {'lowerBound': 0.8}, 'change': {}} in \
       attempted['evaluation']['thresholds']
   assert attempted['spans'] == [1] and attempted['code_fingerprint'] == 'af243bc10ebf6326'
+  # The done record, which the run report links, holds the same facts.
+  assert {k: done[k] for k in ('blessing', 'evaluation', 'metrics', 'training', 'spans')} == \
+      {k: attempted[k] for k in ('blessing', 'evaluation', 'metrics', 'training', 'spans')}
   by = attempted['by']
   assert by['code']['git_commit'] == _git_head() and by['host'] and by['user']
   assert by['command'] and by['pid'] == os.getpid()

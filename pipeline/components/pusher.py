@@ -218,9 +218,11 @@ class _AtomicPusherExecutor(pusher_executor.Executor):
       except BaseException:
         shutil.rmtree(staging_dir, ignore_errors=True)  # TF Serving ignores it; tidy anyway.
         raise
+      # Self-contained: the run report links this record.
       action.finish(audit.DONE, f'version {version} pushed to {final_dir}', version=version,
                     destination=final_dir,
-                    model_card=os.path.join(final_dir, os.path.relpath(card, staging_dir)))
+                    model_card=os.path.join(final_dir, os.path.relpath(card, staging_dir)),
+                    **run, **_recorded_facts(facts))
     return action.outcome
 
   @staticmethod
@@ -245,7 +247,7 @@ class _AtomicPusherExecutor(pusher_executor.Executor):
           fileio.rmtree(final_dir)  # Never a numeric folder without its model.
         raise
       action.finish(audit.DONE, f'version {version} pushed to {final_dir}', version=version,
-                    destination=final_dir, model_card=card)
+                    destination=final_dir, model_card=card, **run, **_recorded_facts(facts))
     return action.outcome
 
   @staticmethod
