@@ -6,7 +6,7 @@ drift beyond the schema's thresholds. `python local_runner.py
 --retrain-if-needed` asks this module, says what it decided and why, and
 runs the pipeline only if needed.
 
-A decision to retrain is recorded in the audit trail (operations/audit.py,
+A decision to retrain is recorded in the audit trail (pipeline/audit.py,
 <serving dir>/audit/) with what justified it: the new span, or the
 monitoring result (its findings, file and sha256). A decision not to
 retrain changes nothing served and is not recorded.
@@ -18,7 +18,7 @@ import os
 import re
 from typing import NamedTuple, Optional
 
-from operations import audit
+from pipeline import audit
 from pipeline.configs import PipelineConfig
 
 _SPAN_DIR = re.compile(r'span-(\d+)$')

@@ -30,7 +30,7 @@ steps: first the policy (the server loads it), then the label.
 The server picks the file up at its next --model_config_file_poll_wait_seconds
 poll, or at once with --reload HOST:PORT (ModelService.HandleReloadConfigRequest).
 
-Every step is recorded in the audit trail (operations/audit.py), by default
+Every step is recorded in the audit trail (pipeline/audit.py), by default
 <the config's folder>/audit/, the serving dir's, where the Pusher records its
 pushes: `attempted`, then `done`, `refused` (e.g. a promote whose comparison
 did not pass) or `failed` (with the labels the failure left in force).
@@ -49,7 +49,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
-from operations import audit
+from pipeline import audit
 from pipeline import configs
 
 STABLE, CANARY = 'stable', 'canary'

@@ -13,7 +13,8 @@ from html.parser import HTMLParser
 import pytest
 from tfx.types import standard_artifacts
 
-from operations import audit, retrain, rollout
+from operations import retrain, rollout
+from pipeline import audit
 from pipeline import metadata
 from pipeline.components import pusher
 from tests import conftest

@@ -9,7 +9,8 @@ import pytest
 import local_runner
 from pipeline import configs
 from pipeline import metadata
-from operations import audit, retrain
+from operations import retrain
+from pipeline import audit
 from tests.conftest import sample_rows, small_config, write_csv
 
 

@@ -55,7 +55,7 @@ def test_a_push_to_a_bucket_is_recorded_and_carries_its_model_card(tmp_path):
   """A gs:// serving dir has no rename: saved_model.pb goes last, after the
   card. TensorFlow's in-memory ram:// filesystem stands in for the bucket."""
   from tfx.dsl.io import fileio
-  from operations import audit
+  from pipeline import audit
   serving = f'ram://{tmp_path.name}/serving_model/taxi_big_tipper'
   pushed = _push(tmp_path, b'a model', serving)
   version = pushed.get_string_custom_property('pushed_version')
@@ -72,7 +72,7 @@ def test_a_bucket_push_failing_half_way_leaves_no_version_and_a_failed_record(tm
                                                                              monkeypatch):
   import pytest
   from tfx.dsl.io import fileio
-  from operations import audit
+  from pipeline import audit
   from pipeline.components import pusher
   serving = f'ram://{tmp_path.name}/serving_model/taxi_big_tipper'
 

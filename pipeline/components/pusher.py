@@ -3,8 +3,8 @@ serving directory only once it is complete (written aside, then renamed; in
 a bucket, which has no rename, saved_model.pb last, as TFX's Pusher does),
 always as the new highest version (the one TF Serving serves), and not at all
 when the highest version already holds the model. Every push, and every
-decision not to push, is recorded in the audit trail (operations/audit.py),
-and every pushed version carries its model card (reports/model_card.py)."""
+decision not to push, is recorded in the audit trail (pipeline/audit.py),
+and every pushed version carries its model card (pipeline/model_card.py)."""
 
 import os
 import shutil
@@ -21,9 +21,9 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import proto_utils
 
-from operations import audit
+from pipeline import audit
 from pipeline import metadata
-from reports import model_card
+from pipeline import model_card
 
 
 def version_dirs(base_dir: str) -> List[int]:

@@ -9,25 +9,51 @@ record (pipeline/components/pusher.py reads them from the Evaluator's output
 and, when the run's metadata is reachable, MLMD); the texts from the
 example's description (examples/<name>.py: INTENDED_USE and KNOWN_LIMITS when
 it has them, else the defaults below).
+
+It is rendered here, not in reports/: the Pusher (pipeline/) writes it, and
+the pipeline comes before reports/ in the project's layering
+(tests/test_layout.py). Same rules as reports/render.py: autoescaped Jinja2,
+undefined values an error.
 """
 
+import math
 import os
 from typing import Dict, List
 
+import jinja2
+
 from pipeline import metadata
-from reports.render import number, render
 
 CARD_PATH = os.path.join('assets.extra', 'model_card.html')
 # Shown first, in this order; any other metric after them.
 LEADING_METRICS = ('examples', 'auc', 'accuracy', 'precision', 'recall')
 
 
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
+
+
+def _render(**values) -> str:
+  environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                   undefined=jinja2.StrictUndefined, trim_blocks=True,
+                                   lstrip_blocks=True)
+  return environment.get_template('model_card.html.j2').render(**values)
+
+
+def number(value, count: bool = False) -> str:
+  """As reports/render.py shows numbers: 4,966 for counts, 0.8916 for rates."""
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return 'n/a'
+  if count or isinstance(value, int):
+    return f'{int(round(value)):,}'
+  return f'{value:.4f}' if isinstance(value, float) else str(value)
+
+
 def _example_texts(thresholds: List[Dict]) -> Dict:
-  import examples
-  example = examples.selected()
+  from models import features  # The selected example (examples/<name>.py).
+  example = features.EXAMPLE
   summary = ' '.join((example.__doc__ or '').strip().split('\n\n')[0].split())
   intended = getattr(example, 'INTENDED_USE', None) or (
-      f'{summary} ({example.TASK.replace("_", " ")}, example {examples.selected_name()!r}). '
+      f'{summary} ({example.TASK.replace("_", " ")}, example {features.EXAMPLE_NAME!r}). '
       'Served through the signatures of this SavedModel by TF Serving or serving.server; '
       'fit for the population and period of the training spans below only.')
   gated = sorted({t['slices'] for t in thresholds})
@@ -86,8 +112,7 @@ def model_card_html(facts: Dict) -> str:
           'code': by['code'], **_example_texts(facts['evaluation'].get('thresholds', [])),
           'evaluation': _evaluation(facts['evaluation'], facts['blessing']),
           'training': _training(facts['training'])}
-  return render('model_card.html.j2', title=f'Model card: {facts["model"]} version '
-                f'{facts["version"]}', card=card)
+  return _render(title=f'Model card: {facts["model"]} version {facts["version"]}', card=card)
 
 
 def write_model_card(version_dir: str, facts: Dict) -> str:
