@@ -195,6 +195,9 @@ def default_audit_dir(config_path: str) -> str:
 def _recorded(config_path: str, model_name: str, action: str, summary: str,
               audit_dir: Optional[str], **details):
   """The step's audit records; a failure records the labels it left in force."""
+  if _is_template(config_path):  # Before any record: none goes into the source tree.
+    raise RolloutError(f'{config_path} is the tracked template: the rollout writes the '
+                       f'generated config instead (python -m operations.rollout init)')
   return audit.recorded(
       audit_dir or default_audit_dir(config_path), model_name, action, summary,
       refusals=(RolloutRefused,), config=os.path.abspath(config_path),

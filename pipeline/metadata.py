@@ -449,7 +449,8 @@ def metric_thresholds(evaluation_uri: str) -> List[Dict]:
   """The thresholds the Evaluator judged with, from its eval_config.json:
   [{'metric', 'slices', 'value': {lowerBound/upperBound}, 'change': {...}}]."""
   import json
-  with open(os.path.join(evaluation_uri, 'eval_config.json')) as f:
+  from tfx.dsl.io import fileio  # The Evaluator's output may be in a bucket.
+  with fileio.open(os.path.join(evaluation_uri, 'eval_config.json')) as f:
     eval_config = json.load(f)['evalConfig']
   rows = []
   for spec in eval_config.get('metricsSpecs', []):
@@ -470,7 +471,8 @@ def metric_thresholds(evaluation_uri: str) -> List[Dict]:
 def validation_passed(evaluation_uri: str) -> Optional[bool]:
   """The Evaluator's verdict on its thresholds (validations.tfrecord)."""
   import tensorflow_model_analysis as tfma
-  if not os.path.exists(os.path.join(evaluation_uri, 'validations.tfrecord')):
+  from tfx.dsl.io import fileio
+  if not fileio.exists(os.path.join(evaluation_uri, 'validations.tfrecord')):
     return None
   return tfma.load_validation_result(evaluation_uri).validation_ok
 

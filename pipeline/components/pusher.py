@@ -86,7 +86,7 @@ def _evaluation_facts(blessing_uri: str) -> Dict:
     uri = metadata.evaluation_of_blessing(blessing_uri)
   except LookupError as e:
     return {'unavailable': str(e)}
-  if not os.path.isfile(os.path.join(uri, 'eval_config.json')):
+  if not fileio.exists(os.path.join(uri, 'eval_config.json')):
     return {'unavailable': f'no Evaluator output at {uri} beside the blessing {blessing_uri}'}
   return {'uri': uri, 'validation_ok': metadata.validation_passed(uri),
           'thresholds': metadata.metric_thresholds(uri),
@@ -127,7 +127,7 @@ def _recorded_facts(facts: Dict) -> Dict:
       'blessing': facts['blessing'],
       'evaluation': {k: v for k, v in evaluation.items() if k != 'slices'},
       'metrics': overall[0] if overall else None,
-      'training': {k: v for k, v in training.items() if k != 'examples'},
+      'training': training,  # Spans with their examples' and statistics' URIs.
       'spans': training.get('spans'),
       'code_fingerprint': training.get('trainer_code_fingerprint'),
   }
