@@ -5,6 +5,11 @@ trained on has arrived, or when monitoring of served traffic found skew or
 drift beyond the schema's thresholds. `python local_runner.py
 --retrain-if-needed` asks this module, says what it decided and why, and
 runs the pipeline only if needed.
+
+A decision to retrain is recorded in the audit trail (pipeline/audit.py,
+<serving dir>/audit/) with what justified it: the new span, or the
+monitoring result (its findings, file and sha256). A decision not to
+retrain changes nothing served and is not recorded.
 """
 
 import glob
@@ -13,6 +18,7 @@ import os
 import re
 from typing import NamedTuple, Optional
 
+from pipeline import audit
 from pipeline.configs import PipelineConfig
 
 _SPAN_DIR = re.compile(r'span-(\d+)$')
@@ -64,8 +70,7 @@ def latest_span_trained_on(config: PipelineConfig) -> Optional[int]:
   return max((s for s in spans if s is not None), default=None)
 
 
-def monitoring_found_problems(result_path: Optional[str]) -> Optional[str]:
-  """What a monitoring result reports as skew/drift, or None if nothing."""
+def _read_monitoring(result_path: Optional[str]) -> Optional[dict]:
   if not result_path:
     return None
   if not os.path.isfile(result_path):
@@ -73,7 +78,14 @@ def monitoring_found_problems(result_path: Optional[str]) -> Optional[str]:
         f'no monitoring result at {result_path}: pass the monitoring.json that '
         'operations.monitoring wrote')
   with open(result_path) as f:
-    result = json.load(f)
+    return json.load(f)
+
+
+def monitoring_found_problems(result_path: Optional[str]) -> Optional[str]:
+  """What a monitoring result reports as skew/drift, or None if nothing."""
+  result = _read_monitoring(result_path)
+  if result is None:
+    return None
   from operations import monitoring  # The monitoring job owns its format.
   if not monitoring.drift_or_skew_found(result):
     return None
@@ -81,6 +93,25 @@ def monitoring_found_problems(result_path: Optional[str]) -> Optional[str]:
 
 
 def decide(config: PipelineConfig, monitoring_result: Optional[str] = None) -> Decision:
+  """Whether to run the pipeline again, and why; a decision to run is recorded."""
+  decision = _decide(config, monitoring_result)
+  if decision.run:
+    _record(config, decision, monitoring_result)
+  return decision
+
+
+def _record(config: PipelineConfig, decision: Decision, monitoring_result: Optional[str]) -> None:
+  details = {'reason': decision.reason, 'monitoring_only': decision.monitoring_only,
+             'data_root': config.path(config.data_root),
+             'latest_span_on_disk': latest_span_on_disk(config)}
+  result = _read_monitoring(monitoring_result)
+  if result is not None:
+    details['monitoring'] = audit.monitoring_summary(result, os.path.abspath(monitoring_result))
+  audit.write(audit.audit_dir(config.path(config.serving_dir)), config.model_name, 'retrain',
+              audit.DECIDED, f'retraining: {decision.reason}', **details)
+
+
+def _decide(config: PipelineConfig, monitoring_result: Optional[str]) -> Decision:
   problem = monitoring_found_problems(monitoring_result)
   on_disk, ingested = latest_span_on_disk(config), latest_span_trained_on(config)
   if on_disk is None:

@@ -29,6 +29,13 @@ steps: first the policy (the server loads it), then the label.
 
 The server picks the file up at its next --model_config_file_poll_wait_seconds
 poll, or at once with --reload HOST:PORT (ModelService.HandleReloadConfigRequest).
+
+Every step is recorded in the audit trail (pipeline/audit.py), by default
+<the config's folder>/audit/, the serving dir's, where the Pusher records its
+pushes: `attempted`, then `done`, `refused` (e.g. a promote whose comparison
+did not pass) or `failed` (with the labels the failure left in force).
+
+    python -m operations.rollout history taxi_big_tipper
 """
 
 import os
@@ -42,6 +49,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
+from pipeline import audit
 from pipeline import configs
 
 STABLE, CANARY = 'stable', 'canary'
@@ -52,7 +60,12 @@ RELOAD_ATTEMPTS = 5  # Waits 0.5, 1, 2, 4 s between them: a server still startin
 
 
 class RolloutError(Exception):
-  """A rollout step that must not happen (e.g. promote after a failed comparison)."""
+  """A rollout step that failed or must not happen."""
+
+
+class RolloutRefused(RolloutError):
+  """A step the rules do not allow (e.g. promote after a failed comparison):
+  refused before anything changed (the audit record says `refused`)."""
 
 
 # ---- the config file ---------------------------------------------------------------
@@ -174,20 +187,53 @@ def _relabel(config, model, config_path: str, new_labels: Dict[str, int]) -> Dic
 # ---- the steps ---------------------------------------------------------------------
 
 
+def default_audit_dir(config_path: str) -> str:
+  """Beside the config, in the serving dir (where the Pusher records pushes)."""
+  return audit.audit_dir(os.path.dirname(os.path.abspath(config_path)))
+
+
+def _recorded(config_path: str, model_name: str, action: str, summary: str,
+              audit_dir: Optional[str], **details):
+  """The step's audit records; a failure records the labels it left in force."""
+  if _is_template(config_path):  # Before any record: none goes into the source tree.
+    raise RolloutError(f'{config_path} is the tracked template: the rollout writes the '
+                       f'generated config instead (python -m operations.rollout init)')
+  return audit.recorded(
+      audit_dir or default_audit_dir(config_path), model_name, action, summary,
+      refusals=(RolloutRefused,), config=os.path.abspath(config_path),
+      left_behind=lambda: _in_force(config_path, model_name), **details)
+
+
+def _in_force(config_path: str, model_name: str) -> Dict:
+  """The labels and served versions the config file now holds."""
+  model = model_config(read_config(config_path), model_name)
+  return {'labels': dict(model.version_labels),
+          'versions_served': list(model.model_version_policy.specific.versions)}
+
+
+def _labels_text(new_labels: Dict[str, int]) -> str:
+  return ' '.join(f'{label}={version}' for label, version in new_labels.items())
+
+
 def canary(config_path: str, model_name: str, version: int,
-           wait_until_loaded: Optional[Callable[[int], None]] = None) -> Dict[str, int]:
+           wait_until_loaded: Optional[Callable[[int], None]] = None,
+           audit_dir: Optional[str] = None) -> Dict[str, int]:
   """Labels version `canary`; `stable` stays (the first version gets both)."""
   config = read_config(config_path)
   model = model_config(config, model_name)
   current = dict(model.version_labels)
   new = {STABLE: current.get(STABLE, version), CANARY: version}
-  # Step 1: serve the new version beside the labelled ones, labels unchanged.
-  _serve_exactly(model, list(current.values()) + [version])
-  write_config(config, config_path)
-  if wait_until_loaded is not None:
-    wait_until_loaded(version)
-  # Step 2: the label, now that the version can take it.
-  return _relabel(config, model, config_path, new)
+  with _recorded(config_path, model_name, 'canary', f'canary to version {version}', audit_dir,
+                 version=version, labels_before=current, labels_intended=new) as action:
+    # Step 1: serve the new version beside the labelled ones, labels unchanged.
+    _serve_exactly(model, list(current.values()) + [version])
+    write_config(config, config_path)
+    if wait_until_loaded is not None:
+      wait_until_loaded(version)
+    # Step 2: the label, now that the version can take it.
+    done = _relabel(config, model, config_path, new)
+    action.finish(audit.DONE, _labels_text(done), labels=done)
+  return done
 
 
 def canary_passed(monitoring_result: Dict) -> bool:
@@ -201,31 +247,52 @@ def canary_passed(monitoring_result: Dict) -> bool:
 
 
 def promote(config_path: str, model_name: str,
-            monitoring_result: Optional[Dict] = None, force: bool = False) -> Dict[str, int]:
-  """`stable` moves to the canary version, if the comparison passed."""
+            monitoring_result: Optional[Dict] = None, force: bool = False,
+            audit_dir: Optional[str] = None,
+            monitoring_source: Optional[str] = None) -> Dict[str, int]:
+  """`stable` moves to the canary version, if the comparison passed.
+
+  The record holds the comparison that justified it (monitoring_source: the
+  file it was read from), or says it was forced.
+  """
   config = read_config(config_path)
   model = model_config(config, model_name)
   current = dict(model.version_labels)
-  if CANARY not in current:
-    raise RolloutError('no canary to promote')
-  if not force:
-    if monitoring_result is None or not canary_passed(monitoring_result):
-      raise RolloutError('canary vs stable comparison has not passed: not promoting')
-    if monitoring_result['labels'].get(CANARY) != current[CANARY]:
-      raise RolloutError('the monitoring result is about another canary version')
-  new = {STABLE: current[CANARY], CANARY: current[CANARY]}
-  return _relabel(config, model, config_path, new)
+  justification = {'forced': force}
+  if monitoring_result is not None:
+    justification['monitoring'] = audit.monitoring_summary(monitoring_result, monitoring_source)
+  summary = f'stable to canary version {current.get(CANARY)}' + (' (forced)' if force else '')
+  with _recorded(config_path, model_name, 'promote', summary, audit_dir,
+                 labels_before=current, **justification) as action:
+    if CANARY not in current:
+      raise RolloutRefused('no canary to promote')
+    if not force:
+      if monitoring_result is None or not canary_passed(monitoring_result):
+        raise RolloutRefused('canary vs stable comparison has not passed: not promoting')
+      if monitoring_result['labels'].get(CANARY) != current[CANARY]:
+        raise RolloutRefused('the monitoring result is about another canary version')
+    new = {STABLE: current[CANARY], CANARY: current[CANARY]}
+    done = _relabel(config, model, config_path, new)
+    action.finish(audit.DONE, _labels_text(done) + (' (forced)' if force else ''), labels=done,
+                  **justification)
+  return done
 
 
-def rollback(config_path: str, model_name: str) -> Dict[str, int]:
+def rollback(config_path: str, model_name: str,
+             audit_dir: Optional[str] = None) -> Dict[str, int]:
   """`canary` moves back to the stable version."""
   config = read_config(config_path)
   model = model_config(config, model_name)
   current = dict(model.version_labels)
-  if STABLE not in current:
-    raise RolloutError('no stable version to roll back to')
-  new = {STABLE: current[STABLE], CANARY: current[STABLE]}
-  return _relabel(config, model, config_path, new)
+  with _recorded(config_path, model_name, 'rollback',
+                 f'canary back to stable version {current.get(STABLE)}', audit_dir,
+                 labels_before=current) as action:
+    if STABLE not in current:
+      raise RolloutRefused('no stable version to roll back to')
+    new = {STABLE: current[STABLE], CANARY: current[STABLE]}
+    done = _relabel(config, model, config_path, new)
+    action.finish(audit.DONE, _labels_text(done), labels=done)
+  return done
 
 
 # ---- talking to a server --------------------------------------------------------------
@@ -325,8 +392,9 @@ class TrafficSplit:
 # ---- CLI ---------------------------------------------------------------------------
 
 EPILOG = f"""\
-exit status: 0 done (the new labels printed as JSON); 1 the step was refused or
-failed (the reason on stderr, one line); 2 a usage error.
+exit status: 0 done (the new labels printed as JSON; history: one line per audit
+record); 1 the step was refused or failed (the reason on stderr, one line; the
+audit trail records it too); 2 a usage error.
 
 environment: {configs.ENV_PREFIX}SERVING_CONFIG_FILE (the default --config),
 {configs.ENV_PREFIX}SERVING_DIR (the default serving dir: the generated config's folder and
@@ -345,6 +413,8 @@ def parse_args(argv):
                       'the server polls the file)')
   parser.add_argument('--rest', default='',
                       help='REST URL: canary waits until the version is AVAILABLE (default: none)')
+  parser.add_argument('--audit-dir', default='',
+                      help='the audit trail (default: audit/ beside --config)')
   commands = parser.add_subparsers(dest='command', required=True)
   step = commands.add_parser('init', help='write --config from the tracked template')
   step.add_argument('--serving-dir', default=os.path.dirname(default_config_path()),
@@ -364,6 +434,9 @@ def parse_args(argv):
   step.add_argument('model_name')
   step = commands.add_parser('show', help='print the labels')
   step.add_argument('model_name')
+  step = commands.add_parser('history', help='print the audit trail, oldest first')
+  step.add_argument('model_name', nargs='?', help='only this model\'s records')
+  step.add_argument('--json', action='store_true', help='one JSON record per line')
   return parser.parse_args(argv)
 
 
@@ -378,14 +451,35 @@ def _read_monitoring(path: str) -> Dict:
                        f'that python -m operations.monitoring wrote') from None
 
 
+def _history(args) -> str:
+  """The records, one line each (or one JSON object each)."""
+  records = audit.history(args.audit_dir, args.model_name)
+  if args.json:
+    return '\n'.join(json.dumps(r, sort_keys=True) for r in records)
+  return audit.format_history(records)
+
+
+def _reload(args) -> None:
+  """A recorded reload: the config is written either way; this says whether
+  the server applied it at once."""
+  model_name = ','.join(m.name for m in read_config(args.config).model_config_list.config)
+  with audit.recorded(args.audit_dir, model_name, 'reload', f'reload at {args.reload}',
+                      config=os.path.abspath(args.config)):
+    reload(args.reload, args.config)
+
+
 def _run(args) -> Dict:
   if _is_template(args.config):
     raise RolloutError(f'{args.config} is the tracked template, which the rollout never '
                        f'rewrites: use the generated config (init writes {default_config_path()})')
   if args.command == 'init':
-    if init(args.config, args.serving_dir, args.template, args.force):
-      return {'written': args.config}
-    return {'kept': args.config}  # It holds the current labels.
+    if os.path.exists(args.config) and not args.force:
+      return {'kept': args.config}  # It holds the current labels.
+    with audit.recorded(args.audit_dir, '*', 'init', f'{args.config} from {args.template}'
+                        + (' (--force: labels dropped)' if args.force else ''),
+                        config=os.path.abspath(args.config), serving_dir=args.serving_dir):
+      init(args.config, args.serving_dir, args.template, force=True)
+    return {'written': args.config}
   if not os.path.exists(args.config):
     raise RolloutError(f'no serving config at {args.config}: create it with '
                        f'python -m operations.rollout --config {args.config} init')
@@ -393,19 +487,20 @@ def _run(args) -> Dict:
     wait = None
     if args.reload:
       def wait(version, _wait=waiter(args.rest, args.model_name) if args.rest else None):
-        reload(args.reload, args.config)
+        _reload(args)
         if _wait:
           _wait(version)
-    new = canary(args.config, args.model_name, args.version, wait)
+    new = canary(args.config, args.model_name, args.version, wait, args.audit_dir)
   elif args.command == 'promote':
     result = _read_monitoring(args.monitoring) if args.monitoring else None
-    new = promote(args.config, args.model_name, result, args.force)
+    new = promote(args.config, args.model_name, result, args.force, args.audit_dir,
+                  monitoring_source=os.path.abspath(args.monitoring) if args.monitoring else None)
   elif args.command == 'rollback':
-    new = rollback(args.config, args.model_name)
+    new = rollback(args.config, args.model_name, args.audit_dir)
   else:
     return labels(read_config(args.config), args.model_name)
   if args.reload:
-    reload(args.reload, args.config)
+    _reload(args)
   return new
 
 
@@ -413,10 +508,14 @@ def main(argv=None) -> int:
   import warnings
   warnings.filterwarnings('ignore', category=FutureWarning)  # Google libraries' Python notices.
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  args.audit_dir = args.audit_dir or default_audit_dir(args.config)
   from google.protobuf import text_format
   try:
-    new = _run(args)
-  except RolloutError as e:
+    if args.command == 'history':
+      output = _history(args)
+    else:
+      output = json.dumps(_run(args), sort_keys=True)
+  except (RolloutError, audit.AuditError) as e:
     print(f'rollout: {e}', file=sys.stderr)
     return 1
   except text_format.ParseError as e:
@@ -427,7 +526,7 @@ def main(argv=None) -> int:
     print(f'rollout: {e.filename or args.config}: {e.strerror}', file=sys.stderr)
     return 1
   try:
-    print(json.dumps(new, sort_keys=True))
+    print(output)
     sys.stdout.flush()
   except BrokenPipeError:  # `| head`: the reader left; the step itself is done.
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -86,18 +86,24 @@ def custom_property(artifact, name, default=None):
 
 def push_outcome(pushed_model) -> Dict:
   """What a Pusher output says: {'new_version': bool, 'version', 'path',
-  'result': one line}. pipeline/components/pusher.py marks a model the highest
-  version already holds with reused_version=1."""
+  'result': one line, 'audit_record', 'audit_action_id', 'model_card'}.
+  pipeline/components/pusher.py marks a model the highest version already
+  holds with reused_version=1, and names the push's audit record (the
+  decision, pushed or not) and the version's model card (None when the
+  push predates them)."""
+  recorded = {k: custom_property(pushed_model, k)
+              for k in ('audit_record', 'audit_action_id', 'model_card')}
   if custom_property(pushed_model, 'pushed', 0) != 1:
     return {'new_version': False, 'version': None, 'path': None,
-            'result': 'nothing pushed (not blessed)'}
+            'result': 'nothing pushed (not blessed)', **recorded}
   version = custom_property(pushed_model, 'pushed_version')
   path = custom_property(pushed_model, 'pushed_destination', '?')
   if custom_property(pushed_model, 'reused_version', 0) == 1:
     return {'new_version': False, 'version': version, 'path': path,
-            'result': f'not pushed: version {version} already serves this model ({path})'}
+            'result': f'not pushed: version {version} already serves this model ({path})',
+            **recorded}
   return {'new_version': True, 'version': version, 'path': path,
-          'result': f'pushed to {path} (new version {version})'}
+          'result': f'pushed to {path} (new version {version})', **recorded}
 
 
 # ---- one pipeline run --------------------------------------------------------------------
@@ -280,6 +286,42 @@ class Lineage:
                 if e.type == metadata_store_pb2.Event.OUTPUT]
     return [a for a in self.store.get_artifacts_by_id(produced) if self.type_of(a) == type_name]
 
+  def training_of_model(self, model_id: int) -> Dict:
+    """What trained the Model artifact model_id: its spans (ExampleGen's
+    examples upstream of it), their statistics, and the Trainer's code
+    fingerprint, hyperparameters and pipeline run."""
+    [model] = self.store.get_artifacts_by_id([model_id])
+    examples = sorted((a for a in self.ancestors(model)
+                       if self.type_of(a) == 'Examples' and 'span' in a.custom_properties),
+                      key=lambda a: custom_property(a, 'span'))
+    statistics = {e.id: self.outputs_of_consumers(e, 'ExampleStatistics') for e in examples}
+    trainer = self._producer(model)
+    custom_config = _json_property(trainer, 'custom_config')
+    return {
+        'spans': [custom_property(e, 'span') for e in examples],
+        'examples': [{'span': custom_property(e, 'span'), 'uri': e.uri,
+                      'statistics_uri': statistics[e.id][0].uri if statistics[e.id] else None}
+                     for e in examples],
+        'model_uri': model.uri,
+        'trainer_code_fingerprint': custom_config.get('code_fingerprint'),
+        'hyperparameters': custom_config.get('hyperparameters'),
+        'pipeline_run': self._run_of(trainer),
+    }
+
+  def _producer(self, artifact):
+    """The execution that wrote artifact, or None."""
+    ids = [e.execution_id for e in self.store.get_events_by_artifact_ids([artifact.id])
+           if e.type in _OUTPUTS]
+    return self.store.get_executions_by_id(ids[:1])[0] if ids else None
+
+  def _run_of(self, execution) -> Optional[str]:
+    if execution is None:
+      return None
+    run_type = self.store.get_context_type('pipeline_run').id
+    runs = [c.name for c in self.store.get_contexts_by_execution(execution.id)
+            if c.type_id == run_type]
+    return runs[0] if runs else None
+
   def of_pushed(self, version=None) -> Dict[str, object]:
     """The pushed model and, upstream of it, the model, the schema it was
     trained with, the ExampleGen examples (span) and their statistics."""
@@ -295,6 +337,30 @@ class Lineage:
     return {'pushed': pushed, 'model': first(by_type['Model']),
             'schema': first(by_type['Schema']), 'examples': first(examples),
             'statistics': first(statistics)}
+
+
+def _json_property(execution, name) -> Dict:
+  """An execution property TFX stores as JSON text (e.g. custom_config)."""
+  import json
+  text = custom_property(execution, name) if execution is not None else None
+  return json.loads(text) if text else {}
+
+
+def local_metadata_path(artifact_uri: str) -> Optional[str]:
+  """The SQLite MLMD of a local run that wrote artifact_uri, if there is one.
+
+  The local runners keep <output_root>/metadata.sqlite beside the pipeline
+  root <output_root>/<pipeline_name>, whose artifacts are
+  <node>/<output key>/<execution id> (TFX's local layout). Kubeflow's
+  metadata is a service a component cannot open: None there.
+  """
+  if '://' in artifact_uri:
+    return None
+  output_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.normpath(artifact_uri)))))
+  path = os.path.join(output_root, 'metadata.sqlite')
+  return path if os.path.isfile(path) else None
+
 
 # ---- what artifacts hold -----------------------------------------------------------------
 
@@ -344,3 +410,93 @@ def evaluation_metrics(evaluation_uri: str) -> Dict[str, float]:
     if slice_key == ():
       return {SHOWN_NAMES.get(k, k): v for k, v in metric_values(by_output).items()}
   return {}
+
+
+def evaluation_of_blessing(blessing_uri: str) -> str:
+  """The Evaluator's `evaluation` output beside its `blessing` output: TFX
+  names output folders by output key, locally <node>/blessing/<id> and on
+  Vertex <node>_<id>/blessing, so the sibling is the same path with the key
+  swapped."""
+  parts = blessing_uri.rstrip('/').split('/')
+  if 'blessing' not in parts:
+    raise LookupError(f'{blessing_uri} is not an Evaluator blessing folder (no "blessing" '
+                      'in its path): pass the Evaluator\'s blessing output')
+  at = len(parts) - 1 - parts[::-1].index('blessing')
+  return '/'.join(parts[:at] + ['evaluation'] + parts[at + 1:])
+
+
+def slice_name(slice_key) -> str:
+  """'overall' or 'feature=value, ...' for a TFMA slice key."""
+  return ', '.join(f'{k}={v}' for k, v in slice_key) if slice_key else 'overall'
+
+
+def metrics_by_slice(evaluation_uri: str) -> List[Dict]:
+  """[{'slice', 'metrics': {short name: value}}] of an Evaluator output,
+  overall first, then the slices by name."""
+  rows = [{'slice': slice_name(key), 'overall': key == (),
+           'metrics': {SHOWN_NAMES.get(k, k): v for k, v in metric_values(by_output).items()}}
+          for key, by_output in slicing_metrics(evaluation_uri)]
+  return sorted(rows, key=lambda r: (not r['overall'], r['slice']))
+
+
+def _metric_key(class_name: str) -> str:
+  """TFMA's metric key of a metric class: AUCPrecisionRecall -> auc_precision_recall."""
+  import re
+  return re.sub(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])', '_', class_name).lower()
+
+
+def metric_thresholds(evaluation_uri: str) -> List[Dict]:
+  """The thresholds the Evaluator judged with, from its eval_config.json:
+  [{'metric', 'slices', 'value': {lowerBound/upperBound}, 'change': {...}}]."""
+  import json
+  from tfx.dsl.io import fileio  # The Evaluator's output may be in a bucket.
+  with fileio.open(os.path.join(evaluation_uri, 'eval_config.json')) as f:
+    eval_config = json.load(f)['evalConfig']
+  rows = []
+  for spec in eval_config.get('metricsSpecs', []):
+    for metric in spec.get('metrics', []):
+      name = SHOWN_NAMES.get(_metric_key(metric['className']), _metric_key(metric['className']))
+      judged = ([([{}], metric['threshold'])] if 'threshold' in metric else []) + [
+          (t.get('slicingSpecs', [{}]), t['threshold']) for t in metric.get('perSliceThresholds', [])]
+      for slicing_specs, threshold in judged:
+        slices = ', '.join('overall' if not s else
+                           '*'.join(s.get('featureKeys', [])) or json.dumps(s, sort_keys=True)
+                           for s in slicing_specs)
+        rows.append({'metric': name, 'slices': slices,
+                     'value': threshold.get('valueThreshold', {}),
+                     'change': threshold.get('changeThreshold', {})})
+  return rows
+
+
+def validation_passed(evaluation_uri: str) -> Optional[bool]:
+  """The Evaluator's verdict on its thresholds (validations.tfrecord)."""
+  import tensorflow_model_analysis as tfma
+  from tfx.dsl.io import fileio
+  if not fileio.exists(os.path.join(evaluation_uri, 'validations.tfrecord')):
+    return None
+  return tfma.load_validation_result(evaluation_uri).validation_ok
+
+
+def statistics_summary(statistics_uri: str) -> Dict:
+  """{split: {'examples', 'features': [{'name', 'type', 'missing', 'summary'}]}}."""
+  summary = {}
+  for split, dataset in split_statistics(statistics_uri).items():
+    features = []
+    for feature in dataset.features:
+      name = feature.path.step[-1] if feature.path.step else feature.name
+      kind = statistics_pb2.FeatureNameStatistics.Type.Name(feature.type)
+      if feature.HasField('num_stats'):
+        s = feature.num_stats
+        common, text = s.common_stats, (f'mean {s.mean:.4g}, std {s.std_dev:.4g}, '
+                                        f'min {s.min:.4g}, max {s.max:.4g}')
+      elif feature.HasField('string_stats'):
+        s = feature.string_stats
+        top = f', most common {s.top_values[0].value!r}' if s.top_values else ''
+        common, text = s.common_stats, f'{s.unique} distinct values{top}'
+      else:
+        common, text = None, ''
+      features.append({'name': name, 'type': kind,
+                       'missing': int(common.num_missing) if common else None, 'summary': text})
+    summary[split] = {'examples': int(dataset.num_examples),
+                      'features': sorted(features, key=lambda f: f['name'])}
+  return summary

@@ -10,6 +10,7 @@ import local_runner
 from pipeline import configs
 from pipeline import metadata
 from operations import retrain
+from pipeline import audit
 from tests.conftest import sample_rows, small_config, write_csv
 
 
@@ -89,3 +90,24 @@ def test_a_worse_model_is_not_pushed(two_spans):
   with open(summary['report_path']) as f:
     report = f.read()
   assert 'NOT BLESSED' in report and 'auc (change vs baseline) = -' in report
+
+
+def test_each_push_and_retrain_decision_is_recorded(two_spans):
+  """The real pipeline's pushes: a record each, linked from MLMD, and a model
+  card in each version holding that version's metrics."""
+  config, first, second, _, with_span_2 = two_spans
+  records = audit.history(audit.audit_dir(config.path(config.serving_dir)), config.model_name)
+  done = [r for r in records if (r['action'], r['status']) == ('push', 'done')]
+  assert [r['destination'] for r in done][:2] == [first['pushed_path'], second['pushed_path']]
+  retrains = [r for r in records if r['action'] == 'retrain']
+  assert [r['reason'] for r in retrains][:1] == [with_span_2.reason]
+  assert retrains[0]['time'] < done[1]['time']  # The decision, then the push it led to.
+  store = metadata.open_store(config.metadata_path, read_only=True)
+  pushes = [a for a in store.get_artifacts_by_type('PushedModel')
+            if metadata.push_outcome(a)['new_version']]
+  for push, record, summary in zip(pushes, done, (first, second)):
+    assert metadata.push_outcome(push)['audit_record'] == record['path']
+    assert record['spans'] == ([1] if summary is first else [1, 2])
+    assert record['metrics']['auc'] == summary['metrics']['auc']
+    with open(os.path.join(record['destination'], 'assets.extra', 'model_card.html')) as f:
+      assert f'{summary["metrics"]["auc"]:.4f}' in f.read()

@@ -73,6 +73,8 @@ def test_the_tracked_template_is_never_rewritten():
   with pytest.raises(rollout.RolloutError):
     rollout.canary(str(template), MODEL, 1)
   assert template.read_text() == before
+  # Nor is an audit trail written beside it, into the source tree.
+  assert not (template.parent / 'audit').exists()
 
 
 def _label_predicts(server, label):
