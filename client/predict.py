@@ -159,7 +159,10 @@ def _prediction(outputs) -> dict:
 
 
 def _predictions(rows_of_outputs) -> List[dict]:
-  return [_prediction(outputs) for outputs in rows_of_outputs]
+  # REST rows of a signature with one output (a regression's) are its value.
+  return [_prediction(outputs if isinstance(outputs, dict)
+                      else {features.OUTPUT_PREDICTION: outputs})
+          for outputs in rows_of_outputs]
 
 
 def _reason(error: Exception) -> str:
