@@ -44,7 +44,7 @@ class PipelineConfig:
   model_name: str = project.MODEL_NAME
 
   # Where things live.
-  data_root: str = 'data/taxi'
+  data_root: str = 'data'  # Each example states its own folder (CONFIG_DEFAULTS).
   # New data arrives as span-<N>/ folders; ExampleGen reads the latest one.
   input_pattern: str = 'span-{SPAN}/*.csv'
   # Train on the latest N spans (a rolling window). Above 1, Transform reuses
@@ -89,7 +89,7 @@ class PipelineConfig:
   # baseline's, as a fraction of it (unit-free, so one default fits all).
   max_rmse: float = 0.0
   max_rmse_increase: float = 0.01
-  slice_features: str = 'trip_start_hour,payment_type'
+  slice_features: str = ''  # Model features, comma-separated (CONFIG_DEFAULTS).
   # TFMA's calibration and confusion-matrix plots, for TFMA's notebook views
   # (the run report draws none of them); off, the Evaluator is faster.
   eval_plots: bool = False

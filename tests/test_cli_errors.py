@@ -12,7 +12,7 @@ from tests import conftest
 
 PY = sys.executable
 ROLLOUT = [PY, '-m', 'operations.rollout']
-GENERATE = [PY, '-m', 'data.generate']
+GENERATE = [PY, '-m', 'data.generate_taxi']
 KUBEFLOW = [PY, 'kubeflow_v2_runner.py']
 
 
@@ -101,7 +101,7 @@ def test_rollout_help_shows_defaults_exit_codes_and_environment():
     assert text in done.stdout
 
 
-# ---- python -m data.generate ---------------------------------------------------------
+# ---- python -m data.generate_taxi ---------------------------------------------------
 
 
 @pytest.mark.parametrize('mix, words', [

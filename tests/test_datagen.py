@@ -1,4 +1,4 @@
-"""data/generate.py: shipped-like rows, deterministic, streamed, with drift knobs."""
+"""data/generate_taxi.py: shipped-like rows, deterministic, streamed, with drift knobs."""
 
 import collections
 import csv
@@ -8,8 +8,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-import data.generate
-from data import generate
+import data.generate_taxi
+from data import generate_taxi as generate
 from examples import taxi
 from models import features
 from tests.conftest import read_shipped_rows
@@ -98,7 +98,7 @@ def test_same_seed_same_bytes_other_seed_other_rows(tmp_path):
 
 
 def test_memory_stays_flat_as_rows_grow(monkeypatch, tmp_path):
-  monkeypatch.setattr(data.generate, 'CHUNK_ROWS', 500)
+  monkeypatch.setattr(data.generate_taxi, 'CHUNK_ROWS', 500)
   source = generate.Source()
 
   def peak(rows):

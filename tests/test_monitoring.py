@@ -332,7 +332,7 @@ def _sample(rows, n, seed):
 
 
 def _generated(header, n, seed, **drift):
-  from data import generate
+  from data import generate_taxi as generate
   return _typed(header, [r for chunk in generate.generate_rows(n, seed, generate.Drift(**drift))
                          for r in chunk])
 
