@@ -1,4 +1,4 @@
-"""The taxi big-tipper pipeline package.
+"""The pipeline's package, named by pipeline/project.py.
 
 Also what Dataflow workers install (`--setup_file`) so that Beam steps can
 import the project's packages.
@@ -24,7 +24,7 @@ def _requirements(name: str):
 setuptools.setup(
     name=NAMES['package_name'],
     version='0.1.0',
-    description='TFX pipeline that trains, validates and serves a taxi tip classifier',
+    description=f"TFX pipeline {NAMES['pipeline_name']}: trains, validates and serves a model",
     python_requires='>=3.9,<3.11',
     packages=setuptools.find_packages(include=[
         'examples', 'models', 'pipeline', 'pipeline.*', 'orchestration', 'operations', 'reports',

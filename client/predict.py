@@ -2,9 +2,10 @@
 
 Build requests from raw feature rows (dicts, JSON lines or CSV rows like the
 training data, typed by models/features.py), send them over REST or gRPC,
-get back probabilities and classes, shaped by the example's task
+get back the model's answers, shaped by the example's task
 (models/features.py): binary {"probability": p, "class": 0 or 1},
-multi-class {"class": name, "probabilities": {name: p, ...}}. A row without a required feature
+multi-class {"class": name, "probabilities": {name: p, ...}}, regression
+{"prediction": x}. A row without a required feature
 (schema presence 1.0, models/features.py) or with a cell of the wrong type is
 a RowError before anything is sent: the model would only guess. Retries with
 exponential backoff on UNAVAILABLE / 503 and connection failures; every other
@@ -83,7 +84,7 @@ def typed_row(row: Row) -> Row:
   typed = {}
   for name, value in row.items():
     if name not in features.RAW_FEATURES or value is None:
-      continue  # Label/tips columns and unknown keys are not model inputs.
+      continue  # Label and training-only columns, unknown keys: not model inputs.
     value = _typed_value(name, value)
     if value is not None:
       typed[name] = value
@@ -106,8 +107,8 @@ def _typed_rows(rows: List[Row]) -> List[Row]:
 
 
 def rows_from_csv(lines: Iterable[str], source: str = 'CSV') -> Iterator[Row]:
-  """CSV with a header, like the training data (tips is ignored). A RowError
-  names the line."""
+  """CSV with a header, like the training data (its label and training-only
+  columns are ignored). A RowError names the line."""
   reader = csv.DictReader(lines)
   for row in reader:
     try:
@@ -147,6 +148,8 @@ def _class_name(value) -> str:
 
 def _prediction(outputs) -> dict:
   """One row's answer from the model's outputs (serving_default, predict_raw)."""
+  if features.TASK == features.REGRESSION:
+    return {'prediction': float(outputs[features.OUTPUT_PREDICTION])}
   if features.TASK == features.MULTICLASS:
     scores = outputs[features.OUTPUT_PROBABILITIES]
     return {'class': _class_name(outputs[features.OUTPUT_CLASS]),
@@ -156,7 +159,10 @@ def _prediction(outputs) -> dict:
 
 
 def _predictions(rows_of_outputs) -> List[dict]:
-  return [_prediction(outputs) for outputs in rows_of_outputs]
+  # REST rows of a signature with one output (a regression's) are its value.
+  return [_prediction(outputs if isinstance(outputs, dict)
+                      else {features.OUTPUT_PREDICTION: outputs})
+          for outputs in rows_of_outputs]
 
 
 def _reason(error: Exception) -> str:
@@ -238,6 +244,11 @@ class RestClient:
     return _from_scores([[score for _, score in result] for result in body['results']],
                         [[label for label, _ in result] for result in body['results']])
 
+  def regress(self, rows: List[Row], signature: str = 'regression') -> List[dict]:
+    body = self._call(':regress', {'signature_name': signature,
+                                   'examples': _typed_rows(rows)})
+    return _from_values(body['results'])
+
   def status(self) -> dict:
     return self._call('')
 
@@ -259,6 +270,11 @@ def _from_scores(scores, labels) -> List[dict]:
     probability = float(row_scores[row_labels.index('1')]) if '1' in row_labels else float(row_scores[-1])
     out.append({'probability': probability, 'class': int(probability > 0.5)})
   return out
+
+
+def _from_values(values) -> List[dict]:
+  """regress results as predict's answers (one number per row)."""
+  return [{'prediction': float(value)} for value in values]
 
 
 # ---- gRPC ----------------------------------------------------------------------------
@@ -327,6 +343,15 @@ class GrpcClient:
     return _from_scores([[c.score for c in r.classes] for r in classifications],
                         [[c.label for c in r.classes] for r in classifications])
 
+  def regress(self, rows: List[Row], signature: str = 'regression') -> List[dict]:
+    from tensorflow_serving.apis import regression_pb2
+    request = regression_pb2.RegressionRequest()
+    self._spec(request.model_spec, signature)
+    for row in _typed_rows(rows):
+      request.input.example_list.examples.add().ParseFromString(to_example(row))
+    response = self._call(self.stub.Regress, request)
+    return _from_values([r.value for r in response.result.regressions])
+
   def close(self):
     self.channel.close()
 
@@ -334,11 +359,15 @@ class GrpcClient:
 # ---- CLI ---------------------------------------------------------------------------------
 
 EXIT_OK, EXIT_SERVER, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_CLOSED_OUTPUT = 0, 1, 2, 130, 141
-SIGNATURES = ('predict_raw', 'serving_default', 'classification')
+# A regression model answers Regress on 'regression' and has no
+# classification signature (models/signatures.py).
+SIGNATURES = ('predict_raw', 'serving_default') + (
+    ('regression',) if features.TASK == features.REGRESSION else ('classification',))
 
 _EPILOG = '''\
 Prints one JSON line per row, in input order: {"probability": p, "class": 0 or 1}
-for a binary task, {"class": name, "probabilities": {name: p, ...}} for multi-class.
+for a binary task, {"class": name, "probabilities": {name: p, ...}} for multi-class,
+{"prediction": x} for a regression.
 
 exit status:
   0    every row was answered
@@ -436,7 +465,8 @@ def main(argv=None) -> int:
                 timeout_s=args.timeout_s, retries=args.retries)
   client = RestClient(args.rest, **kwargs) if args.rest else GrpcClient(args.grpc, **kwargs)
   signature = args.signature or ('predict_raw' if args.rest else 'serving_default')
-  call = client.classify if signature == 'classification' else client.predict
+  call = {'classification': client.classify, 'regression': client.regress}.get(
+      signature, client.predict)
   answered = 0
 
   def send(batch):

@@ -1,1 +1,1 @@
-"""Data tools: the taxi-like data generator (data/generate.py)."""
+"""Data tools: the taxi example's data generator (data/generate_taxi.py)."""

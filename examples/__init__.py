@@ -13,10 +13,10 @@ EXAMPLES) rather than anything under models/.
 
 import os
 
-from examples import iris, taxi
+from examples import diabetes, iris, taxi
 from pipeline import project
 
-EXAMPLES = {'taxi': taxi, 'iris': iris}
+EXAMPLES = {'taxi': taxi, 'iris': iris, 'diabetes': diabetes}
 DEFAULT_EXAMPLE = 'taxi'
 SWITCH = project.NAMES['env_var_prefix'] + 'EXAMPLE'  # TAXI_EXAMPLE
 

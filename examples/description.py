@@ -10,9 +10,9 @@ BINARY = 'binary_classification'
 MULTICLASS = 'multiclass_classification'
 REGRESSION = 'regression'
 TASKS = (BINARY, MULTICLASS, REGRESSION)
-# Regression has a place in the vocabulary but no model head, signatures or
-# metrics yet: models/features.py refuses it with a message saying so.
-SUPPORTED_TASKS = (BINARY, MULTICLASS)
+# Every task has a model head, signatures, metrics and monitoring
+# (models/task.py, models/signatures.py, pipeline/evaluation.py).
+SUPPORTED_TASKS = TASKS
 
 
 class Feature(NamedTuple):

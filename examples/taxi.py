@@ -46,5 +46,9 @@ def LABEL(columns):  # pylint: disable=invalid-name
   return columns[TIPS_KEY] > BIG_TIP_FRACTION * columns[FARE_KEY]
 
 
-# The pipeline's defaults for this example are pipeline/configs.py's own.
-CONFIG_DEFAULTS = {}
+# Where the data is and how the Evaluator slices it; everything else is
+# pipeline/configs.py's default (the project's names and output roots).
+CONFIG_DEFAULTS = {
+    'data_root': 'data/taxi',
+    'slice_features': 'trip_start_hour,payment_type',
+}

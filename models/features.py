@@ -28,9 +28,8 @@ EXAMPLE = examples.EXAMPLES[EXAMPLE_NAME]
 
 TASK: str = EXAMPLE.TASK
 if TASK not in SUPPORTED_TASKS:
-  raise SystemExit(f'examples/{EXAMPLE_NAME}.py: TASK {TASK!r} is not supported (one of '
-                   f'{", ".join(SUPPORTED_TASKS)}; {", ".join(sorted(set(TASKS) - set(SUPPORTED_TASKS)))}'
-                   f' has no model head yet): choose a supported task')
+  raise SystemExit(f'examples/{EXAMPLE_NAME}.py: TASK {TASK!r} is not a task: set it to one of '
+                   f'{", ".join(SUPPORTED_TASKS)} (examples/description.py)')
 
 # Order is the CSV header order of the example's data.
 RAW_FEATURES: Dict[str, Feature] = EXAMPLE.RAW_FEATURES
@@ -47,12 +46,15 @@ NUM_CLASSES = len(CLASS_NAMES)
 
 # The model's outputs (serving_default, predict_raw): binary, P(class 1) as
 # 'probability' and 0/1 as 'class'; multi-class, one probability per class
-# as 'probabilities' and the most probable class name as 'class'.
+# as 'probabilities' and the most probable class name as 'class';
+# regression, the predicted number as 'prediction'.
 OUTPUT_PROBABILITY = 'probability'
 OUTPUT_PROBABILITIES = 'probabilities'
 OUTPUT_CLASS = 'class'
+OUTPUT_PREDICTION = 'prediction'
 # The output the Evaluator and monitoring judge.
-PREDICTION_KEY = OUTPUT_PROBABILITIES if TASK == MULTICLASS else OUTPUT_PROBABILITY
+PREDICTION_KEY = {BINARY: OUTPUT_PROBABILITY, MULTICLASS: OUTPUT_PROBABILITIES,
+                  REGRESSION: OUTPUT_PREDICTION}[TASK]
 
 def label_columns() -> List[str]:
   """Columns only training data has: the training-only ones and the label."""

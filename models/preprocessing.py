@@ -56,19 +56,44 @@ def class_ids(names):
     return tf.argmax(tf.cast(matches, tf.int64), axis=1)
 
 
+def present(value):
+  """A label column densified, failing the run if a row has no value: a
+  filled-in label would be trained on as if it were true."""
+  if isinstance(value, tf.SparseTensor):
+    known = tf.debugging.Assert(
+        tf.equal(tf.size(value.values, out_type=tf.int64), value.dense_shape[0]),
+        [f'A row has no value of the label {features.LABEL_COLUMN!r}: fill it in the data '
+         f'or leave the row out (the schema can require it: presence min_fraction 1)'])
+    with tf.control_dependencies([known]):
+      return fill_missing(value, 0)
+  return fill_missing(value, 0)
+
+
+def _label_dtype():
+  # Regression learns the number itself; classification a class id.
+  return tf.float32 if features.TASK == features.REGRESSION else tf.int64
+
+
 def label(inputs):
   """The label from the raw inputs of training data: a class id (0/1 for
-  binary). A label column is taken as it is (class names, or 0/1); a label
-  function gets the dense feature and training-only columns."""
+  binary), or for regression the number as it is. A label column is taken as
+  it is (class names, 0/1, a number); a label function gets the dense
+  feature and training-only columns.
+
+  A regression label is not standardised: the Evaluator's RMSE and MAE and
+  the served predictions are then in the label's own units, with no inverse
+  transform to keep in step between Transform, the model and the
+  signatures. The price is a learning rate fitted to the label's scale
+  (examples/diabetes_hyperparameters.json)."""
   if features.LABEL_COLUMN:
     if features.TASK == features.MULTICLASS:
       return class_ids(fill_missing(inputs[features.LABEL_COLUMN], ''))
-    return tf.cast(fill_missing(inputs[features.LABEL_COLUMN], 0), tf.int64)
+    return tf.cast(present(inputs[features.LABEL_COLUMN]), _label_dtype())
   columns = {name: fill_missing(inputs[name], features.RAW_FEATURES[name].default
                                 if name in features.RAW_FEATURES else 0.0)
              for name in list(features.RAW_FEATURES) + features.TRAINING_ONLY
              if name in inputs}
-  return tf.cast(features.LABEL(columns), tf.int64)
+  return tf.cast(features.LABEL(columns), _label_dtype())
 
 
 def preprocessing_fn(inputs):

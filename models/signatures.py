@@ -5,9 +5,11 @@
 - `classification` / `regression`: the same examples under TF Serving's
   Classify/Regress conventions (`inputs` -> `classes`+`scores` / `outputs`);
   `classification` lists every class name of the task with its score, and
-  `regression` gives one number per example: P(class 1) for binary, the
-  most probable class's score for multi-class (the infra validator and TF
-  Serving warmup call every one of these signatures).
+  `regression` gives one number per example: the prediction for a
+  regression task, P(class 1) for binary, the most probable class's score
+  for multi-class. A regression model has no `classification` signature:
+  it has no classes to score (the infra validator and TF Serving warmup
+  call every signature the model has).
 - `predict_raw`: one named tensor per raw feature, so a REST client can POST
   plain JSON rows. Every input has a default (TF Serving feeds it for an
   omitted input), but only optional features may really be left out.
@@ -30,6 +32,7 @@ from models import features
 OUTPUT_PROBABILITY = features.OUTPUT_PROBABILITY
 OUTPUT_PROBABILITIES = features.OUTPUT_PROBABILITIES
 OUTPUT_CLASS = features.OUTPUT_CLASS
+OUTPUT_PREDICTION = features.OUTPUT_PREDICTION
 CLASSIFY_METHOD = 'tensorflow/serving/classify'
 REGRESS_METHOD = 'tensorflow/serving/regress'
 _TF_DTYPES = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
@@ -108,6 +111,8 @@ def _check_required_in_examples(parsed, required, batch_size):
 
 def _outputs(prediction):
   """The model's answer as serving_default and predict_raw return it."""
+  if features.TASK == features.REGRESSION:
+    return {OUTPUT_PREDICTION: tf.reshape(prediction, [-1])}
   if features.TASK == features.MULTICLASS:
     return {
         OUTPUT_PROBABILITIES: prediction,
@@ -168,6 +173,7 @@ def make_signatures(model, tf_transform_output):
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='inputs')],
                autograph=False)
   def regression(inputs):
+    # TF Serving's Regress API: one float per example, as 'outputs'.
     return {'outputs': tf.reduce_max(_class_scores(predict_examples(inputs)), axis=1)
             if features.TASK == features.MULTICLASS
             else tf.reshape(predict_examples(inputs), [-1])}
@@ -196,13 +202,20 @@ def make_signatures(model, tf_transform_output):
     parsed = tf.io.parse_example(examples, tf_transform_output.raw_feature_spec())
     return model.tft_layer(parsed)
 
-  return {
+  found = {
       'serving_default': serving_default,
       'classification': classification,
       'regression': regression,
       'predict_raw': predict_raw,
       'transform_features': transform_features,
   }
+  if features.TASK == features.REGRESSION:
+    del found['classification']  # No classes to score.
+  return found
+
+
+# TF Serving's method name of each Classify/Regress signature.
+METHOD_NAMES = {'classification': CLASSIFY_METHOD, 'regression': REGRESS_METHOD}
 
 
 def set_method_names(export_dir):
@@ -213,8 +226,9 @@ def set_method_names(export_dir):
   with tf.io.gfile.GFile(path, 'rb') as f:
     saved_model.ParseFromString(f.read())
   signature_defs = saved_model.meta_graphs[0].signature_def
-  signature_defs['classification'].method_name = CLASSIFY_METHOD
-  signature_defs['regression'].method_name = REGRESS_METHOD
+  for name, method in METHOD_NAMES.items():
+    if name in signature_defs:
+      signature_defs[name].method_name = method
   with tf.io.gfile.GFile(path, 'wb') as f:
     f.write(saved_model.SerializeToString())
 

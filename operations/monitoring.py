@@ -44,8 +44,11 @@ from serving.log_reader import LogReadCounts, read_logs
 EXIT_OK, EXIT_FAILED, EXIT_DRIFT_OR_SKEW, EXIT_OTHER_FINDINGS = 0, 1, 2, 3
 # The one number per served example that monitoring follows: binary, the
 # probability of class 1; multi-class, the probability of the predicted class
-# (the model's confidence).
-PREDICTION = 'probability' if features.TASK == features.BINARY else 'top_probability'
+# (the model's confidence); regression, the predicted number.
+PREDICTION = {features.BINARY: 'probability', features.MULTICLASS: 'top_probability',
+              features.REGRESSION: 'prediction'}[features.TASK]
+# Quantiles of the predictions in each version's summary.
+SUMMARY_QUANTILES = (0.1, 0.5, 0.9)
 # Prediction shift between versions, Jensen-Shannon on the histogram of that
 # number: the same measure the schema uses for numeric features.
 DEFAULT_PREDICTION_JSD = 0.1
@@ -128,7 +131,8 @@ def served_rows(log) -> List[Row]:
 
 def served_predictions(log) -> List[float]:
   """The PREDICTION of each example the response answered: binary, P(class 1)
-  (class '1' score for Classify); multi-class, the top class's probability."""
+  (class '1' score for Classify); multi-class, the top class's probability;
+  regression, the number (Predict's 'prediction', Regress's value)."""
   kind = log.WhichOneof('log_type')
   multiclass = features.TASK == features.MULTICLASS
   if kind == 'predict_log':
@@ -379,6 +383,19 @@ def _prediction_schema(threshold: float):
   return schema
 
 
+def prediction_summary(values: List[float]) -> Dict:
+  """Count, mean, standard deviation and quantiles of one version's
+  predictions; the share of class 1 for a binary task (None otherwise)."""
+  import numpy as np
+  array = np.asarray(values, dtype=np.float64)
+  # A positive rate only means something for a binary task.
+  positive_rate = float(np.mean(array > 0.5)) if features.TASK == features.BINARY else None
+  return {'count': len(values), 'mean': float(array.mean()), 'std': float(array.std()),
+          'quantiles': {f'p{round(q * 100)}': float(np.quantile(array, q))
+                        for q in SUMMARY_QUANTILES},
+          'positive_rate': positive_rate}
+
+
 def compare_predictions(predictions: Dict[int, List[float]], baseline_version: Optional[int],
                         threshold: float = DEFAULT_PREDICTION_JSD):
   """Prediction distribution per version, each against baseline_version's.
@@ -393,12 +410,7 @@ def compare_predictions(predictions: Dict[int, List[float]], baseline_version: O
   for version, values in sorted(predictions.items()):
     if not values:
       continue
-    # A positive rate only means something for a binary task.
-    positive_rate = (sum(p > 0.5 for p in values) / len(values)
-                     if features.TASK == features.BINARY else None)
-    entry = {'count': len(values), 'mean': sum(values) / len(values),
-             'positive_rate': positive_rate,
-             'compared_to': None, 'shift': None}
+    entry = dict(prediction_summary(values), compared_to=None, shift=None)
     if baseline_version in stats and version != baseline_version:
       anomalies = tfdv.validate_statistics(stats[version], schema,
                                            previous_statistics=stats[baseline_version])
@@ -541,7 +553,7 @@ def run(inputs: MonitoringInputs) -> Tuple[Dict, Dict]:
       'logs': inputs.logs, 'model_name': inputs.model_name, 'version': primary,
       'training': entry['training'], 'records': dataclasses.asdict(traffic.counts),
       'windows': entry['windows'], 'versions': versions, 'labels': labels,
-      'predictions_by_version': predictions,
+      'prediction_name': PREDICTION, 'predictions_by_version': predictions,
   }
   result['findings'] = findings(result)
   statistics['predictions'] = prediction_stats

@@ -44,7 +44,7 @@ class PipelineConfig:
   model_name: str = project.MODEL_NAME
 
   # Where things live.
-  data_root: str = 'data/taxi'
+  data_root: str = 'data'  # Each example states its own folder (CONFIG_DEFAULTS).
   # New data arrives as span-<N>/ folders; ExampleGen reads the latest one.
   input_pattern: str = 'span-{SPAN}/*.csv'
   # Train on the latest N spans (a rolling window). Above 1, Transform reuses
@@ -83,7 +83,13 @@ class PipelineConfig:
   # Multi-class: a candidate whose accuracy is below the baseline's by more
   # than this is not blessed (min_accuracy is the floor).
   max_accuracy_drop: float = 0.01
-  slice_features: str = 'trip_start_hour,payment_type'
+  # Regression: the eval split's RMSE must be at most max_rmse, in the
+  # label's units, so each regression example states it (0: not stated, an
+  # error for a regression); and at most max_rmse_increase above the
+  # baseline's, as a fraction of it (unit-free, so one default fits all).
+  max_rmse: float = 0.0
+  max_rmse_increase: float = 0.01
+  slice_features: str = ''  # Model features, comma-separated (CONFIG_DEFAULTS).
   # TFMA's calibration and confusion-matrix plots, for TFMA's notebook views
   # (the run report draws none of them); off, the Evaluator is faster.
   eval_plots: bool = False
@@ -277,8 +283,8 @@ def _check_choices(config: PipelineConfig) -> None:
 MINIMUMS = {'span_window': 1, 'train_buckets': 1, 'eval_buckets': 1, 'train_steps': 1,
             'eval_steps': 0, 'tuner_trials': 1, 'tuner_steps': 1, 'parallel_components': 1,
             'infra_num_examples': 1, 'dataflow_max_workers': 1, 'max_auc_drop': 0,
-            'max_accuracy_drop': 0}
-FRACTIONS = ('min_auc', 'min_accuracy')
+            'max_accuracy_drop': 0, 'max_rmse': 0}
+FRACTIONS = ('min_auc', 'min_accuracy', 'max_rmse_increase')
 
 
 def _check_numbers(config: PipelineConfig) -> None:

@@ -7,12 +7,12 @@ import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis import constants as tfma_constants
 
 from models import features
-from pipeline.configs import PipelineConfig
+from pipeline.configs import ENV_PREFIX, ConfigError, PipelineConfig
 
 
 def _overall_only(threshold):
   # Thresholds judge the whole eval split; slices are reported, not gated
-  # (a slice of three 'Dispute' trips has no meaningful AUC).
+  # (a slice of three examples has no meaningful AUC or RMSE).
   return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
 
 
@@ -67,8 +67,40 @@ def _multiclass_metrics_specs(config: PipelineConfig) -> List[tfma.MetricsSpec]:
               class_ids={'values': list(range(features.NUM_CLASSES))}))]
 
 
+def _ceiling(value: float, max_increase: float):
+  """At most value; and at most max_increase (a fraction) above the baseline's."""
+  threshold = tfma.MetricThreshold(
+      value_threshold=tfma.GenericValueThreshold(upper_bound={'value': value}))
+  threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
+      direction=tfma.MetricDirection.LOWER_IS_BETTER, relative={'value': max_increase}))
+  return threshold
+
+
+def _regression_metrics_specs(config: PipelineConfig) -> List[tfma.MetricsSpec]:
+  # RMSE gates the blessing (a ceiling in the label's units, and no increase
+  # over the baseline's by more than a fraction); the rest are reported.
+  if config.max_rmse <= 0:
+    raise ConfigError(
+        f'max_rmse is {config.max_rmse}: a regression is blessed on its RMSE, in the label\'s '
+        f'units, so state the largest acceptable one in examples/{features.EXAMPLE_NAME}.py\'s '
+        f'CONFIG_DEFAULTS or {ENV_PREFIX}MAX_RMSE')
+  rmse_threshold = _ceiling(config.max_rmse, config.max_rmse_increase)
+  metrics = [
+      tfma.MetricConfig(class_name='ExampleCount'),
+      # A Keras metric by name (TFMA has no RMSE of its own).
+      tfma.MetricConfig(class_name='RootMeanSquaredError', config='{"name": "rmse"}',
+                        per_slice_thresholds=_overall_only(rmse_threshold)),
+      tfma.MetricConfig(class_name='MeanAbsoluteError'),
+      tfma.MetricConfig(class_name='MeanSquaredError'),
+      tfma.MetricConfig(class_name='MeanLabel'),
+      tfma.MetricConfig(class_name='MeanPrediction'),
+  ]
+  return [tfma.MetricsSpec(metrics=metrics)]
+
+
 METRICS_SPECS = {features.BINARY: _binary_metrics_specs,
-                 features.MULTICLASS: _multiclass_metrics_specs}
+                 features.MULTICLASS: _multiclass_metrics_specs,
+                 features.REGRESSION: _regression_metrics_specs}
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:

@@ -66,21 +66,32 @@ def monitoring_html(result: Dict, statistics: Dict) -> str:
 
 
 def _predictions(result: Dict, statistics: Dict) -> Dict:
+  name = result.get('prediction_name', 'probability')  # Older results: binary.
   version_labels: Dict[str, List[str]] = {}
   for label, version in result.get('labels', {}).items():
     version_labels.setdefault(str(version), []).append(label)
   rows = []
+  binary = features.TASK == features.BINARY
   for version, p in sorted(result['predictions_by_version'].items(), key=lambda kv: int(kv[0])):
     shift = p['shift']
+    quantiles = p.get('quantiles', {})
     rows.append([version, ', '.join(version_labels.get(version, [])),
-                 number(p['count'], count=True), number(p['mean']), number(p['positive_rate']),
-                 '' if p['compared_to'] is None else str(p['compared_to']),
+                 number(p['count'], count=True), number(p['mean']), number(p.get('std'))] +
+                [number(quantiles.get(q)) for q in QUANTILE_COLUMNS] +
+                ([number(p['positive_rate'])] if binary else []) +
+                ['' if p['compared_to'] is None else str(p['compared_to']),
                  number(shift['value']) if shift else '',
                  number(shift['threshold']) if shift else '',
                  status(not shift['anomalous'], 'ok', 'SHIFT') if shift else ''])
+  header = (['version', 'labels', 'count', f'mean {name}', 'std'] + list(QUANTILE_COLUMNS) +
+            (['positive rate'] if binary else []) +
+            ['compared to', 'JS divergence', 'threshold', 'result'])
   plot = None
   if statistics.get('predictions'):
-    plot = feature_plot('probability', {
+    plot = feature_plot(name, {
         f'v{v}' + (f' ({", ".join(version_labels[str(v)])})' if str(v) in version_labels else ''):
         s.datasets[0] for v, s in sorted(statistics['predictions'].items())})
-  return {'rows': rows, 'plot': plot}
+  return {'header': header, 'rows': rows, 'plot': plot}
+
+
+QUANTILE_COLUMNS = ('p10', 'p50', 'p90')  # operations/monitoring.py's SUMMARY_QUANTILES.

@@ -12,11 +12,14 @@ import pathlib
 
 import pytest
 
+import examples
 from pipeline import configs
 
 REPO = pathlib.Path(configs.REPO_ROOT)
-SHIPPED_CSV = REPO / 'data' / 'taxi' / 'span-1' / 'data.csv'
-SAMPLE_EVERY = 6  # ~2,500 rows: enough to train, quick to run.
+# The selected example's shipped data (<ENV_PREFIX>_EXAMPLE; taxi by default).
+SHIPPED_CSV = REPO / examples.selected().CONFIG_DEFAULTS.get(
+    'data_root', configs.PipelineConfig.data_root) / 'span-1' / 'data.csv'
+SAMPLE_ROWS = 2_500  # At most about this many: enough to train, quick to run.
 
 
 def read_shipped_rows():
@@ -34,7 +37,7 @@ def write_csv(path: pathlib.Path, header, rows):
 
 def sample_rows():
   header, rows = read_shipped_rows()
-  return header, rows[::SAMPLE_EVERY]
+  return header, rows[::max(1, len(rows) // SAMPLE_ROWS)]
 
 
 def small_config(tmp: pathlib.Path, data_root: pathlib.Path, **overrides):

@@ -8,11 +8,14 @@ import sys
 import portpicker
 import pytest
 
+from pipeline import project
 from tests import conftest
+
+MODEL = project.MODEL_NAME
 
 PY = sys.executable
 ROLLOUT = [PY, '-m', 'operations.rollout']
-GENERATE = [PY, '-m', 'data.generate']
+GENERATE = [PY, '-m', 'data.generate_taxi']
 KUBEFLOW = [PY, 'kubeflow_v2_runner.py']
 
 
@@ -50,14 +53,14 @@ def _run_into_closed_pipe(argv, env=None):
 
 
 def test_rollout_without_its_config_names_the_init_command(tmp_path):
-  done = _run(ROLLOUT + ['--config', str(tmp_path / 'models.config'), 'show', 'taxi_big_tipper'])
+  done = _run(ROLLOUT + ['--config', str(tmp_path / 'models.config'), 'show', MODEL])
   _assert_one_line_error(done, 'no serving config', 'operations.rollout', 'init')
 
 
 def test_rollout_with_a_config_that_is_not_one(tmp_path):
   path = tmp_path / 'models.config'
   path.write_text('model_config_list { nonsense: 1 }\n')
-  _assert_one_line_error(_run(ROLLOUT + ['--config', str(path), 'show', 'taxi_big_tipper']),
+  _assert_one_line_error(_run(ROLLOUT + ['--config', str(path), 'show', MODEL]),
                          'is not a ModelServerConfig text proto')
 
 
@@ -70,12 +73,12 @@ def _initialized(tmp_path) -> str:
 
 def test_rollout_with_a_monitoring_file_that_is_not_json(tmp_path):
   path = _initialized(tmp_path)
-  assert _run(ROLLOUT + ['--config', path, 'canary', 'taxi_big_tipper', '5']).returncode == 0
+  assert _run(ROLLOUT + ['--config', path, 'canary', MODEL, '5']).returncode == 0
   bad = tmp_path / 'monitoring.json'
   bad.write_text('{not json')
-  _assert_one_line_error(_run(ROLLOUT + ['--config', path, 'promote', 'taxi_big_tipper',
+  _assert_one_line_error(_run(ROLLOUT + ['--config', path, 'promote', MODEL,
                                          '--monitoring', str(bad)]), 'is not JSON')
-  _assert_one_line_error(_run(ROLLOUT + ['--config', path, 'promote', 'taxi_big_tipper',
+  _assert_one_line_error(_run(ROLLOUT + ['--config', path, 'promote', MODEL,
                                          '--monitoring', str(tmp_path / 'none.json')]),
                          'cannot read --monitoring')
 
@@ -84,13 +87,13 @@ def test_rollout_with_a_monitoring_file_that_is_not_json(tmp_path):
 def test_rollout_reload_of_an_unreachable_server_says_so_after_retries(tmp_path):
   path = _initialized(tmp_path)
   target = f'127.0.0.1:{portpicker.pick_unused_port()}'  # Nobody listens.
-  done = _run(ROLLOUT + ['--config', path, '--reload', target, 'canary', 'taxi_big_tipper', '5'])
+  done = _run(ROLLOUT + ['--config', path, '--reload', target, 'canary', MODEL, '5'])
   _assert_one_line_error(done, f'no model server answers at {target}', '5 attempts')
 
 
 def test_rollout_into_a_closed_pipe(tmp_path):
   path = _initialized(tmp_path)
-  done = _run_into_closed_pipe(ROLLOUT + ['--config', path, 'show', 'taxi_big_tipper'])
+  done = _run_into_closed_pipe(ROLLOUT + ['--config', path, 'show', MODEL])
   assert done.returncode == 0 and done.stderr == ''
 
 
@@ -101,7 +104,7 @@ def test_rollout_help_shows_defaults_exit_codes_and_environment():
     assert text in done.stdout
 
 
-# ---- python -m data.generate ---------------------------------------------------------
+# ---- python -m data.generate_taxi ---------------------------------------------------
 
 
 @pytest.mark.parametrize('mix, words', [

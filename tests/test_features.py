@@ -99,7 +99,12 @@ def test_no_other_model_module_names_a_raw_column(module):
 
 
 def test_parse_value_types_cells_by_feature():
-  assert features.parse_value('fare', '12.5') == 12.5
-  assert features.parse_value('trip_start_hour', '7') == 7
-  assert features.parse_value('payment_type', 'Cash') == 'Cash'
-  assert features.parse_value('company', '') is None
+  cells = {'float': ('12.5', 12.5), 'int': ('7', 7), 'string': ('Cash', 'Cash')}
+  first_of = {}
+  for name, spec in features.RAW_FEATURES.items():
+    first_of.setdefault(spec.dtype, name)
+  for dtype, name in first_of.items():
+    cell, value = cells[dtype]
+    parsed = features.parse_value(name, cell)
+    assert parsed == value and type(parsed) is type(value), name
+  assert all(features.parse_value(name, '') is None for name in features.RAW_FEATURES)

@@ -18,10 +18,10 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 import kubeflow_v2_runner
 from pipeline.components import cloud
-from pipeline import configs
-from pipeline import pipeline as taxi_pipeline
+from pipeline import configs, project
+from pipeline import pipeline as pipeline_module
 
-IMAGE = 'europe-west4-docker.pkg.dev/test-project/ml/taxi-big-tipper:abc123'
+IMAGE = f'europe-west4-docker.pkg.dev/test-project/ml/{project.IMAGE_NAME}:abc123'
 CLOUD = dict(gcp_project='test-project', gcp_region='europe-west4', gcs_bucket='test-bucket',
              gcp_service_account='pipelines@test-project.iam.gserviceaccount.com',
              pipeline_image=IMAGE)
@@ -68,7 +68,7 @@ def _executor_class(job, task):
 
 def _local_dag(config):
   return {c.id: {u.id for u in c.upstream_nodes}
-          for c in taxi_pipeline.create_pipeline(config).components}
+          for c in pipeline_module.create_pipeline(config).components}
 
 
 def _compiled_dag(job, node_ids):
@@ -91,13 +91,13 @@ def _compiled_dag(job, node_ids):
 def test_the_file_is_a_pipeline_job_with_a_strict_pipeline_spec(compiled):
   # TFX 1.16's KubeflowV2DagRunner writes a PipelineJob (JSON); its
   # pipelineSpec field is a Struct, so the spec is parsed on its own too.
-  _, _, job = compiled
+  config, _, job = compiled
   parsed = json_format.ParseDict(job, pipeline_spec_pb2.PipelineJob())
   spec = json_format.ParseDict(job['pipelineSpec'], pipeline_spec_pb2.PipelineSpec())
-  assert spec.pipeline_info.name == 'taxi-big-tipper'
+  assert spec.pipeline_info.name == config.pipeline_name
   assert spec.schema_version == '2.0.0'
   assert parsed.runtime_config.gcs_output_directory == (
-      'gs://test-bucket/tfx_output/taxi-big-tipper')
+      f'gs://test-bucket/tfx_output/{config.pipeline_name}')
 
 
 def test_yaml_output_is_a_pipeline_spec_that_kfp_loads(tmp_path_factory):
@@ -110,7 +110,7 @@ def test_yaml_output_is_a_pipeline_spec_that_kfp_loads(tmp_path_factory):
   spec = yaml.safe_load(path.read_text())
   json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
   loaded = kfp_components.load_component_from_file(str(path))
-  assert loaded.name == 'taxi-big-tipper'
+  assert loaded.name == _cloud_config().pipeline_name
   assert 'Evaluator' in loaded.pipeline_spec.root.dag.tasks
 
 
@@ -219,17 +219,18 @@ def test_no_path_of_the_compiling_machine(fixture, request):
 def test_data_artifacts_and_models_live_in_the_bucket(compiled):
   config, _, job = compiled
   text = json.dumps(job)
-  assert config.pipeline_root == 'gs://test-bucket/tfx_output/taxi-big-tipper'
-  assert 'gs://test-bucket/data/taxi' in text
-  assert 'gs://test-bucket/serving_model/taxi_big_tipper' in text
-  assert f'{config.image_code_root}/schema/schema.pbtxt' in text
+  local = configs.load(environ={})
+  assert config.pipeline_root == f'gs://test-bucket/tfx_output/{local.pipeline_name}'
+  assert f'gs://test-bucket/{local.data_root}' in text
+  assert f'gs://test-bucket/serving_model/{local.model_name}' in text
+  assert f'{config.image_code_root}/{local.schema_file}' in text
 
 
 # ---------------------------------------------------- cloud components ----
 
 def test_default_config_keeps_the_local_components():
   config = configs.load(environ={})
-  by_id = {c.id: type(c).__name__ for c in taxi_pipeline.create_pipeline(config).components}
+  by_id = {c.id: type(c).__name__ for c in pipeline_module.create_pipeline(config).components}
   assert by_id['Trainer'] == 'Trainer' and by_id['Pusher'] == 'AtomicPusher'
   assert 'VertexPusher' not in by_id
   assert cloud.vertex_pusher(config) is None
@@ -319,9 +320,9 @@ def test_submit_sends_the_compiled_job_to_vertex(compiled, monkeypatch):
   request = job._gca_resource  # pylint: disable=protected-access
   assert sent['kwargs'] == {'service_account': CLOUD['gcp_service_account']}
   assert job.project == 'test-project' and job.location == 'europe-west4'
-  assert request.display_name == 'taxi-big-tipper'
+  assert request.display_name == config.pipeline_name
   assert request.runtime_config.gcs_output_directory == config.pipeline_root
-  assert request.pipeline_spec['pipelineInfo']['name'] == 'taxi-big-tipper'
+  assert request.pipeline_spec['pipelineInfo']['name'] == config.pipeline_name
   assert state.staging_bucket == 'gs://test-bucket'
   # enable_caching=False reaches every task.
   tasks = request.pipeline_spec['root']['dag']['tasks']

@@ -18,7 +18,7 @@ ALLOWED = {
     'compat': set(),
     'examples': {'pipeline'},  # pipeline/project.py only: the switch's variable prefix.
     'models': {'examples'},
-    'data': {'examples', 'models'},  # data/generate.py makes taxi data.
+    'data': {'examples', 'models'},  # data/generate_taxi.py makes taxi data.
     'serving': set(),
     'pipeline': {'examples', 'models', 'serving'},
     'orchestration': {'models', 'pipeline'},

@@ -332,7 +332,7 @@ def _sample(rows, n, seed):
 
 
 def _generated(header, n, seed, **drift):
-  from data import generate
+  from data import generate_taxi as generate
   return _typed(header, [r for chunk in generate.generate_rows(n, seed, generate.Drift(**drift))
                          for r in chunk])
 
@@ -599,3 +599,28 @@ def test_a_closed_stdout_is_one_line_on_stderr(good_logs, shipped_statistics, tm
   assert 'Traceback' not in err and err.strip().splitlines()[-1] == \
       'monitoring: stdout was closed before the summary was written', err
   assert (tmp_path / 'out' / 'monitoring.json').exists()
+
+
+def test_the_report_plots_the_predictions_under_the_name_monitoring_followed():
+  """A multi-class or regression run follows 'top_probability' or
+  'prediction', not 'probability': the plot must read that one (it drew
+  'no statistics' for every task but binary)."""
+  import pandas as pd
+  import tensorflow_data_validation as tfdv
+  from reports import monitoring_report
+  name = 'top_probability'
+  stats = tfdv.generate_statistics_from_dataframe(pd.DataFrame({name: [0.4, 0.7, 0.9]}))
+  result = {'prediction_name': name, 'labels': {}, 'predictions_by_version': {
+      '1': dict(monitoring.prediction_summary([0.4, 0.7, 0.9]), compared_to=None, shift=None)}}
+  predictions = monitoring_report._predictions(result, {'predictions': {1: stats}})
+  assert 'data-empty' not in predictions['plot'] and name in predictions['plot']
+  assert predictions['header'][3] == f'mean {name}'
+  (row,) = predictions['rows']
+  assert row[:8] == ['1', '', '3', '0.6667', '0.2055', '0.4600', '0.7000', '0.8600']
+
+
+def test_a_prediction_summary_has_mean_spread_and_quantiles():
+  summary = monitoring.prediction_summary([1.0, 2.0, 3.0, 4.0, 5.0])
+  assert summary['count'] == 5 and summary['mean'] == 3.0
+  assert summary['std'] == pytest.approx(2 ** 0.5)
+  assert summary['quantiles'] == {'p10': 1.4, 'p50': 3.0, 'p90': pytest.approx(4.6)}

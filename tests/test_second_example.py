@@ -54,7 +54,7 @@ def test_an_unknown_example_is_one_line_naming_the_choices():
                           capture_output=True, text=True, timeout=120)
   assert result.returncode != 0
   assert result.stderr.strip().splitlines() == [
-      f"{examples.SWITCH}='irsi' is not an example: set it to one of taxi, iris "
+      f"{examples.SWITCH}='irsi' is not an example: set it to one of taxi, iris, diabetes "
       '(examples/__init__.py)']
 
 

@@ -21,11 +21,14 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from models import features
 from models import signatures
+from pipeline import project
 from pipeline.components import infra_validator
 from tests.conftest import REPO, sample_rows
 
 DTYPES = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
 REQUIRED = [n for n, s in features.RAW_FEATURES.items() if s.required]
+PREDICTION = features.PREDICTION_KEY  # What the Evaluator reads of serving_default.
+MODEL = project.MODEL_NAME
 
 
 @pytest.fixture(scope='module')
@@ -73,8 +76,8 @@ def test_serving_default_scores_examples(loaded, rows):
 @pytest.mark.slow
 def test_raw_feature_signature_agrees_with_examples(loaded, rows):
   from_examples = loaded.signatures['serving_default'](
-      examples=tf.constant([to_example(r) for r in rows]))['probability']
-  from_raw = loaded.signatures['predict_raw'](**to_raw_tensors(rows))['probability']
+      examples=tf.constant([to_example(r) for r in rows]))[PREDICTION]
+  from_raw = loaded.signatures['predict_raw'](**to_raw_tensors(rows))[PREDICTION]
   np.testing.assert_allclose(from_raw.numpy(), from_examples.numpy(), rtol=1e-5)
 
 
@@ -89,14 +92,14 @@ def test_raw_signature_allows_leaving_optional_features_out(loaded, rows):
   without = [{n: (v if n in required else None) for n, v in r.items()} for r in rows]
   expected = loaded.signatures['serving_default'](
       examples=tf.constant([to_example(r) for r in without]))
-  np.testing.assert_allclose(out['probability'].numpy(),
-                             expected['probability'].numpy(), rtol=1e-5)
+  np.testing.assert_allclose(out[PREDICTION].numpy(),
+                             expected[PREDICTION].numpy(), rtol=1e-5)
 
 
 @pytest.mark.slow
 def test_raw_signature_rejects_ragged_columns(loaded, rows):
   columns = to_raw_tensors(rows)
-  columns['fare'] = columns['fare'][:3]
+  columns[REQUIRED[0]] = columns[REQUIRED[0]][:3]
   with pytest.raises(tf.errors.InvalidArgumentError, match='one value per example'):
     loaded.signatures['predict_raw'](**columns)
 
@@ -137,10 +140,11 @@ def test_required_features_are_the_schemas_serving_requirements():
 def test_raw_signature_refuses_a_request_without_required_features(loaded, rows):
   """Answering from defaults gave a confident 1.5e-27 for a 3-feature row."""
   columns = to_raw_tensors(rows)
-  for name in ('fare', 'payment_type'):
+  left_out = [REQUIRED[0], REQUIRED[-1]]
+  for name in left_out:
     columns[name] = columns[name][:0]  # What TF Serving feeds for an omitted input.
   with pytest.raises(tf.errors.InvalidArgumentError,
-                     match=r'Missing required features .*: fare, payment_type\.'):
+                     match=rf'Missing required features .*: {", ".join(left_out)}\.'):
     loaded.signatures['predict_raw'](**columns)
 
 
@@ -150,10 +154,10 @@ def test_raw_signature_refuses_a_request_without_required_features(loaded, rows)
                                            ('regression', 'inputs')])
 def test_example_signatures_refuse_examples_without_required_features(loaded, rows,
                                                                        signature, key):
-  without_miles = dict(rows[1], trip_miles=None)
-  examples = tf.constant([to_example(rows[0]), to_example(without_miles)])
+  left_out = REQUIRED[-2]
+  examples = tf.constant([to_example(rows[0]), to_example(dict(rows[1], **{left_out: None}))])
   with pytest.raises(tf.errors.InvalidArgumentError,
-                     match=r'Missing required features .*: trip_miles\.'):
+                     match=rf'Missing required features .*: {left_out}\.'):
     loaded.signatures[signature](**{key: examples})
 
 
@@ -185,7 +189,7 @@ def test_warmup_file_has_records_for_every_client_signature(pushed_version_dir):
 def served_copy(pushed_version_dir, tmp_path_factory):
   """The local model server, in a subprocess as users run it, on a copy of
   the pushed version; yields (REST url, path of its log)."""
-  base = tmp_path_factory.mktemp('served') / 'taxi_big_tipper'
+  base = tmp_path_factory.mktemp('served') / MODEL
   shutil.copytree(pushed_version_dir, base / os.path.basename(pushed_version_dir))
   log_path = base.parent / 'server.log'
   grpc_port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
@@ -193,10 +197,10 @@ def served_copy(pushed_version_dir, tmp_path_factory):
   with open(log_path, 'wb') as log:
     server = subprocess.Popen(
         [sys.executable, '-m', 'serving.server', f'--port={grpc_port}',
-         f'--rest_api_port={rest_port}', '--model_name=taxi_big_tipper',
+         f'--rest_api_port={rest_port}', f'--model_name={MODEL}',
          f'--model_base_path={base}'],
         cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT)
-  url = f'http://127.0.0.1:{rest_port}/v1/models/taxi_big_tipper'
+  url = f'http://127.0.0.1:{rest_port}/v1/models/{MODEL}'
   try:
     wait_until_available(server, url, log_path)
     yield url, log_path
@@ -228,22 +232,28 @@ def test_local_server_replays_every_warmup_record(served_copy, pushed_version_di
 @pytest.mark.slow
 def test_rest_predict_raw_without_a_required_feature_is_a_400_naming_it(served_copy, rows):
   url, _ = served_copy
-  instances = [{n: r[n] for n in REQUIRED if n != 'fare'} for r in rows[:3]]
+  left_out = REQUIRED[0]
+  instances = [{n: r[n] for n in REQUIRED if n != left_out} for r in rows[:3]]
   response = requests.post(url + ':predict', timeout=30,
                            json={'signature_name': 'predict_raw', 'instances': instances})
   assert response.status_code == 400, response.text
-  assert 'Missing required features (left out of the request): fare.' in response.json()['error']
+  assert f'Missing required features (left out of the request): {left_out}.' \
+      in response.json()['error']
 
 
 def test_predict_raw_warmup_request_sends_what_the_example_has():
   from tensorflow.core.protobuf import meta_graph_pb2
   signature_def = meta_graph_pb2.SignatureDef()
-  for name, dtype in (('fare', tf.float32), ('trip_start_hour', tf.int64),
-                      ('company', tf.string)):
-    signature_def.inputs[name].dtype = dtype.as_datatype_enum
-  example = to_example({'fare': 7.5, 'trip_start_hour': 9, 'company': None})
-  request = infra_validator.raw_request(example, signature_def)
+  *sent, left_out = list(features.RAW_FEATURES)[:3]
+  for name in sent + [left_out]:
+    signature_def.inputs[name].dtype = DTYPES[features.RAW_FEATURES[name].dtype].as_datatype_enum
+  values = {'float': 7.5, 'int': 9, 'string': 'x'}
+  row = {name: values[features.RAW_FEATURES[name].dtype] for name in sent}
+  request = infra_validator.raw_request(to_example(dict(row, **{left_out: None})), signature_def)
   assert request.model_spec.signature_name == 'predict_raw'
-  assert set(request.inputs) == {'fare', 'trip_start_hour'}  # company left out.
-  assert tf.make_ndarray(request.inputs['fare']).tolist() == [7.5]
-  assert tf.make_ndarray(request.inputs['trip_start_hour']).dtype == np.int64
+  assert set(request.inputs) == set(sent)  # The one without a value is left out.
+  for name in sent:
+    dtype = DTYPES[features.RAW_FEATURES[name].dtype]
+    assert request.inputs[name].dtype == dtype.as_datatype_enum, name
+    expected = row[name].encode() if isinstance(row[name], str) else row[name]
+    assert tf.make_ndarray(request.inputs[name]).tolist() == [expected], name

@@ -6,7 +6,8 @@ model server in a subprocess on free loopback ports (loaded the way TF
 Serving's model management does it, by ModelService.HandleReloadConfigRequest),
 waits until it is AVAILABLE, sends real requests over REST (predict on
 serving_default with b64 examples, and on predict_raw if present) and gRPC
-(Predict and Classify), checks that the answers are well-formed and finite,
+(Predict, and Classify and Regress on the signatures that have their method
+names), checks that the answers are well-formed and finite,
 and shuts the server down.
 
 A server's start-up is mostly importing TensorFlow (about 4 s of one core).
@@ -242,8 +243,7 @@ def _first_value(feature):
 
 def _check_grpc(target: str, examples: List[bytes], rest: str) -> List[str]:
   import tensorflow as tf
-  from tensorflow_serving.apis import (classification_pb2, predict_pb2,
-                                       prediction_service_pb2_grpc)
+  from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
   signatures = requests.get(rest + '/metadata', timeout=10).json()[
       'metadata']['signature_def']['signature_def']
   input_name = next(iter(signatures['serving_default']['inputs']))
@@ -261,20 +261,52 @@ def _check_grpc(target: str, examples: List[bytes], rest: str) -> List[str]:
       if array.dtype.kind in 'fiub':
         _finite(array, f'gRPC Predict {name}', len(examples))
     checks = [f'gRPC Predict: {len(examples)} answers']
-    classify = [k for k, v in signatures.items() if v['method_name'] == 'tensorflow/serving/classify']
-    if not classify:
-      return checks + ['gRPC Classify: no classification signature']
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name, request.model_spec.signature_name = MODEL_NAME, classify[0]
-    for example in examples:
-      request.input.example_list.examples.add().ParseFromString(example)
-    try:
-      result = stub.Classify(request, timeout=30).result
-    except grpc.RpcError as e:
-      raise _CheckFailed(f'gRPC Classify: {e.code().name} {e.details()}') from None
-    scores = [[c.score for c in row.classes] for row in result.classifications]
-    _finite(scores, 'gRPC Classify scores', len(examples))
-    return checks + [f'gRPC Classify ({classify[0]}): {len(examples)} answers']
+    return checks + [_check_classify(stub, signatures, examples),
+                     _check_regress(stub, signatures, examples)]
+
+
+def _signature_of(signatures: dict, method: str) -> Optional[str]:
+  """The first signature TF Serving's Classify or Regress API would accept."""
+  return next((k for k, v in sorted(signatures.items())
+               if v['method_name'] == f'tensorflow/serving/{method}'), None)
+
+
+def _example_input(request, examples: List[bytes]) -> None:
+  for example in examples:
+    request.input.example_list.examples.add().ParseFromString(example)
+
+
+def _check_classify(stub, signatures: dict, examples: List[bytes]) -> str:
+  from tensorflow_serving.apis import classification_pb2
+  signature = _signature_of(signatures, 'classify')
+  if signature is None:  # A regression model has none.
+    return 'gRPC Classify: no classification signature'
+  request = classification_pb2.ClassificationRequest()
+  request.model_spec.name, request.model_spec.signature_name = MODEL_NAME, signature
+  _example_input(request, examples)
+  try:
+    result = stub.Classify(request, timeout=30).result
+  except grpc.RpcError as e:
+    raise _CheckFailed(f'gRPC Classify: {e.code().name} {e.details()}') from None
+  scores = [[c.score for c in row.classes] for row in result.classifications]
+  _finite(scores, 'gRPC Classify scores', len(examples))
+  return f'gRPC Classify ({signature}): {len(examples)} answers'
+
+
+def _check_regress(stub, signatures: dict, examples: List[bytes]) -> str:
+  from tensorflow_serving.apis import regression_pb2
+  signature = _signature_of(signatures, 'regress')
+  if signature is None:
+    return 'gRPC Regress: no regression signature'
+  request = regression_pb2.RegressionRequest()
+  request.model_spec.name, request.model_spec.signature_name = MODEL_NAME, signature
+  _example_input(request, examples)
+  try:
+    result = stub.Regress(request, timeout=30).result
+  except grpc.RpcError as e:
+    raise _CheckFailed(f'gRPC Regress: {e.code().name} {e.details()}') from None
+  _finite([r.value for r in result.regressions], 'gRPC Regress outputs', len(examples))
+  return f'gRPC Regress ({signature}): {len(examples)} answers'
 
 
 def _stop(server: _Server) -> None:

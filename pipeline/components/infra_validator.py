@@ -34,6 +34,8 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.apis import regression_pb2
 
+from models import features
+
 # The properties and marker files TFX's InfraValidator writes, which Pusher reads.
 BLESSED_KEY = 'blessed'
 HAS_MODEL_KEY = 'has_model'
@@ -42,8 +44,10 @@ NOT_BLESSED_FILE = 'INFRA_NOT_BLESSED'
 TF_SERVING_IMAGE_TAG = '2.16.1'  # Matches the TensorFlow of the stack.
 MODEL_NAME = 'candidate'  # In the requests; TF Serving's warmup ignores it.
 
-# The tf.Example signatures, whose requests TFX's request_builder builds...
-EXAMPLE_SIGNATURES = ('serving_default', 'classification', 'regression')
+# The tf.Example signatures, whose requests TFX's request_builder builds
+# (a regression model has no classification signature)...
+EXAMPLE_SIGNATURES = (('serving_default', 'regression') if features.TASK == features.REGRESSION
+                      else ('serving_default', 'classification', 'regression'))
 # ...and the one it cannot (one tensor per raw feature), built here.
 RAW_SIGNATURE = 'predict_raw'
 CLIENT_SIGNATURES = EXAMPLE_SIGNATURES + (RAW_SIGNATURE,)

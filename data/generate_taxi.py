@@ -1,7 +1,7 @@
 """Taxi-like CSV spans of any size, drawn from the shipped data.
 
-    python -m data.generate --root /tmp/big --rows 1500000            # span-1
-    python -m data.generate --root /tmp/big --rows 100000 --span 2 \\
+    python -m data.generate_taxi --root /tmp/big --rows 1500000            # span-1
+    python -m data.generate_taxi --root /tmp/big --rows 100000 --span 2 \\
         --fare-inflation 0.1 --hour-shift 2 --payment-mix 'Credit Card=0.6'
 
 Each output row is a shipped row (data/taxi/span-1/data.csv) drawn at random,
@@ -219,7 +219,7 @@ class _Parser(argparse.ArgumentParser):
     self.exit(2, f'{self.prog}: {message} (see --help)\n')
 
 
-PROG = 'python -m data.generate'
+PROG = 'python -m data.generate_taxi'
 
 
 def parse_args(argv):
