@@ -25,12 +25,14 @@ IMAGE ?= $(or $($(ENV_PREFIX)PIPELINE_IMAGE),$(if $(IMAGE_REGISTRY),$(IMAGE_REGI
 DOCKER ?= docker
 CLOUD_ARGS ?=
 # The registry host of IMAGE, e.g. us-central1-docker.pkg.dev.
+# The commit the image is built from, recorded with each push (audit trail).
+GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
 REGISTRY_HOST = $(firstword $(subst /, ,$(IMAGE)))
 
 .PHONY: image push-image compile submit lint-image
 
 image:
-	$(DOCKER) build -t $(IMAGE) .
+	$(DOCKER) build --build-arg GIT_COMMIT=$(GIT_COMMIT) -t $(IMAGE) .
 
 push-image: image
 	gcloud auth configure-docker $(REGISTRY_HOST) --quiet

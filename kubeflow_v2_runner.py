@@ -76,7 +76,7 @@ def parse_args(argv):
   flag('--region', 'Vertex AI and Dataflow region', dest='gcp_region')
   flag('--service-account', 'runs the pipeline steps', dest='gcp_service_account')
   flag('--gcs-bucket', 'bucket for data, artifacts, models and Beam temp files')
-  flag('--gcs-data-root', 'data in the bucket; unset: gs://<bucket>/data/taxi')
+  flag('--gcs-data-root', 'data in the bucket; unset: gs://<bucket>/<data_root>')
   flag('--image', 'pipeline image (make image)', dest='pipeline_image')
   flag('--beam-profile', 'where the Beam steps run: in their step container, or on Dataflow',
        choices=['local', 'dataflow'])

@@ -48,7 +48,7 @@ exit status:
 
 environment:
   Every field of pipeline/configs.py can be set as {P}<FIELD>, e.g.
-  {P}TRAIN_STEPS=500, {P}DATA_ROOT=/data/taxi, {P}TUNER_TRIALS=2,
+  {P}TRAIN_STEPS=500, {P}DATA_ROOT=/data/mine, {P}TUNER_TRIALS=2,
   {P}SERVING_CONFIG_FILE=models.config; flags override them.
 
 logs:
@@ -243,7 +243,7 @@ def print_summary(summary):
     print('Nothing was pushed.')
     return
   metrics = summary['metrics']
-  shown = ', '.join(f'{k} {metrics[k]:.4f}' for k in ('auc', 'accuracy') if k in metrics)
+  shown = ', '.join(f'{k} {metrics[k]:.4f}' for k in SUMMARY_METRICS if k in metrics)
   print(f'Done in {summary["seconds"]}s. Eval: {shown or "n/a"}.')
   if summary['pushed']:
     print(f'Blessed and pushed: {summary["pushed_path"]} (now served: the highest version)')
@@ -369,15 +369,22 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
   return summary
 
 
+# The Evaluator's overall metrics the summary line shows, whichever the task.
+SUMMARY_METRICS = ('auc', 'accuracy', 'rmse', 'mean_absolute_error')
+
+
 def _label_canary(config, pushed_path):
   """The new version becomes `canary` beside `stable` in the serving config."""
   from operations import rollout
+  from pipeline import audit
   version = int(os.path.basename(pushed_path))
   path = config.path(config.serving_config_file)
   labels = rollout.labels(rollout.read_config(path), config.model_name)
   if version in labels.values():
     return labels  # Already labelled.
-  return rollout.canary(path, config.model_name, version)
+  # The canary's record goes beside the push's, wherever the config file lives.
+  return rollout.canary(path, config.model_name, version,
+                        audit_dir=audit.audit_dir(config.path(config.serving_dir)))
 
 
 def _write_report(config, summary):

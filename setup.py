@@ -30,7 +30,8 @@ setuptools.setup(
         'examples', 'models', 'pipeline', 'pipeline.*', 'orchestration', 'operations', 'reports',
         'client', 'serving', 'serving.*', 'compat']),
     py_modules=['local_runner', 'kubeflow_v2_runner'],
-    package_data={'models': ['hyperparameters.json'], 'reports': ['templates/*.j2']},
+    package_data={'models': ['*.json'], 'examples': ['*.json'], 'reports': ['templates/*.j2'],
+                  'pipeline': ['templates/*.j2']},
     # Workers get exact versions from requirements.lock; these only name them.
     install_requires=_requirements('requirements.txt'),
     extras_require={'dev': _requirements('requirements-dev.txt')},

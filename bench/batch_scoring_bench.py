@@ -1,7 +1,7 @@
 """Batch scoring speed: `local_runner.py --score` vs REST batches of 100.
 
 For each size, a drop of taxi-like unlabelled rows with an id column
-(data/generate.py's rows, tips dropped), then:
+(data/generate_taxi.py's rows, tips dropped), then:
   score  `python local_runner.py --score DROP --id-column trip_id` on a copy of
          a trained output root (the local runner, Beam in memory): wall time
          from the command's start to its exit, rows/s, and each step's time.
@@ -40,7 +40,7 @@ import psutil
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from data import generate  # noqa: E402  pylint: disable=wrong-import-position
+from data import generate_taxi as generate  # noqa: E402  pylint: disable=wrong-import-position
 from pipeline import project  # noqa: E402  pylint: disable=wrong-import-position
 
 ID = 'trip_id'

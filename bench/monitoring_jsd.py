@@ -6,7 +6,7 @@ and for a 20% fare inflation (signal), per sample size.
 
 Training statistics: TFDV statistics of the whole shipped CSV. Clean samples
 are drawn from that CSV without replacement; drift compares two disjoint
-clean samples. Shifted traffic is data/generate.py with --fare-inflation 0.2.
+clean samples. Shifted traffic is data/generate_taxi.py with --fare-inflation 0.2.
 """
 
 import os
@@ -22,7 +22,7 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data import generate  # pylint: disable=g-import-not-at-top
+from data import generate_taxi as generate  # pylint: disable=g-import-not-at-top
 from operations import monitoring
 from client.predict import typed_row
 

@@ -3,7 +3,7 @@
     python bench/scale_bench.py                       # 15k, 150k, 1.5M rows
     python bench/scale_bench.py --rows 15000 150000   # a subset
 
-For each size it generates taxi-like data (data/generate.py), then runs the
+For each size it generates taxi-like data (data/generate_taxi.py), then runs the
 real pipeline (pipeline/pipeline.py, LocalDagRunner, the `local` Beam
 profile) in a fresh subprocess, with a short training (the Evaluator needs a
 model, not a good one). Per component it reports seconds, input rows per
@@ -42,7 +42,7 @@ def data_root(rows: int) -> str:
 
 
 def ensure_data(rows: int, seed: int = 0) -> str:
-  from data import generate
+  from data import generate_taxi as generate
   root = data_root(rows)
   if not os.path.exists(os.path.join(root, 'span-1', 'data.csv')):
     generate.write_span(root, 1, rows, seed)

@@ -136,7 +136,7 @@ def test_on_another_tfx_the_runner_still_runs_the_pipeline(other_tfx, tmp_path):
 
 ENTRY_POINTS = ['local_runner.py', 'kubeflow_v2_runner.py', 'reports/run_report.py',
                 'operations/monitoring.py', 'operations/rollout.py', 'client/predict.py',
-                'data/generate.py', 'serving/server.py', 'pipeline/schema_bootstrap.py']
+                'data/generate_taxi.py', 'serving/server.py', 'pipeline/schema_bootstrap.py']
 
 
 @pytest.mark.parametrize('path', ENTRY_POINTS)
@@ -169,7 +169,7 @@ def test_an_entry_point_sets_legacy_keras_when_unset():
 
 
 def test_a_user_setting_of_keras_3_is_one_line_and_exit_2():
-  done = _python(['-m', 'data.generate', '--help'], {'TF_USE_LEGACY_KERAS': '0'})
+  done = _python(['-m', 'data.generate_taxi', '--help'], {'TF_USE_LEGACY_KERAS': '0'})
   assert done.returncode == 2
   assert done.stderr == ('error: TF_USE_LEGACY_KERAS=0 selects Keras 3, which TFX 1.16 '
                          'cannot use: unset it or set it to 1.\n')

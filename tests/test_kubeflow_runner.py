@@ -242,8 +242,8 @@ def test_vertex_options_swap_in_tfx_google_cloud_extensions(compiled_vertex):
   assert _executor_class(job, 'Trainer') == f'{vertex}.trainer.executor.GenericExecutor'
   assert _executor_class(job, 'Tuner') == f'{vertex}.tuner.executor.Executor'
   assert _executor_class(job, 'VertexPusher') == f'{vertex}.pusher.executor.Executor'
-  # A bucket has no atomic rename: TFX's own Pusher writes there.
-  assert _executor_class(job, 'Pusher') == 'tfx.components.pusher.executor.Executor'
+  # The project's Pusher on a bucket too: saved_model.pb last, audited, with a model card.
+  assert _executor_class(job, 'Pusher') == 'pipeline.components.pusher._AtomicPusherExecutor'
 
 
 def test_vertex_trainer_runs_the_pipeline_image_in_the_configured_project():

@@ -217,15 +217,17 @@ def test_setup_py_package_and_console_scripts_follow_the_project():
 
 def test_make_image_names_the_project_image():
   def image_command(**env):
-    result = subprocess.run(['make', '-n', '-s', 'image'], cwd=REPO, env=_child_env(**env),
+    result = subprocess.run(['make', '-n', '-s', 'image'], cwd=REPO,
+                            env=_child_env(**{'GIT_COMMIT': 'c0ffee', **env}),
                             capture_output=True, text=True, check=True)
     return result.stdout.strip()
-  assert image_command() == f'docker build -t {project.IMAGE_NAME}:local .'
+  assert image_command() == f'docker build --build-arg GIT_COMMIT=c0ffee -t {project.IMAGE_NAME}:local .'
   variable = configs.ENV_PREFIX + 'PIPELINE_IMAGE'
-  assert image_command(**{variable: 'registry/x:1'}) == 'docker build -t registry/x:1 .'
+  assert image_command(**{variable: 'registry/x:1'}) == \
+      'docker build --build-arg GIT_COMMIT=c0ffee -t registry/x:1 .'
   # As CI builds it: the registry and the commit from CI, the name from the project.
   assert image_command(IMAGE_REGISTRY='r.example/p/repo', IMAGE_TAG='abc123') == \
-      f'docker build -t r.example/p/repo/{project.IMAGE_NAME}:abc123 .'
+      f'docker build --build-arg GIT_COMMIT=c0ffee -t r.example/p/repo/{project.IMAGE_NAME}:abc123 .'
 
 
 def test_ci_workflow_agrees_with_the_project_names():

@@ -10,7 +10,7 @@ endpoint that runs the pipeline image.
 
 from typing import Dict, Optional
 
-from tfx.components import Pusher, Trainer, Tuner
+from tfx.components import Trainer, Tuner
 from tfx.proto import pusher_pb2, tuner_pb2
 
 from pipeline.components.pusher import AtomicPusher
@@ -74,14 +74,14 @@ def tuner(config: PipelineConfig, **kwargs):
 def pusher(config: PipelineConfig, **kwargs):
   """The filesystem push TF Serving reads from: a local folder or a bucket.
 
-  Locally, AtomicPusher (rename-in, never half-written). A bucket has no
-  rename, so there TFX's Pusher, which copies saved_model.pb last: TF
-  Serving does not load a version before that file appears.
+  AtomicPusher in both: locally it renames the version in (never
+  half-written); a bucket has no rename, so there it copies saved_model.pb
+  last (TF Serving loads no version before that file appears). Either way
+  it records the push in the audit trail and writes the model card.
   """
   destination = pusher_pb2.PushDestination(
       filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.push_dir))
-  push_class = Pusher if '://' in config.push_dir else AtomicPusher
-  return push_class(push_destination=destination, **kwargs).with_id('Pusher')
+  return AtomicPusher(push_destination=destination, **kwargs).with_id('Pusher')
 
 
 def vertex_pusher(config: PipelineConfig, **kwargs):
