@@ -52,3 +52,16 @@ CONFIG_DEFAULTS = {
     'data_root': 'data/taxi',
     'slice_features': 'trip_start_hour,payment_type',
 }
+
+# What the model card of each pushed version says (pipeline/model_card.py);
+# an example without them gets a generic text.
+INTENDED_USE = (
+    'Predicts whether a Chicago taxi trip ends with a tip above 20 % of the fare, from '
+    'what is known when the trip ends (times, places, fare, payment type, company). '
+    'A demonstration of the pipeline on public City of Chicago data; not for decisions '
+    'about drivers or passengers.')
+KNOWN_LIMITS = [
+    'Cash tips are rarely recorded in the source data, so cash trips look like non-tippers.',
+    'Trained on the spans below only: other years, cities or fare rules are not measured.',
+    'A slice with few examples (e.g. rare payment types) has noisy metrics: read its count.',
+]

@@ -37,29 +37,25 @@ from ml_metadata.proto import metadata_store_pb2
 import numpy as np
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import statistics_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 from tfx import types
 from tfx.components import BulkInferrer, StatisticsGen
-from tfx.components.example_validator import executor as example_validator_executor
-from tfx.components.example_validator.component import ExampleValidator
-from tfx.components.example_validator import labels as example_validator_labels
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
-from tfx.dsl.components.base import executor_spec
 from tfx.dsl.components.common.importer import Importer
 from tfx.dsl.io import fileio
 from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import bulk_inferrer_pb2, example_gen_pb2
-from tfx.types import standard_artifacts, standard_component_specs
+from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
-from tfx.utils import writer_utils
 
 from models import features, signatures
 from pipeline import metadata
 from pipeline import pipeline as taxi_pipeline
 from pipeline.components import csv_example_gen
-from pipeline.components.anomalies_gate import AnomaliesGate
-from pipeline.components.schema_importer import CuratedSchemaGen
+from pipeline.components.anomalies_gate import ANOMALIES_FILE, AnomaliesGate
+from pipeline.components.schema_importer import SCHEMA_FILE_NAME, CuratedSchemaGen
 from pipeline.configs import PipelineConfig
 
 SPLIT = 'score'  # The drop's one split: no train/eval hashing.
@@ -186,28 +182,27 @@ def _pushed_version(config: PipelineConfig, model) -> Optional[str]:
 # ---- the components ----------------------------------------------------------------------
 
 
-class _ServingEnvironmentExecutor(example_validator_executor.Executor):
-  """ExampleValidator's executor, validating as serving data: the schema's
-  SERVING environment (no label), any number of rows (the schema's
-  min_examples_count is for training spans; zero rows is refused before
-  the run)."""
-
-  def _Validate(self, inputs, outputs):
-    schema = type(inputs[standard_component_specs.SCHEMA_KEY])()
-    schema.CopyFrom(inputs[standard_component_specs.SCHEMA_KEY])
-    schema.ClearField('dataset_constraints')
-    anomalies = tfdv.validate_statistics(
-        statistics=inputs[standard_component_specs.STATISTICS_KEY], schema=schema,
-        environment=signatures.SERVING_ENVIRONMENT)
-    writer_utils.write_anomalies(
-        os.path.join(outputs[example_validator_labels.SCHEMA_DIFF_PATH],
-                     example_validator_executor.DEFAULT_FILE_NAME), anomalies)
-    return anomalies
-
-
-class ServingExampleValidator(ExampleValidator):
-  """TFX's ExampleValidator for serving data (TFX's takes no environment)."""
-  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(_ServingEnvironmentExecutor)
+@component
+def ServingExampleValidator(  # pylint: disable=invalid-name
+    statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+    schema: InputArtifact[standard_artifacts.Schema],
+    anomalies: OutputArtifact[standard_artifacts.ExampleAnomalies]):
+  """TFX's ExampleValidator for serving data, which TFX's cannot be told:
+  the schema's SERVING environment (no label), any number of rows (the
+  schema's min_examples_count is for training spans; zero rows is refused
+  before the run). Same output layout, so AnomaliesGate reads it."""
+  curated = io_utils.SchemaReader().read(os.path.join(schema.uri, SCHEMA_FILE_NAME))
+  curated.ClearField('dataset_constraints')
+  splits = artifact_utils.decode_split_names(statistics.split_names)
+  anomalies.split_names = artifact_utils.encode_split_names(splits)
+  for split in splits:
+    split_statistics = statistics_pb2.DatasetFeatureStatisticsList.FromString(
+        io_utils.read_bytes_file(os.path.join(statistics.uri, f'Split-{split}',
+                                              'FeatureStats.pb')))
+    found = tfdv.validate_statistics(statistics=split_statistics, schema=curated,
+                                     environment=signatures.SERVING_ENVIRONMENT)
+    io_utils.write_bytes_file(
+        os.path.join(anomalies.uri, f'Split-{split}', ANOMALIES_FILE), found.SerializeToString())
 
 
 class BatchPredictions(types.Artifact):
