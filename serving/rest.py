@@ -249,10 +249,11 @@ class RestApi:
   async def _run_examples(self, api: str, request, examples, off_loop: bool) -> bytes:
     """Classify or Regress; examples: the input, serialized (else in request.input)."""
     if api == 'classify':
-      response = await self.core.classify(request, entrypoint='REST', examples=examples)
-      return await self._call(off_loop, rest_json.classify_response, response.result)
-    response = await self.core.regress(request, entrypoint='REST', examples=examples)
-    return await self._call(off_loop, rest_json.regress_response, response.result)
+      result = await self.core.classify_arrays(request, entrypoint='REST', examples=examples)
+      return await self._call(off_loop, rest_json.classify_response, result.classes,
+                              result.scores, result.count)
+    result = await self.core.regress_arrays(request, entrypoint='REST', examples=examples)
+    return await self._call(off_loop, rest_json.regress_response, result.values)
 
   def _metadata(self, spec: ModelSpec) -> bytes:
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=['signature_def'])
