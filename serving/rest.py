@@ -48,8 +48,10 @@ class RestApi:
     self.max_body_bytes = max_body_bytes
     self.max_request_values = max_request_values
     # Few threads: they bound how many large requests are expanded in memory at once.
+    # At a lower OS priority: large requests' Python work (decoding, JSON
+    # writing) must not take the CPU from the event loop on a busy machine.
     self._pool = concurrent.futures.ThreadPoolExecutor(
-        decode_threads, thread_name_prefix='rest_decode')
+        decode_threads, thread_name_prefix='rest_decode', initializer=json_worker.lower_priority)
     self._worker = json_worker.JsonWorker(max_request_values)
     self._trim_timer = None
     self._parse_lock = threading.Lock()
