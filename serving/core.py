@@ -11,6 +11,7 @@ import time
 from typing import Callable, Dict, NamedTuple, Optional, Sequence
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, inference_pb2,
@@ -143,24 +144,41 @@ class ServerCore:
                      entrypoint: str = 'GRPC', examples: tensors.SerializedExamples = None
                      ) -> classification_pb2.ClassificationResponse:
     """examples: the request's input already serialized (request.input is then empty)."""
-    return await self._example_api(request, 'classify', classify_on, entrypoint, examples)
+    return await classification_response(await self.classify_arrays(request, entrypoint, examples))
+
+  async def classify_arrays(self, request: classification_pb2.ClassificationRequest,
+                            entrypoint: str = 'GRPC', examples: tensors.SerializedExamples = None
+                            ) -> 'Classifications':
+    """Classify, the result as arrays: REST writes them as JSON, and the
+    response proto (a Python loop over every class of every example) is
+    built only for a request the request log samples."""
+    return await self._example_api(request, 'classify', classification_arrays,
+                                   classification_response, entrypoint, examples)
 
   async def regress(self, request: regression_pb2.RegressionRequest,
                     entrypoint: str = 'GRPC', examples: tensors.SerializedExamples = None
                     ) -> regression_pb2.RegressionResponse:
-    return await self._example_api(request, 'regress', regress_on, entrypoint, examples)
+    return await regression_response(await self.regress_arrays(request, entrypoint, examples))
 
-  async def _example_api(self, request, api: str, run_on, entrypoint: str, examples):
+  async def regress_arrays(self, request: regression_pb2.RegressionRequest,
+                           entrypoint: str = 'GRPC', examples: tensors.SerializedExamples = None
+                           ) -> 'Regressions':
+    return await self._example_api(request, 'regress', regression_arrays, regression_response,
+                                   entrypoint, examples)
+
+  async def _example_api(self, request, api: str, run_on, to_response, entrypoint: str,
+                         examples):
     """Classify or Regress: run on the addressed servable, then log the pair."""
     spec = ModelSpec.from_proto(request.model_spec)
     with self._serving(spec, api, entrypoint) as servable:
-      response = await run_on(servable, request, self.runner, self.method_name_check, examples)
+      result = await run_on(servable, request, self.runner, self.method_name_check, examples)
       logger = self._logger(spec.name)
       if logger is not None:
         if examples is not None:
           await _off_loop(len(examples.examples), examples.fill_input, request.input)
+        response = await to_response(result)
         logger.log(_prediction_log(servable, request, response, f'{api}_log'))
-      return response
+      return result
 
   async def multi_inference(self, request: inference_pb2.MultiInferenceRequest,
                             entrypoint: str = 'GRPC') -> inference_pb2.MultiInferenceResponse:
@@ -286,19 +304,48 @@ async def _run_examples(servable, signature, input_proto, runner, serialized=Non
   return len(examples), outputs
 
 
-async def classify_on(servable, request, runner, check_method=False, examples=None):
+class Classifications(NamedTuple):
+  """A Classify result as arrays: classes and scores [n, k] (either may be
+  None). REST writes them as JSON without building the response proto."""
+  model_spec: model_pb2.ModelSpec
+  count: int
+  classes: Optional[np.ndarray]
+  scores: Optional[np.ndarray]
+
+
+class Regressions(NamedTuple):
+  model_spec: model_pb2.ModelSpec
+  values: np.ndarray  # [n]
+
+
+async def classification_arrays(servable, request, runner, check_method=False, examples=None
+                                ) -> Classifications:
   signature = _example_signature(servable, request.model_spec.signature_name,
                                  CLASSIFY_METHOD, check_method)
   if not {'classes', 'scores'} & set(signature.output_names):
     raise errors.invalid_argument(
         'Expected classification signature outputs to contain classes or scores.')
   n, outputs = await _run_examples(servable, signature, request.input, runner, examples)
-  response = classification_pb2.ClassificationResponse(
-      model_spec=_spec_proto(servable, signature.name))
   classes = _per_example(outputs.get('classes'), n, 'classes')
   scores = _per_example(outputs.get('scores'), n, 'scores')
-  await _off_loop(n, _fill_classifications, response, n, classes, scores)
+  if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+    raise errors.invalid_argument(  # TF Serving's words.
+        f'Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs.'
+        f' {scores.shape[1]}')
+  return Classifications(_spec_proto(servable, signature.name), n, classes, scores)
+
+
+async def classification_response(result: Classifications
+                                  ) -> classification_pb2.ClassificationResponse:
+  response = classification_pb2.ClassificationResponse(model_spec=result.model_spec)
+  await _off_loop(result.count, _fill_classifications, response, result.count,
+                  result.classes, result.scores)
   return response
+
+
+async def classify_on(servable, request, runner, check_method=False, examples=None):
+  return await classification_response(
+      await classification_arrays(servable, request, runner, check_method, examples))
 
 
 def _fill_classifications(response, n, classes, scores) -> None:
@@ -329,7 +376,8 @@ def _text(value) -> str:
   return value.decode('utf-8', 'replace') if isinstance(value, bytes) else str(value)
 
 
-async def regress_on(servable, request, runner, check_method=False, examples=None):
+async def regression_arrays(servable, request, runner, check_method=False, examples=None
+                            ) -> Regressions:
   signature = _example_signature(servable, request.model_spec.signature_name,
                                  REGRESS_METHOD, check_method)
   if 'outputs' not in signature.output_names:
@@ -340,11 +388,24 @@ async def regress_on(servable, request, runner, check_method=False, examples=Non
     raise errors.invalid_argument(
         f'Expected output Tensor shape to be either [{n}] or [{n}, 1] but got'
         f' {list(values.shape)}')
-  response = regression_pb2.RegressionResponse(
-      model_spec=_spec_proto(servable, signature.name))
-  for value in values.reshape(-1):
-    response.result.regressions.add(value=float(value))
+  return Regressions(_spec_proto(servable, signature.name), values.reshape(-1))
+
+
+async def regression_response(result: Regressions) -> regression_pb2.RegressionResponse:
+  response = regression_pb2.RegressionResponse(model_spec=result.model_spec)
+  await _off_loop(len(result.values), _fill_regressions, response, result.values)
   return response
+
+
+def _fill_regressions(response, values) -> None:
+  add = response.result.regressions.add
+  for value in values.tolist():
+    add(value=value)
+
+
+async def regress_on(servable, request, runner, check_method=False, examples=None):
+  return await regression_response(
+      await regression_arrays(servable, request, runner, check_method, examples))
 
 
 async def multi_inference_on(servable, request, runner, check_method=False):

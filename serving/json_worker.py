@@ -144,8 +144,24 @@ def _read_exactly(stream, size: int) -> bytearray:
 
 # ---- In the worker process -----------------------------------------------------------
 
+# Large requests' work runs at a lower OS priority than the event loop, so
+# that on a busy machine the status, metrics and small requests are
+# scheduled first (nice 10, the most an unprivileged process may take back).
+BULK_NICENESS = 10
+
+
+def lower_priority() -> None:
+  """This thread (Linux: setpriority applies to the calling thread only) or,
+  elsewhere, this process, at BULK_NICENESS."""
+  try:
+    os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), BULK_NICENESS))
+  except (AttributeError, OSError):  # No setpriority here: serve at the same priority.
+    pass
+
+
 def main() -> None:
   """The worker: answers frames on stdin until it closes."""
+  lower_priority()
   stdin = open(sys.stdin.fileno(), 'rb', buffering=0, closefd=False)
   stdout = open(sys.stdout.fileno(), 'wb', buffering=0, closefd=False)
   sys.stdout = sys.stderr  # Nothing else may write into the replies.

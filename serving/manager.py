@@ -246,6 +246,12 @@ class ModelManager:
       record.in_flight += 1
     return record
 
+  def peek(self, name: str, version: Optional[int] = None, label: str = ''):
+    """The servable a request would be served by now, not held (REST reads
+    its signatures to decode a body before the request holds a version)."""
+    with self._lock:
+      return self._resolve(name, version, label).servable
+
   def release(self, record: VersionRecord) -> None:
     unloaded = None
     with self._lock:

@@ -218,7 +218,7 @@ class ModelServer:
       else:
         rest = RestApi(self.core, self._metrics_path(), args.max_request_body_bytes,
                        args.max_request_values)
-        runner = web.AppRunner(rest.app(), access_log=None)
+        runner = web.ServerRunner(rest.server())
         await runner.setup()
         await web.TCPSite(runner, host, args.rest_api_port, backlog=1024,
                           reuse_port=self.worker is not None).start()
@@ -237,6 +237,7 @@ class ModelServer:
         await grpc_server.stop(grace=2)
       if runner is not None:
         await runner.cleanup()
+        await rest.close()
       self.manager.stop()
       for _, logger in self._loggers.values():
         logger.close()

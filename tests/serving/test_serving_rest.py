@@ -127,3 +127,34 @@ def test_unknown_paths(server):
   assert requests.get(server.rest + '/nothing', timeout=10).status_code == 404
   response = requests.get(server.rest + '/v1/models', timeout=10)
   assert response.status_code == 400 and 'Missing model name' in response.json()['error']
+
+
+def test_expect_100_continue_is_answered_before_the_body(server):
+  """curl sends `Expect: 100-continue` with any body over 1 KB and waits for
+  the interim answer before it sends the body."""
+  import socket
+  from urllib.parse import urlparse
+  address = urlparse(server.rest)
+  body = json.dumps({'instances': [1.0]}).encode()
+  with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+    connection.sendall(b'POST /v1/models/tiny/versions/1:predict HTTP/1.1\r\nHost: x\r\n'
+                       b'Content-Type: application/json\r\nExpect: 100-continue\r\n'
+                       b'Content-Length: %d\r\n\r\n' % len(body))
+    assert connection.recv(1024).startswith(b'HTTP/1.1 100 Continue\r\n\r\n')
+    connection.sendall(body)
+    answer = b''
+    while b'"predictions"' not in answer:
+      chunk = connection.recv(4096)
+      assert chunk, answer
+      answer += chunk
+  assert answer.startswith(b'HTTP/1.1 200 OK')
+  assert b'{"predictions":[{"version":1,"y":1.0}]}' in answer
+
+
+def test_chunked_body_over_the_limit_is_413(server):
+  """No Content-Length: the limit (--max_request_body_bytes=100000) is
+  counted as the body arrives."""
+  chunks = (b'{"instances": [' + b'1.0, ' * 10_000 + b'1.0]}' for _ in range(3))
+  response = requests.post(server.rest + '/v1/models/tiny:predict', data=chunks, timeout=30)
+  assert response.status_code == 413
+  assert 'exceeds the limit of 100000 bytes' in response.json()['error']
