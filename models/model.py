@@ -330,6 +330,12 @@ class _Hyperband(keras_tuner.Hyperband):
   def get_best_hyperparameters(self, num_trials: int = 1):
     return [_without_bookkeeping(hp) for hp in super().get_best_hyperparameters(num_trials)]
 
+  def on_search_end(self):
+    # TFX's Tuner executor lists the best oracle.max_trials trials, which
+    # Hyperband leaves None (it sizes its own): say how many it ran.
+    super().on_search_end()
+    self.oracle.max_trials = len(self.oracle.trials)
+
 
 def _without_bookkeeping(hp: keras_tuner.HyperParameters) -> keras_tuner.HyperParameters:
   config = hp.get_config()
