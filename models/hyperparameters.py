@@ -15,7 +15,11 @@ KNOWN_KEYS = {
     'crosses': "feature crosses of the wide part, 'a*b,c*d' (build_model)",
     'cross_bins': 'hash bins of each cross, default 256 (build_model)',
     'dropout': 'dropout rate after each hidden layer (build_model)',
+    'early_stopping_patience': ('scorings of the eval split without a better Tuner objective '
+                                'before training stops, 0 for never; default 4 (train)'),
     'embedding_dim': 'embedding size of each categorical feature (build_model)',
+    'eval_every': ('training steps between scorings of the eval split, whose best weights '
+                   'are exported; 0 scores after the last step only; default 25 (train)'),
     'hidden_units': "sizes of the hidden layers, '128,64' (build_model)",
     'learning_rate': 'Adam learning rate (build_model)',
     'numeric_buckets': 'one-hot bins of each numeric feature, 0 for none (build_model)',

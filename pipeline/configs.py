@@ -68,8 +68,10 @@ class PipelineConfig:
   train_steps: int = 300  # About 8 epochs of the shipped data; more overfits.
   eval_steps: int = 0  # 0: the whole eval split.
   tune: bool = False
-  tuner_trials: int = 8
+  tuner_trials: int = 8  # Random and Bayesian search; Hyperband sizes its own.
   tuner_steps: int = 300
+  # keras-tuner's search: 'random', 'bayesian' (optimisation) or 'hyperband'.
+  tuner_algorithm: str = 'random'
 
   # Blessing: absolute floors and the allowed change against the last blessed model.
   # Floors that catch a broken model, below what the default run reaches
@@ -233,6 +235,7 @@ class ConfigError(ValueError):
 CHOICES = {
     'beam_profile': tuple(BEAM_PROFILES),
     'infra_validator': ('local', 'docker', 'kubernetes', 'none'),
+    'tuner_algorithm': ('random', 'bayesian', 'hyperband'),  # models/model.py's make_tuner.
 }
 TRUE_WORDS, FALSE_WORDS = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off', '')
 

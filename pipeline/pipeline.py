@@ -270,6 +270,9 @@ def create_pipeline(
         eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps or None),
         # The Trainer's hyperparameters: the search varies some, keeps the rest.
         custom_config={'max_trials': config.tuner_trials,
+                       'tuner_algorithm': config.tuner_algorithm,
+                       # The trials' TensorBoard logs (the Tuner's working dir is temporary).
+                       'log_dir': os.path.join(config.pipeline_root, 'Tuner', 'tensorboard'),
                        'hyperparameters': _read_hyperparameters(config),
                        'code_fingerprint': code_fingerprint(_module_of(config.tuner_fn))})
 

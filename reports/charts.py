@@ -31,17 +31,19 @@ def _legend(names: Sequence[str], x: float) -> str:
 
 
 def _frame(width: int, height: int, title: str, body: str, names: Sequence[str],
-           plot_w: float, plot_h: float, y_max: float, y_format: str) -> Markup:
+           plot_w: float, plot_h: float, y_max: float, y_format: str,
+           y_min: float = 0.0) -> Markup:
   axes = (f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" '
           f'stroke="#444"/><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + plot_h}" '
           'stroke="#444"/>')
   ticks = ''.join(
       f'<text x="{LEFT - 3}" y="{TOP + plot_h * (1 - f) + 3:.1f}" font-size="9" '
-      f'text-anchor="end">{escape(y_format.format(y_max * f))}</text>' for f in (0, 0.5, 1))
+      f'text-anchor="end">{escape(y_format.format(y_min + (y_max - y_min) * f))}</text>'
+      for f in (0, 0.5, 1))
   return Markup(
       f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
       f'height="{height}" role="img" aria-label="{escape(title)}" '
-      f'data-plot-height="{plot_h:.1f}" data-y-max="{y_max!r}">'
+      f'data-plot-height="{plot_h:.1f}" data-y-max="{y_max!r}" data-y-min="{y_min!r}">'
       f'<text x="{LEFT}" y="12" font-size="12" font-weight="bold">{escape(title)}</text>'
       f'{axes}{ticks}{body}{_legend(names, LEFT + plot_w + 10)}</svg>')
 
@@ -166,3 +168,43 @@ def _axis_end(buckets) -> float:
   points = _cumulative_points(buckets)
   q = next((v for v, c in points if c >= CLIP_QUANTILE - 1e-9), top)
   return q if top - q > q - lo else top
+
+
+def lines(series: Dict[str, Sequence[Tuple[float, float]]], title: str,
+          marker: Optional[float] = None, marker_label: str = '', width: int = 460,
+          height: int = 200, value_format: str = '{:.3f}') -> Markup:
+  """One line per series through its (x, y) points, e.g. a metric against
+  the training step; the y axis spans the values (a loss is not a rate), and
+  an optional vertical marker at x (the exported step)."""
+  series = {name: sorted(points) for name, points in series.items() if points}
+  if not series:
+    return no_data(title, width=width)
+  bottom = 34
+  plot_w, plot_h = width - LEFT - 120, height - TOP - bottom
+  xs = [x for points in series.values() for x, _ in points]
+  ys = [y for points in series.values() for _, y in points]
+  x_lo, x_hi = min(xs + [0]), max(xs) or 1
+  y_lo, y_hi = min(ys), max(ys)
+  pad = (y_hi - y_lo) * 0.05 or abs(y_hi) * 0.05 or 1.0
+  y_lo, y_hi = y_lo - pad, y_hi + pad
+  x_of = lambda x: LEFT + plot_w * (x - x_lo) / ((x_hi - x_lo) or 1)
+  y_of = lambda y: TOP + plot_h * (y_hi - y) / (y_hi - y_lo)
+  parts = []
+  for s, (name, points) in enumerate(series.items()):
+    path = ' '.join(f'{x_of(x):.1f},{y_of(y):.1f}' for x, y in points)
+    parts.append(f'<polyline class="line" points="{path}" fill="none" stroke="{_color(s)}" '
+                 f'stroke-width="1.5" data-series="{escape(name)}"/>')
+    parts += [f'<circle class="point" cx="{x_of(x):.1f}" cy="{y_of(y):.2f}" r="2" '
+              f'fill="{_color(s)}" data-series="{escape(name)}" data-x="{x!r}" '
+              f'data-value="{y!r}"><title>{escape(name)} at {x:g}: '
+              f'{escape(value_format.format(y))}</title></circle>' for x, y in points]
+  if marker is not None:
+    parts.append(f'<line class="marker" x1="{x_of(marker):.1f}" y1="{TOP}" '
+                 f'x2="{x_of(marker):.1f}" y2="{TOP + plot_h}" stroke="#777" '
+                 f'stroke-dasharray="3,3" data-x="{marker!r}"><title>{escape(marker_label)}'
+                 '</title></line>')
+  parts.append(f'<text x="{LEFT}" y="{height - 14}" font-size="10">{x_lo:g}</text>'
+               f'<text x="{LEFT + plot_w}" y="{height - 14}" font-size="10" '
+               f'text-anchor="end">{x_hi:g}</text>')
+  return _frame(width, height, title, ''.join(parts), list(series), plot_w, plot_h, y_hi,
+                value_format, y_min=y_lo)

@@ -319,6 +319,78 @@ def _slice_table(feature: str, metrics: Dict, roles: Dict[str, str]) -> Dict:
   return {'feature': feature, 'header': header, 'rows': rows, 'plots': plots}
 
 
+# ---- training ----------------------------------------------------------------------------
+
+# The curves drawn, by task: (TensorBoard tag, label); the Trainer's Keras
+# TensorBoard callback writes epoch_<metric> into model_run/train and
+# model_run/validation, one point per scoring of the eval split.
+TRAINING_CURVES = {features.BINARY: [('epoch_loss', 'loss'), ('epoch_auc', 'AUC'),
+                                     ('epoch_accuracy', 'accuracy')],
+                   features.MULTICLASS: [('epoch_loss', 'loss'), ('epoch_accuracy', 'accuracy')]}
+# Written by models/model.py's run_fn beside the logs (its TRAINING_RECORD_FILE;
+# not imported: that would load TensorFlow and TFX for a file name).
+TRAINING_RECORD_FILE = 'training_record.json'
+
+
+def read_scalars(log_dir: str) -> Dict[str, List[Tuple[int, float]]]:
+  """{tag: [(step, value)]} of the TensorBoard event files in log_dir, read
+  with TensorBoard's own loader (what `tensorboard --logdir` shows)."""
+  from tensorboard.backend.event_processing import event_accumulator
+  from tensorboard.util import tensor_util
+  if not os.path.isdir(log_dir):
+    return {}
+  accumulator = event_accumulator.EventAccumulator(
+      log_dir, size_guidance={event_accumulator.TENSORS: 0, event_accumulator.SCALARS: 0})
+  accumulator.Reload()
+  tags = accumulator.Tags()
+  found = {tag: [(e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
+                 for e in accumulator.Tensors(tag)] for tag in tags['tensors']}
+  found.update({tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
+                for tag in tags['scalars']})
+  return found
+
+
+def _training_record(model_run_uri: str) -> Optional[Dict]:
+  path = os.path.join(model_run_uri, TRAINING_RECORD_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _stopping_text(record: Optional[Dict], objective_label: str) -> str:
+  if record is None:
+    return 'This Trainer wrote no training record: which step was exported is not known.'
+  every = f'every {record["eval_every"]} steps' if record['eval_every'] else 'after the last step'
+  stopped = (f'stopped early at step {record["steps"]} of at most {record["max_steps"]} '
+             f'({record["patience"]} scorings without a better {objective_label})'
+             if record['steps'] < record['max_steps'] else
+             f'ran all {record["max_steps"]} steps')
+  best = ('' if record['best_step'] is None else
+          f'; exported the weights of step {record["best_step"]} '
+          f'(eval-split {objective_label} {record["best_value"]:.4f})')
+  return f'Scored on the eval split {every}; {stopped}{best}.'
+
+
+def training_section(model_run_uri: str) -> Optional[Dict]:
+  """Loss and metrics against the training step, train beside eval split,
+  from the Trainer's TensorBoard logs; None when it wrote none."""
+  train = read_scalars(os.path.join(model_run_uri, 'train'))
+  evaluated = read_scalars(os.path.join(model_run_uri, 'validation'))
+  if not train and not evaluated:
+    return None
+  record = _training_record(model_run_uri)
+  best_step = record.get('best_step') if record else None
+  objective = (record or {}).get('objective', '').replace('val_', '')
+  labels = dict(TRAINING_CURVES[features.TASK])
+  plots = [charts.lines({'train': train.get(tag, []), 'eval split': evaluated.get(tag, [])},
+                        f'{label} by training step', marker=best_step,
+                        marker_label=f'exported: step {best_step}')
+           for tag, label in TRAINING_CURVES[features.TASK]]
+  return {'log_dir': model_run_uri, 'plots': plots,
+          'text': _stopping_text(record, labels.get(f'epoch_{objective}', objective))}
+
+
 # ---- what was pushed ---------------------------------------------------------------------
 
 
@@ -388,12 +460,14 @@ def build_run_report(config, summary: Optional[Dict] = None) -> str:
     statistics = run.output('StatisticsGen', 'statistics')
     anomalies = run.output('ExampleValidator', 'anomalies')
     evaluation = run.output('Evaluator', 'evaluation')
+    model_run = run.output('Trainer', 'model_run')
     values.update(
         span=custom_property(examples, 'span') if examples is not None else None,
         components=component_rows(run),
         statistics=statistics_section(statistics.uri, schema) if statistics else None,
         anomalies=anomalies_section(anomalies) if anomalies else None,
         schema=schema_section(schema, schema_path) if schema is not None else None,
+        training=training_section(model_run.uri) if model_run is not None else None,
         evaluation=(evaluation_section(evaluation.uri, run.output('Evaluator', 'blessing'))
                     if evaluation else None),
         pushed=pushed_section(run))

@@ -7,8 +7,10 @@ import os
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 import csv
+import glob
 import html.parser
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -72,12 +74,17 @@ class _Page(html.parser.HTMLParser):
     elif tag in ('td', 'th'):
       self._in, self._text = 'cell', ''
     elif tag == 'svg' and 'chart' in attrs.get('class', ''):
-      self._chart = {'attrs': attrs, 'bars': [], 'na': [], 'text': ''}
+      self._chart = {'attrs': attrs, 'bars': [], 'na': [], 'points': [], 'markers': [],
+                     'text': ''}
       self.charts[attrs.get('aria-label', '')] = self._chart
     elif tag == 'rect' and self._chart is not None and attrs.get('class') == 'bar':
       self._chart['bars'].append(attrs)
     elif tag == 'text' and self._chart is not None and attrs.get('class') == 'na':
       self._chart['na'].append(attrs)
+    elif tag == 'circle' and self._chart is not None and attrs.get('class') == 'point':
+      self._chart['points'].append(attrs)
+    elif tag == 'line' and self._chart is not None and attrs.get('class') == 'marker':
+      self._chart['markers'].append(attrs)
 
   def handle_endtag(self, tag):
     if tag in ('h2', 'h3') and self._in == 'heading':
@@ -163,7 +170,7 @@ def run_report(pipeline_run, tmp_path_factory):
 def test_report_holds_every_section(run_report):
   text, config = run_report['text'], run_report['config']
   for heading in ('Components of this run', 'Data statistics', 'Anomalies (ExampleValidator)',
-                  'Schema in use', 'Evaluation and blessing', 'Thresholds',
+                  'Schema in use', 'Training', 'Evaluation and blessing', 'Thresholds',
                   'By trip_start_hour', 'By payment_type', 'Pushed, and lineage'):
     assert f'>{heading}<' in text, heading
   assert 'SUCCEEDED' in text and run_report['run_id'] in text
@@ -278,6 +285,40 @@ def test_report_draws_in_chromium(run_report, tmp_path):
   # A feature with no value at all is said, not drawn as an empty box.
   assert 'no data' in page.charts['pickup_census_tract (share)']['text'] or \
       'no data' in page.charts['pickup_census_tract (cumulative share)']['text']
+
+
+def event_scalars(log_dir):
+  """{tag: [(step, value)]} of the event files in log_dir, read here with
+  TensorFlow's own summary iterator."""
+  import tensorflow as tf
+  found = {}
+  for path in sorted(glob.glob(os.path.join(log_dir, 'events.out.tfevents.*'))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        found.setdefault(value.tag, []).append(
+            (event.step, float(tf.make_ndarray(value.tensor))))
+  return found
+
+
+@pytest.mark.slow
+def test_report_draws_the_training_curves(run_report):
+  config, run_id, page = run_report['config'], run_report['run_id'], run_report['page']
+  model_run = run_outputs(config, run_id, 'Trainer', 'model_run').uri
+  logged = {split: event_scalars(os.path.join(model_run, split))
+            for split in ('train', 'validation')}
+  with open(os.path.join(model_run, 'training_record.json')) as f:
+    record = json.load(f)
+  for tag, label in (('epoch_loss', 'loss'), ('epoch_auc', 'AUC'),
+                     ('epoch_accuracy', 'accuracy')):
+    chart = page.charts[f'{label} by training step']
+    for series, split in (('train', 'train'), ('eval split', 'validation')):
+      points = [p for p in chart['points'] if p['data-series'] == series]
+      assert [int(float(p['data-x'])) for p in points] == [s for s, _ in logged[split][tag]]
+      assert [float(p['data-value']) for p in points] == pytest.approx(
+          [v for _, v in logged[split][tag]]), (label, series)
+    assert [float(m['data-x']) for m in chart['markers']] == [record['best_step']]
+  assert f'exported the weights of step {record["best_step"]}' in run_report['text']
+  assert model_run in run_report['text']  # Where to point TensorBoard.
 
 
 # ---- command line ------------------------------------------------------------------------

@@ -28,7 +28,26 @@ def test_the_tuner_is_given_the_pipelines_hyperparameters(tmp_path):
 
 
 def test_the_search_space_keeps_the_untuned_values_it_is_given():
-  base = dict(model.default_hparams(), batch_size=64, crosses='company*payment_type')
-  space = model.search_space(keras_tuner.HyperParameters(), base)
-  assert space['batch_size'] == 64 and space['crosses'] == 'company*payment_type'
-  assert set(space) == set(base)
+  base = dict(model.default_hparams(), cross_bins=64, seed=7, crosses='company*payment_type')
+  hp = keras_tuner.HyperParameters()
+  space = model.search_space(hp, base)
+  assert space['cross_bins'] == 64 and space['seed'] == 7
+  assert set(space) == set(base) | {'learning_rate', 'hidden_units', 'embedding_dim', 'dropout',
+                                    'numeric_buckets', 'batch_size'}
+  # Crosses are tuned on (the pipeline's own) or off, never to other crosses.
+  assert hp.get('crosses') == 'company*payment_type'
+  assert set(hp._hps['crosses'][0].values) == {'company*payment_type', ''}
+  # Every tuned name is a hyperparameter key: the best values merge into the Trainer's.
+  from models import hyperparameters
+  assert set(hp.values) <= set(hyperparameters.KNOWN_KEYS)
+
+
+def test_the_tuner_is_given_its_algorithm_and_a_log_dir_under_the_output_root(tmp_path):
+  config = _config(tmp_path, model.default_hparams())
+  config = taxi_pipeline.configs.load(
+      dict(vars(config), tuner_algorithm='bayesian'), environ={})
+  nodes = {c.id: c for c in taxi_pipeline.create_pipeline(config).components}
+  tuner_config = json.loads(nodes['Tuner'].exec_properties['custom_config'])
+  assert tuner_config['tuner_algorithm'] == 'bayesian'
+  # Kept after the run (the Tuner's working dir is not), where `tensorboard --logdir` looks.
+  assert tuner_config['log_dir'].startswith(config.path(config.output_root))
