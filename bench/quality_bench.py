@@ -119,7 +119,12 @@ def split_records(output_root: pathlib.Path, split: str) -> list:
 
 
 def fingerprint(records: list) -> str:
-  return hashlib.sha256(b''.join(sorted(records))).hexdigest()[:16]
+  """The examples' hash, whatever the order of records and of feature maps
+  (a map's serialized order may differ between runs)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  canonical = sorted(tf.train.Example.FromString(r).SerializeToString(deterministic=True)
+                     for r in records)
+  return hashlib.sha256(b''.join(canonical)).hexdigest()[:16]
 
 
 # ---- the data as columns ----------------------------------------------------------------
@@ -337,6 +342,7 @@ def bench(seeds: list, work_dir: pathlib.Path, reuse: bool) -> dict:
       'summary': summarise(per_seed), 'per_seed': per_seed,
       'ours_beats_trees_on_seeds': wins(per_seed), 'tree_sweep_on_eval': sweep,
       'pipeline_versions': {s: summaries[s]['pushed_path'] for s in seeds},
+      'reused_pipeline_runs': reuse,
       'seconds': {'pipeline_runs': round(pipeline_seconds, 1),
                   'total': round(time.time() - started, 1)},
   }

@@ -80,20 +80,24 @@ class PipelineConfig:
 
   # Training.
   train_steps: int = 300  # About 8 epochs of the shipped data; more overfits.
-  eval_steps: int = 0  # 0: the whole eval (validation) split.
+  eval_steps: int = 0  # 0: the whole eval split.
   tune: bool = False
   tuner_trials: int = 8
   tuner_steps: int = 300
 
-  # Blessing: absolute floors and the allowed change against the last blessed model.
-  # Floors that catch a broken model, below what the default run reaches
-  # (README, "Quality").
+  # Blessing, judged on the test split: absolute floors and the allowed
+  # change against the last blessed model.
+  # Floors that catch a broken model (always "no": accuracy 0.763, AUC 0.5),
+  # below what the default run reaches on test over 6 seeds (AUC >= 0.9568,
+  # accuracy >= 0.900: margins of 0.027 and 0.020, over 3 standard errors
+  # of 3,000 trips; README, "Quality").
   min_auc: float = 0.93
   min_accuracy: float = 0.88
   # A candidate whose AUC is below the baseline's by more than this is not
-  # blessed. Not 0: retraining the same model on the same data moves TFMA's
-  # AUC in its last digits, and another seed by up to this.
-  max_auc_drop: float = 0.001
+  # blessed. Not 0: a fresh run with another seed moves test AUC by up to
+  # 0.0018 (bench/quality_bench.py and the default seed 42), so less would refuse an
+  # equally good retrain.
+  max_auc_drop: float = 0.002
   # Multi-class: a candidate whose accuracy is below the baseline's by more
   # than this is not blessed (min_accuracy is the floor).
   max_accuracy_drop: float = 0.01

@@ -71,10 +71,10 @@ def test_same_examples_and_splits_as_tfx(tmp_path, corrupt):
 
 @pytest.mark.slow
 def test_splits_are_disjoint_deterministic_and_as_configured(tmp_path, sample_data_root):
-  first = {s: _examples(_run_example_gen(tmp_path, sample_data_root, True, '1'), s)
-           for s in SPLITS}
-  again = {s: _examples(_run_example_gen(tmp_path, sample_data_root, True, '2'), s)
-           for s in SPLITS}
+  first_dir = _run_example_gen(tmp_path, sample_data_root, True, '1')
+  again_dir = _run_example_gen(tmp_path, sample_data_root, True, '2')
+  first = {s: _examples(first_dir, s) for s in SPLITS}
+  again = {s: _examples(again_dir, s) for s in SPLITS}
   # Rerun on the same data: every example lands in the same split.
   assert again == first
   # Disjoint, and together every row of the CSV (whose rows are distinct).
