@@ -22,7 +22,7 @@ from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy)
 from tfx.dsl.input_resolution.strategies.span_range_strategy import SpanRangeStrategy
 from tfx.orchestration.pipeline import Pipeline
-from tfx.proto import example_gen_pb2, range_config_pb2, trainer_pb2
+from tfx.proto import example_gen_pb2, range_config_pb2, trainer_pb2, transform_pb2
 from tfx.types import standard_artifacts
 from tfx.types.channel import Channel
 
@@ -184,6 +184,15 @@ def _span_window(config: PipelineConfig, example_gen):
   return spans.outputs['examples'], cache.outputs['cache'], [spans, cache]
 
 
+def _train_args(steps: int) -> trainer_pb2.TrainArgs:
+  return trainer_pb2.TrainArgs(splits=[configs.TRAIN], num_steps=steps)
+
+
+def _validation_args(config: PipelineConfig) -> trainer_pb2.EvalArgs:
+  """Trainer and Tuner validate on eval, never on test (the Evaluator's)."""
+  return trainer_pb2.EvalArgs(splits=[configs.EVAL], num_steps=config.eval_steps or None)
+
+
 def _baseline_resolver(trainer, for_kubeflow: bool):
   """The latest blessed model: the Evaluator's baseline.
 
@@ -216,10 +225,7 @@ def create_pipeline(
       input_base=config.path(config.data_root),
       input_config=example_gen_pb2.Input(splits=[
           example_gen_pb2.Input.Split(name='all', pattern=config.input_pattern)]),
-      output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
-          example_gen_pb2.SplitConfig.Split(name='train', hash_buckets=config.train_buckets),
-          example_gen_pb2.SplitConfig.Split(name='eval', hash_buckets=config.eval_buckets),
-      ])))
+      output_config=csv_example_gen.hash_split_config(config.split_buckets))
 
   statistics_gen = StatisticsGen(
       examples=example_gen.outputs['examples'],
@@ -256,6 +262,11 @@ def create_pipeline(
       # metrics), less CPU, as it traces preprocessing_fn once rather than
       # once per analysis phase (bench/README.md).
       force_tf_compat_v1=True,
+      # Analysed on train only; transformed only what Trainer and Tuner
+      # read. The Evaluator reads the raw test examples through the model's
+      # own preprocessing, so transforming test would be work for nothing.
+      splits_config=transform_pb2.SplitsConfig(
+          analyze=[configs.TRAIN], transform=[configs.TRAIN, configs.EVAL]),
       custom_config={'code_fingerprint': code_fingerprint(_module_of(config.preprocessing_fn))})
   transform.add_upstream_node(anomalies_gate)
 
@@ -266,8 +277,8 @@ def create_pipeline(
         tuner_fn=config.tuner_fn,
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
-        train_args=trainer_pb2.TrainArgs(num_steps=config.tuner_steps),
-        eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps or None),
+        train_args=_train_args(config.tuner_steps),
+        eval_args=_validation_args(config),
         # The Trainer's hyperparameters: the search varies some, keeps the rest.
         custom_config={'max_trials': config.tuner_trials,
                        'tuner_algorithm': config.tuner_algorithm,
@@ -283,8 +294,8 @@ def create_pipeline(
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
       hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
-      train_args=trainer_pb2.TrainArgs(num_steps=config.train_steps),
-      eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps or None),
+      train_args=_train_args(config.train_steps),
+      eval_args=_validation_args(config),
       custom_config={
           'hyperparameters': _read_hyperparameters(config),
           'code_fingerprint': code_fingerprint(_module_of(config.run_fn)),
@@ -292,10 +303,12 @@ def create_pipeline(
 
   model_resolver = _baseline_resolver(trainer, for_kubeflow)
 
+  # The blessing and the reported quality: on test, which no choice saw.
   evaluator = Evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'],
+      example_splits=[configs.TEST],
       eval_config=evaluation.eval_config(config))
 
   infra_check = None

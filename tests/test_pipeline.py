@@ -62,6 +62,43 @@ def test_run_pushes_a_blessed_model(pipeline_run):
   assert summary['metrics']['auc'] > 0.8
 
 
+def _latest(config, node):
+  from pipeline import metadata
+  store = metadata.open_store(config.metadata_path, read_only=True)
+  return metadata.LatestRun(store, config.pipeline_name, node)
+
+
+def _property(run, name):
+  import json
+  return json.loads(run.execution.custom_properties[name].string_value)
+
+
+def test_the_evaluator_judges_the_test_split_only(pipeline_run):
+  from pipeline import metadata
+  config, summary = pipeline_run
+  evaluator = _latest(config, 'Evaluator')
+  assert _property(evaluator, 'example_splits') == ['test']
+  # Its evaluation counted exactly the test split's examples.
+  statistics = metadata.split_statistics(_latest(config, 'StatisticsGen').one('statistics').uri)
+  counts = {split: s.num_examples for split, s in statistics.items()}
+  assert sorted(counts) == sorted(configs.SPLITS)
+  assert summary['metrics']['examples'] == counts['test'] != counts['eval']
+  by_name = {c['component']: c for c in summary['components']}
+  assert by_name['Evaluator']['result'].startswith(f'test ({counts["test"]:,} examples): auc ')
+
+
+def test_training_validates_on_eval_and_transform_skips_test(pipeline_run):
+  config, _ = pipeline_run
+  trainer = _latest(config, 'Trainer')
+  assert _property(trainer, 'train_args')['splits'] == ['train']
+  assert _property(trainer, 'eval_args')['splits'] == ['eval']
+  transform = _latest(config, 'Transform')
+  assert _property(transform, 'splits_config') == {'analyze': ['train'],
+                                                    'transform': ['train', 'eval']}
+  transformed = transform.one('transformed_examples')
+  assert transformed.properties['split_names'].string_value == '["train", "eval"]'
+
+
 def test_summary_reports_each_component_once(pipeline_run):
   _, summary = pipeline_run
   ran = [c['component'] for c in summary['components']]

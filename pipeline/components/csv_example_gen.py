@@ -190,6 +190,18 @@ class Executor(compat_tfx.PipelineChoosingBeamExecutor, csv_executor.Executor):
     return super().make_beam_pipeline()
 
 
+def hash_split_config(split_buckets: Dict[str, int]) -> example_gen_pb2.Output:
+  """ExampleGen's output: one split per name, by hash of the example.
+
+  TFX assigns each example to a bucket by a fingerprint of its serialized
+  form, so the assignment depends only on the example and the bucket counts:
+  the same data splits the same way on every run and every runner.
+  """
+  return example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+      example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
+      for name, buckets in split_buckets.items()]))
+
+
 def csv_example_gen(input_base: str, input_config, output_config,
                     code_fingerprint: str) -> FileBasedExampleGen:
   """TFX's file-based ExampleGen with Executor, as node 'CsvExampleGen'.
