@@ -214,6 +214,7 @@ def summarize(config, printer, error, seconds, run_id=None):
   if 'Evaluator' in ran and 'Evaluator' not in failed:
     out = metadata.LatestRun(store, config.pipeline_name, 'Evaluator')
     summary['metrics'] = metadata.evaluation_metrics(out.one('evaluation').uri)
+    summary['metrics_split'] = metadata.evaluated_splits(out.execution)
     summary['blessed'] = metadata.custom_property(out.one('blessing'), 'blessed', 0) == 1
   if 'Pusher' in ran and error is None:
     push = metadata.push_outcome(
@@ -244,7 +245,8 @@ def print_summary(summary):
     return
   metrics = summary['metrics']
   shown = ', '.join(f'{k} {metrics[k]:.4f}' for k in SUMMARY_METRICS if k in metrics)
-  print(f'Done in {summary["seconds"]}s. Eval: {shown or "n/a"}.')
+  print(f'Done in {summary["seconds"]}s. On {summary.get("metrics_split", "test")}: '
+        f'{shown or "n/a"}.')
   if summary['pushed']:
     print(f'Blessed and pushed: {summary["pushed_path"]} (now served: the highest version)')
   elif _already_served(summary):

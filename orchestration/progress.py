@@ -60,20 +60,12 @@ def _resolver_result(out: LatestRun) -> str:
   return ''  # Resolved as the Evaluator's input: its line names the baseline.
 
 
-def evaluated_splits(out: LatestRun) -> str:
-  """The splits the Evaluator's execution read (its example_splits), e.g. 'test'."""
-  import json
-  text = out.execution.custom_properties['example_splits'].string_value
-  # Unset, TFX's Evaluator reads 'eval'.
-  return ', '.join(json.loads(text)) if text and text != 'null' else 'eval'
-
-
 def _evaluator_result(out: LatestRun) -> str:
   metrics = metadata.evaluation_metrics(out.one('evaluation').uri)
   blessed = custom_property(out.one('blessing'), 'blessed', 0) == 1
   shown = ', '.join(f'{k} {v:.4f}' for k, v in metrics.items() if k in ('auc', 'accuracy'))
   # Which split the figures are of, and on how many examples.
-  on = evaluated_splits(out)
+  on = metadata.evaluated_splits(out.execution)
   if 'examples' in metrics:
     on += f' ({metrics["examples"]:,.0f} examples)'
   baseline = out.inputs('baseline_model')

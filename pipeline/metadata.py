@@ -8,6 +8,7 @@ readers of what those artifacts hold (statistics, metrics), for the same reason.
 """
 
 import collections
+import json
 import os
 from typing import Dict, List, Optional
 
@@ -370,6 +371,14 @@ def split_statistics(statistics_uri: str) -> Dict[str, statistics_pb2.DatasetFea
   splits = sorted((d[len('Split-'):] for d in os.listdir(statistics_uri)
                    if d.startswith('Split-')), key=lambda s: (s != 'train', s))
   return {split: read_statistics(statistics_uri, split).datasets[0] for split in splits}
+
+
+def evaluated_splits(evaluator_execution) -> str:
+  """The splits an Evaluator execution read (its example_splits), e.g. 'test'."""
+  properties = evaluator_execution.custom_properties if evaluator_execution else {}
+  text = properties['example_splits'].string_value if 'example_splits' in properties else ''
+  # Unset, TFX's Evaluator reads 'eval'.
+  return ', '.join(json.loads(text)) if text and text != 'null' else 'eval'
 
 
 def read_statistics(statistics_uri: str, split: str = 'train'

@@ -138,7 +138,7 @@ def _slice_value(single_key):
 
 def read_metrics(evaluation_uri: str) -> Dict[tuple, Dict[tuple, Dict[str, float]]]:
   """{slice key: {(model name, is diff): {metric key: value}}} of an Evaluator
-  output; slice key () is the whole eval split, ((column, value),) a slice."""
+  output; slice key () is the whole evaluated (test) split, ((column, value),) a slice."""
   import tensorflow_model_analysis as tfma
   found = {}
   for metrics in tfma.load_metrics(evaluation_uri):
@@ -289,7 +289,8 @@ def _sliced_features(eval_config: Dict) -> List[str]:
 
 # The metrics each slice table shows, by task.
 SLICE_METRICS = {features.BINARY: [('auc', 'AUC'), ('binary_accuracy', 'accuracy')],
-                 features.MULTICLASS: [('accuracy', 'accuracy')]}
+                 features.MULTICLASS: [('accuracy', 'accuracy')],
+                 features.REGRESSION: [('rmse', 'RMSE'), ('mean_absolute_error', 'MAE')]}
 
 
 def _slice_table(feature: str, metrics: Dict, roles: Dict[str, str]) -> Dict:
@@ -314,7 +315,8 @@ def _slice_table(feature: str, metrics: Dict, roles: Dict[str, str]) -> Dict:
   categories = [str(v) for v, _ in per_value]
   plots = [charts.bars(categories, {role: [m[role].get(key) for _, m in per_value]
                                     for role in roles},
-                       f'{label} by {feature}', y_max=1.0, width=760)
+                       f'{label} by {feature}', width=760,
+                       y_max=None if features.TASK == features.REGRESSION else 1.0)
            for key, label in shown]
   return {'feature': feature, 'header': header, 'rows': rows, 'plots': plots}
 
@@ -410,6 +412,7 @@ def pushed_section(run: RunRecord) -> Dict:
   examples = run.inputs('Transform', 'examples') or [run.output('CsvExampleGen', 'examples')]
   statistics = run.output('StatisticsGen', 'statistics')
   schema = run.output('CuratedSchemaGen', 'schema')
+  outcome = metadata.push_outcome(pushed)
   rows = [['data span' + ('s' if len(examples) > 1 else ''),
            ', '.join(str(custom_property(e, 'span', '?')) for e in examples if e is not None),
            ', '.join(e.uri for e in examples if e is not None)],
@@ -417,9 +420,12 @@ def pushed_section(run: RunRecord) -> Dict:
           ['schema', '', schema.uri if schema else ''],
           ['model', f'#{model.id}' if model else '', model.uri if model else ''],
           ['pushed version', str(custom_property(pushed, 'pushed_version')),
-           str(custom_property(pushed, 'pushed_destination'))]]
+           str(custom_property(pushed, 'pushed_destination'))],
+          ['audit record', outcome['audit_action_id'] or '',
+           outcome['audit_record'] or 'none (pushed before the audit trail)'],
+          ['model card', '', outcome['model_card'] or 'none']]
   return {'pushed': True, 'cached': run.state('Pusher') == 'CACHED', 'rows': rows,
-          'result': metadata.push_outcome(pushed)['result']}
+          'result': outcome['result']}
 
 
 # ---- the run report ----------------------------------------------------------------------
@@ -470,6 +476,7 @@ def build_run_report(config, summary: Optional[Dict] = None) -> str:
         training=training_section(model_run.uri) if model_run is not None else None,
         evaluation=(evaluation_section(evaluation.uri, run.output('Evaluator', 'blessing'))
                     if evaluation else None),
+        evaluated_split=metadata.evaluated_splits(run.executions.get('Evaluator')),
         pushed=pushed_section(run))
   return render('run_report.html.j2', title=f'Pipeline run report: {config.pipeline_name}',
                 **values)

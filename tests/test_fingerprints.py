@@ -81,5 +81,5 @@ def test_the_trainers_code_is_the_model_and_what_it_imports_from_the_project():
            for p in taxi_pipeline.project_module_files('models.model')}
   assert files == {'models/__init__.py', 'models/model.py', 'models/features.py',
                    'models/hyperparameters.py', 'models/signatures.py', 'models/task.py',
-                   'examples/__init__.py', 'examples/description.py', 'examples/iris.py',
+                   'examples/__init__.py', 'examples/description.py', 'examples/diabetes.py', 'examples/iris.py',
                    'examples/taxi.py', 'pipeline/__init__.py', 'pipeline/project.py'}
