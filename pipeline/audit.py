@@ -92,7 +92,7 @@ def code_version(repo: Optional[str] = None) -> Dict:
   if repo not in _code_cache:
     commit = _git(repo, 'rev-parse', 'HEAD')
     if commit:
-      status = _git(repo, 'status', '--porcelain')
+      status = _git(repo, 'status', '--porcelain', '--untracked-files=no')
       _code_cache[repo] = {'git_commit': commit, 'git_dirty': bool(status),
                            'source': f'git checkout {repo}'}
     elif os.environ.get(GIT_COMMIT_ENV):
