@@ -243,8 +243,9 @@ def print_summary(summary):
     _print_log_tail(summary.get('log_path'))
     print('Nothing was pushed.')
     return
+  from pipeline import metadata
   metrics = summary['metrics']
-  shown = ', '.join(f'{k} {metrics[k]:.4f}' for k in SUMMARY_METRICS if k in metrics)
+  shown = ', '.join(f'{k} {metrics[k]:.4f}' for k in metadata.HEADLINE_METRICS if k in metrics)
   print(f'Done in {summary["seconds"]}s. On {summary.get("metrics_split", "test")}: '
         f'{shown or "n/a"}.')
   if summary['pushed']:
@@ -369,10 +370,6 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
   if summary['pushed'] and config.serving_config_file:
     summary['labels'] = _label_canary(config, summary['pushed_path'])
   return summary
-
-
-# The Evaluator's overall metrics the summary line shows, whichever the task.
-SUMMARY_METRICS = ('auc', 'accuracy', 'rmse', 'mean_absolute_error')
 
 
 def _label_canary(config, pushed_path):

@@ -1,11 +1,11 @@
-"""The second and third examples' eval metrics beside a scikit-learn
+"""The second and third examples' test metrics beside a scikit-learn
 baseline on the same split.
 
 Runs an example's pipeline (TAXI_EXAMPLE=<example> local_runner.py) into a
-temporary output root, reads the train and eval rows ExampleGen split off
+temporary output root, reads the train and test rows ExampleGen split off
 (its hash split, so both models see exactly the same rows), fits a
-scikit-learn baseline on the train rows and prints its eval metrics beside
-the Evaluator's (TFMA) for the pipeline's model:
+scikit-learn baseline on the train rows and prints its test metrics beside
+the Evaluator's (TFMA, which reads only test) for the pipeline's model:
 
 - iris (multi-class): LogisticRegression; accuracy, per-class precision/recall;
 - diabetes (regression): LinearRegression (ordinary least squares); RMSE, MAE.
@@ -81,13 +81,13 @@ def compare_iris(output_root: str) -> list:
   from sklearn.linear_model import LogisticRegression
   from sklearn.metrics import accuracy_score, precision_recall_fscore_support
   x_train, y_train = read_split(output_root, 'train', iris)
-  x_eval, y_eval = read_split(output_root, 'eval', iris)
-  predicted = LogisticRegression(max_iter=1000).fit(x_train, y_train).predict(x_eval)
+  x_test, y_test = read_split(output_root, 'test', iris)
+  predicted = LogisticRegression(max_iter=1000).fit(x_train, y_train).predict(x_test)
   precision, recall, _, _ = precision_recall_fscore_support(
-      y_eval, predicted, labels=iris.CLASS_NAMES, zero_division=0)
+      y_test, predicted, labels=iris.CLASS_NAMES, zero_division=0)
   ours = pipeline_metrics(output_root, iris.CLASS_NAMES)
-  print(f'iris: {len(y_train)} train rows, {len(y_eval)} eval rows (ExampleGen hash split)')
-  rows = [('accuracy', ours.get('accuracy'), accuracy_score(y_eval, predicted))]
+  print(f'iris: {len(y_train)} train rows, {len(y_test)} test rows (ExampleGen hash split)')
+  rows = [('accuracy', ours.get('accuracy'), accuracy_score(y_test, predicted))]
   for i, name in enumerate(iris.CLASS_NAMES):
     rows.append((f'precision/{name}', ours.get(f'precision/{name}'), precision[i]))
     rows.append((f'recall/{name}', ours.get(f'recall/{name}'), recall[i]))
@@ -98,21 +98,21 @@ def compare_diabetes(output_root: str) -> list:
   from sklearn.linear_model import LinearRegression
   from sklearn.metrics import mean_absolute_error, mean_squared_error
   x_train, y_train = read_split(output_root, 'train', diabetes)
-  x_eval, y_eval = read_split(output_root, 'eval', diabetes)
-  predicted = LinearRegression().fit(x_train, y_train).predict(x_eval)
+  x_test, y_test = read_split(output_root, 'test', diabetes)
+  predicted = LinearRegression().fit(x_train, y_train).predict(x_test)
   ours = pipeline_metrics(output_root)
-  print(f'diabetes: {len(y_train)} train rows, {len(y_eval)} eval rows (ExampleGen hash split)')
+  print(f'diabetes: {len(y_train)} train rows, {len(y_test)} test rows (ExampleGen hash split)')
   return 'LinearRegression', [
-      ('rmse', ours.get('rmse'), mean_squared_error(y_eval, predicted) ** 0.5),
+      ('rmse', ours.get('rmse'), mean_squared_error(y_test, predicted) ** 0.5),
       ('mean_absolute_error', ours.get('mean_absolute_error'),
-       mean_absolute_error(y_eval, predicted))]
+       mean_absolute_error(y_test, predicted))]
 
 
 COMPARE = {'iris': compare_iris, 'diabetes': compare_diabetes}
 
 
 def compare(example: str, output_root: str) -> int:
-  """Prints the pipeline's eval metrics beside the baseline's, on the same rows."""
+  """Prints the pipeline's test metrics beside the baseline's, on the same rows."""
   baseline, rows = COMPARE[example](output_root)
   print(f'{"metric":24} {"pipeline (TFMA)":>16} {baseline:>19}')
   for name, value, base in rows:

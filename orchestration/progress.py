@@ -63,14 +63,17 @@ def _resolver_result(out: LatestRun) -> str:
 def _evaluator_result(out: LatestRun) -> str:
   metrics = metadata.evaluation_metrics(out.one('evaluation').uri)
   blessed = custom_property(out.one('blessing'), 'blessed', 0) == 1
-  shown = ', '.join(f'{k} {v:.4f}' for k, v in metrics.items() if k in ('auc', 'accuracy'))
+  shown = ', '.join(f'{k} {metrics[k]:.4f}' for k in metadata.HEADLINE_METRICS if k in metrics)
   # Which split the figures are of, and on how many examples.
   on = metadata.evaluated_splits(out.execution)
   if 'examples' in metrics:
     on += f' ({metrics["examples"]:,.0f} examples)'
   baseline = out.inputs('baseline_model')
   against = f'vs baseline model #{baseline[0].id}' if baseline else 'no baseline yet'
-  return f'{on}: {shown} ({against}); {"BLESSED" if blessed else "NOT blessed"}'
+  line = f'{on}: {shown} ({against}); {"BLESSED" if blessed else "NOT blessed"}'
+  if not blessed:
+    line += ': ' + '; '.join(metadata.failed_thresholds(out.one('evaluation').uri))
+  return line
 
 
 def _infra_result(out: LatestRun) -> str:

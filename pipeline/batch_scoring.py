@@ -314,7 +314,7 @@ def PredictionsWriter(  # pylint: disable=invalid-name
 def _statistics_options(drop: Drop, id_column: str):
   """The training StatisticsGen's options, over every column but the id (an
   unknown column still shows as a new column, as in training)."""
-  options = taxi_pipeline._categorical_stats_options()  # pylint: disable=protected-access
+  options = taxi_pipeline.categorical_stats_options()
   options.feature_allowlist = [c for c in drop.header if c != id_column]
   return options
 

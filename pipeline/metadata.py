@@ -486,6 +486,25 @@ def validation_passed(evaluation_uri: str) -> Optional[bool]:
   return tfma.load_validation_result(evaluation_uri).validation_ok
 
 
+def failed_thresholds(evaluation_uri: str) -> List[str]:
+  """Why the Evaluator did not bless: one phrase per failed threshold."""
+  import tensorflow_model_analysis as tfma
+  reasons = []
+  for per_slice in tfma.load_validation_result(evaluation_uri).metric_validations_per_slice:
+    for failure in per_slice.failures:
+      name, value = failure.metric_key.name, failure.metric_value.double_value.value
+      if failure.metric_threshold.HasField('change_threshold'):
+        allowed = failure.metric_threshold.change_threshold.absolute.value
+        reasons.append(f'{name} {value:+.4f} vs the baseline (allowed {allowed:+.4f})')
+      else:
+        reasons.append(f'{name} {value:.4f} outside its bound')
+  return reasons
+
+
+# The Evaluator's overall metrics a run's summary shows, whichever the task.
+HEADLINE_METRICS = ('auc', 'accuracy', 'rmse', 'mean_absolute_error')
+
+
 def statistics_summary(statistics_uri: str) -> Dict:
   """{split: {'examples', 'features': [{'name', 'type', 'missing', 'summary'}]}}."""
   summary = {}

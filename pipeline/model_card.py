@@ -58,7 +58,7 @@ def _example_texts(thresholds: List[Dict]) -> Dict:
       'fit for the population and period of the training spans below only.')
   gated = sorted({t['slices'] for t in thresholds})
   limits = list(getattr(example, 'KNOWN_LIMITS', None) or [
-      'Evaluated only on the eval split of the spans below: other periods, places or '
+      'Evaluated only on the test split of the spans below: other periods, places or '
       'populations are not measured.',
       f'Thresholds gate the slices {", ".join(gated) or "(none)"}; the other slices below are '
       'reported, not gated.',

@@ -124,7 +124,7 @@ def _module_of(function_path: str) -> str:
   return function_path.rpartition('.')[0]
 
 
-def _categorical_stats_options():
+def categorical_stats_options():
   """Statistics that count hours, days and areas as categories.
 
   Only the categorical markers of models/features.py go in, not the curated
@@ -229,7 +229,7 @@ def create_pipeline(
 
   statistics_gen = StatisticsGen(
       examples=example_gen.outputs['examples'],
-      stats_options=_categorical_stats_options())
+      stats_options=categorical_stats_options())
 
   # Inferred schema, only for review: diff it against the curated one.
   inferred_schema_gen = SchemaGen(
