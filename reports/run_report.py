@@ -328,7 +328,9 @@ def _slice_table(feature: str, metrics: Dict, roles: Dict[str, str]) -> Dict:
 # model_run/validation, one point per scoring of the eval split.
 TRAINING_CURVES = {features.BINARY: [('epoch_loss', 'loss'), ('epoch_auc', 'AUC'),
                                      ('epoch_accuracy', 'accuracy')],
-                   features.MULTICLASS: [('epoch_loss', 'loss'), ('epoch_accuracy', 'accuracy')]}
+                   features.MULTICLASS: [('epoch_loss', 'loss'), ('epoch_accuracy', 'accuracy')],
+                   features.REGRESSION: [('epoch_loss', 'loss'), ('epoch_rmse', 'RMSE'),
+                                         ('epoch_mae', 'MAE')]}
 # Written by models/model.py's run_fn beside the logs (its TRAINING_RECORD_FILE;
 # not imported: that would load TensorFlow and TFX for a file name).
 TRAINING_RECORD_FILE = 'training_record.json'
