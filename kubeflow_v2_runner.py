@@ -106,9 +106,9 @@ def cloud_config(overrides=None, environ=os.environ):
 def compile_pipeline(config, output_path: str, enable_cache: bool = True) -> dict:
   """Writes the PipelineJob JSON; returns it as a dict."""
   from tfx import v1 as tfx
-  from pipeline import pipeline as taxi_pipeline
+  from pipeline import pipeline as pipeline_definition
   # No metadata connection: Vertex and KFP bring their own ML Metadata.
-  pipeline = taxi_pipeline.create_pipeline(config, enable_cache=enable_cache,
+  pipeline = pipeline_definition.create_pipeline(config, enable_cache=enable_cache,
                                            for_kubeflow=True)
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
       config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(

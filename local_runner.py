@@ -1,4 +1,4 @@
-"""Runs the taxi pipeline on this machine (TFX launchers, MLMD in SQLite).
+"""Runs the pipeline on this machine (TFX launchers, MLMD in SQLite).
 
     python local_runner.py                 # quiet: a line per component
     python local_runner.py --verbose       # full TFX / Beam logs
@@ -165,7 +165,7 @@ def _logging_to(log_path: str, verbose: bool):
 def _save_tuned_hyperparameters(config, printer):
   """After --tune: the current values with the tuned ones merged in, saved
   under the output root (never over the checked-in file)."""
-  from pipeline import pipeline as taxi_pipeline
+  from pipeline import pipeline as pipeline_definition
   from pipeline import metadata
   if not [c for c in printer.components if c['component'] == 'Tuner']:
     return None
@@ -174,10 +174,10 @@ def _save_tuned_hyperparameters(config, printer):
       'best_hyperparameters')
   with open(os.path.join(artifact.uri, 'best_hyperparameters.txt')) as f:
     tuned = json.load(f)['values']
-  with open(taxi_pipeline.hyperparameters_path(config)) as f:
+  with open(pipeline_definition.hyperparameters_path(config)) as f:
     values = json.load(f)
   values.update(tuned)
-  path = taxi_pipeline.tuned_hyperparameters_path(config)
+  path = pipeline_definition.tuned_hyperparameters_path(config)
   with open(path, 'w') as f:
     json.dump(values, f, indent=2, sort_keys=True)
     f.write('\n')
@@ -308,12 +308,12 @@ def _start_standby_once(infra_check):
   executes (a cached rerun starts none). Its start-up, mostly importing TF,
   then runs on the other core while the pipeline works, and the check itself
   only loads the candidate into it."""
-  from pipeline import pipeline as taxi_pipeline
+  from pipeline import pipeline as pipeline_definition
   started = []
 
   def on_execute(node_id):
     # The never-cached Pusher executes in every run, after the check.
-    if not started and node_id not in taxi_pipeline.NEVER_CACHED:
+    if not started and node_id not in pipeline_definition.NEVER_CACHED:
       started.append(node_id)
       infra_check.start_standby()
   return on_execute
@@ -327,7 +327,7 @@ def _new_run_id(pipeline_name: str) -> str:
 def _run(config, enable_cache, verbose, stream, on_execute=None):
   from tfx.orchestration.metadata import sqlite_metadata_connection_config
   from orchestration import runner
-  from pipeline import pipeline as taxi_pipeline
+  from pipeline import pipeline as pipeline_definition
   from orchestration import progress
 
   if config.beam_profile == 'local':
@@ -343,14 +343,14 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
   with _logging_to(log_path, verbose):
     try:
       print(f'Pipeline {config.pipeline_name}: data {config.path(config.data_root)}, '
-            f'hyperparameters {taxi_pipeline.hyperparameters_path(config)}', file=stream)
-      pipeline = taxi_pipeline.create_pipeline(
+            f'hyperparameters {pipeline_definition.hyperparameters_path(config)}', file=stream)
+      pipeline = pipeline_definition.create_pipeline(
           config, enable_cache=enable_cache,
           metadata_connection_config=sqlite_metadata_connection_config(
               config.metadata_path))
       dag_runner = runner.ParallelLocalDagRunner(
           config.parallel_components, run_id=run_id,
-          never_cached=taxi_pipeline.NEVER_CACHED,
+          never_cached=pipeline_definition.NEVER_CACHED,
           on_start=printer.start, on_finish=printer.finish, on_execute=on_execute)
       with printer.watching():
         dag_runner.run(pipeline)
@@ -362,7 +362,7 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
     return None  # A patched runner (tfx CLI) took the pipeline; nothing ran.
   summary = summarize(config, printer, error, time.time() - started, run_id)
   summary['log_path'] = log_path
-  summary['hyperparameters'] = taxi_pipeline.hyperparameters_path(config)
+  summary['hyperparameters'] = pipeline_definition.hyperparameters_path(config)
   if error is None and config.tune:
     summary['hyperparameters_saved_to'] = _save_tuned_hyperparameters(config, printer)
     summary['hyperparameters_file'] = config.hyperparameters_file

@@ -120,7 +120,7 @@ def run_one(rows: int) -> dict:
   import psutil
   from tfx import v1 as tfx
   from local_runner import _configure_logging
-  from pipeline import pipeline as taxi_pipeline
+  from pipeline import pipeline as pipeline_definition
   from orchestration import progress, runner
 
   work_dir = os.path.join(RESULTS, 'scale', f'run-{rows}')
@@ -128,7 +128,7 @@ def run_one(rows: int) -> dict:
   config = bench_config(rows, work_dir)
   os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
   _configure_logging(verbose=False)
-  pipeline = taxi_pipeline.create_pipeline(
+  pipeline = pipeline_definition.create_pipeline(
       config, enable_cache=False,
       metadata_connection_config=tfx.orchestration.metadata
       .sqlite_metadata_connection_config(config.metadata_path))

@@ -297,7 +297,7 @@ def search_space(hp: keras_tuner.HyperParameters, base: Dict) -> Dict:
   return hparams
 
 
-class TaxiHyperModel(keras_tuner.HyperModel):
+class WideAndDeepHyperModel(keras_tuner.HyperModel):
   """Trials build and train as the Trainer does: the same loop, early
   stopping and best weights, so their scores are what the Trainer would get."""
 
@@ -376,7 +376,7 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
   custom = fn_args.custom_config or {}
   algorithm = custom.get('tuner_algorithm', 'random')
-  tuner = make_tuner(algorithm, TaxiHyperModel(base_hparams(fn_args)),
+  tuner = make_tuner(algorithm, WideAndDeepHyperModel(base_hparams(fn_args)),
                      int(custom.get('max_trials', 6)), fn_args.working_dir)
   hyperband = algorithm == 'hyperband'
 

@@ -4,7 +4,7 @@ by side.
 TFX's LocalDagRunner launches one component at a time in topological order
 (its TODO b/171319478). This runner launches each component once every
 component upstream of it has finished, on up to `max_parallel` threads. In
-the taxi pipeline the InfraValidator (a model server in a subprocess) then
+this project's pipeline the InfraValidator (a model server in a subprocess) then
 runs beside the Evaluator (TFMA on Beam): both wait only for the Trainer.
 
 Each launch is TFX's own Launcher. ML Metadata, a SQLite file here, is used

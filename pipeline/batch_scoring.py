@@ -52,7 +52,7 @@ from tfx.utils import io_utils
 
 from models import features, signatures
 from pipeline import metadata
-from pipeline import pipeline as taxi_pipeline
+from pipeline import pipeline as pipeline_definition
 from pipeline.components import csv_example_gen
 from pipeline.components.anomalies_gate import ANOMALIES_FILE, AnomaliesGate
 from pipeline.components.schema_importer import SCHEMA_FILE_NAME, CuratedSchemaGen
@@ -314,7 +314,7 @@ def PredictionsWriter(  # pylint: disable=invalid-name
 def _statistics_options(drop: Drop, id_column: str):
   """The training StatisticsGen's options, over every column but the id (an
   unknown column still shows as a new column, as in training)."""
-  options = taxi_pipeline.categorical_stats_options()
+  options = pipeline_definition.categorical_stats_options()
   options.feature_allowlist = [c for c in drop.header if c != id_column]
   return options
 
@@ -327,7 +327,7 @@ def create_scoring_pipeline(config: PipelineConfig, drop: Drop, model: BlessedMo
   if output_format not in FORMATS:
     raise DropError(f'output format {output_format!r} is not one of {", ".join(FORMATS)}')
   example_gen = csv_example_gen.csv_example_gen(
-      code_fingerprint=taxi_pipeline.code_fingerprint('pipeline.components.csv_example_gen'),
+      code_fingerprint=pipeline_definition.code_fingerprint('pipeline.components.csv_example_gen'),
       input_base=drop.input_base,
       input_config=example_gen_pb2.Input(splits=[
           example_gen_pb2.Input.Split(name='all', pattern=drop.pattern)]),
@@ -336,8 +336,8 @@ def create_scoring_pipeline(config: PipelineConfig, drop: Drop, model: BlessedMo
   statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'],
                                  stats_options=_statistics_options(drop, id_column))
   schema_gen = CuratedSchemaGen(
-      schema_file=taxi_pipeline.configs.code_path(config, config.schema_file),
-      content_fingerprint=taxi_pipeline.source_fingerprint(
+      schema_file=pipeline_definition.configs.code_path(config, config.schema_file),
+      content_fingerprint=pipeline_definition.source_fingerprint(
           files=[config.path(config.schema_file)]),
   ).with_id('CuratedSchemaGen')
   example_validator = ServingExampleValidator(

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from pipeline import configs
-from pipeline import pipeline as taxi_pipeline
+from pipeline import pipeline as pipeline_definition
 
 REPO = pathlib.Path(configs.REPO_ROOT)
 
@@ -28,7 +28,7 @@ def repo_copy(tmp_path, monkeypatch):
 def _fingerprints(repo: pathlib.Path):
   """{node id: its code (or schema content) fingerprint} of the pipeline."""
   config = configs.load({'data_root': str(REPO / 'data' / 'taxi')}, environ={})
-  pipeline = taxi_pipeline.create_pipeline(config)
+  pipeline = pipeline_definition.create_pipeline(config)
   nodes = {node.id: node.exec_properties for node in pipeline.components}
   found = {node_id: json.loads(nodes[node_id]['custom_config'])['code_fingerprint']
            for node_id in ('Transform', 'Trainer')}
@@ -71,14 +71,14 @@ def test_imports_inside_functions_and_relative_ones_count(repo_copy):
   with open(models / 'preprocessing.py', 'a') as f:
     f.write('\n\ndef _helper():\n  from models import late\n  return late\n')
   files = {pathlib.Path(p).relative_to(repo_copy).as_posix()
-           for p in taxi_pipeline.project_module_files('models.preprocessing')}
+           for p in pipeline_definition.project_module_files('models.preprocessing')}
   assert files == {'models/__init__.py', 'models/preprocessing.py', 'models/features.py',
                    'models/late.py', 'models/later.py'}
 
 
 def test_the_trainers_code_is_the_model_and_what_it_imports_from_the_project():
   files = {pathlib.Path(p).relative_to(REPO).as_posix()
-           for p in taxi_pipeline.project_module_files('models.model')}
+           for p in pipeline_definition.project_module_files('models.model')}
   assert files == {'models/__init__.py', 'models/model.py', 'models/features.py',
                    'models/hyperparameters.py', 'models/signatures.py', 'models/task.py',
                    'examples/__init__.py', 'examples/description.py', 'examples/diabetes.py', 'examples/iris.py',

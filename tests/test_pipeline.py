@@ -8,7 +8,7 @@ import pathlib
 
 import local_runner
 from pipeline import configs
-from pipeline import pipeline as taxi_pipeline
+from pipeline import pipeline as pipeline_definition
 from pipeline.components import infra_check
 from tests.conftest import REPO
 
@@ -33,12 +33,12 @@ def _dag(pipeline):
 
 
 def test_dag_wires_every_standard_component():
-  pipeline = taxi_pipeline.create_pipeline(configs.load(environ={}))
+  pipeline = pipeline_definition.create_pipeline(configs.load(environ={}))
   assert _dag(pipeline) == EXPECTED_UPSTREAMS
 
 
 def test_tune_flag_puts_the_tuner_between_transform_and_trainer():
-  pipeline = taxi_pipeline.create_pipeline(configs.load({'tune': True}, environ={}))
+  pipeline = pipeline_definition.create_pipeline(configs.load({'tune': True}, environ={}))
   dag = _dag(pipeline)
   assert dag['Tuner'] == {'Transform'}
   assert 'Tuner' in dag['Trainer']

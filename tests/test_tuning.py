@@ -5,7 +5,7 @@ import json
 import keras_tuner
 
 from models import model
-from pipeline import pipeline as taxi_pipeline
+from pipeline import pipeline as pipeline_definition
 from tests.conftest import small_config, write_csv, sample_rows
 
 
@@ -20,7 +20,7 @@ def _config(tmp_path, hyperparameters):
 def test_the_tuner_is_given_the_pipelines_hyperparameters(tmp_path):
   ours = dict(model.default_hparams(), batch_size=64, crosses='company*payment_type')
   config = _config(tmp_path, ours)
-  nodes = {c.id: c for c in taxi_pipeline.create_pipeline(config).components}
+  nodes = {c.id: c for c in pipeline_definition.create_pipeline(config).components}
   tuner_config = json.loads(nodes['Tuner'].exec_properties['custom_config'])
   trainer_config = json.loads(nodes['Trainer'].exec_properties['custom_config'])
   assert json.loads(tuner_config['hyperparameters']) == ours
@@ -44,9 +44,9 @@ def test_the_search_space_keeps_the_untuned_values_it_is_given():
 
 def test_the_tuner_is_given_its_algorithm_and_a_log_dir_under_the_output_root(tmp_path):
   config = _config(tmp_path, model.default_hparams())
-  config = taxi_pipeline.configs.load(
+  config = pipeline_definition.configs.load(
       dict(vars(config), tuner_algorithm='bayesian'), environ={})
-  nodes = {c.id: c for c in taxi_pipeline.create_pipeline(config).components}
+  nodes = {c.id: c for c in pipeline_definition.create_pipeline(config).components}
   tuner_config = json.loads(nodes['Tuner'].exec_properties['custom_config'])
   assert tuner_config['tuner_algorithm'] == 'bayesian'
   # Kept after the run (the Tuner's working dir is not), where `tensorboard --logdir` looks.
