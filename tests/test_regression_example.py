@@ -168,7 +168,7 @@ def test_diabetes_runs_through_pipeline_serving_client_and_monitoring(tmp_path):
   assert summary['metrics']['rmse'] <= diabetes.CONFIG_DEFAULTS['max_rmse']
   # The run report is written for a regression too: RMSE by slice, RMSE curves.
   report = (output_root / 'report.html').read_text()
-  assert 'RMSE by sex' in report and 'Evaluation and blessing (on the test split)' in report
+  assert 'RMSE by sex' in report and 'Evaluated on the test split.' in report
 
   rows = _rows()[::15]  # 30 patients.
   sample = tmp_path / 'rows.csv'
