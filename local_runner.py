@@ -319,6 +319,14 @@ def _start_standby_once(infra_check):
   return on_execute
 
 
+def _new_run_log(config, pipeline_name: str):
+  """A new run's id and its log file under <output_root>/logs/."""
+  run_id = _new_run_id(pipeline_name)
+  log_dir = os.path.join(config.path(config.output_root), 'logs')
+  os.makedirs(log_dir, exist_ok=True)
+  return run_id, os.path.join(log_dir, f'{run_id}.log')
+
+
 def _new_run_id(pipeline_name: str) -> str:
   """The TFX pipeline run id (the MLMD 'pipeline_run' context's name)."""
   return f'{pipeline_name}-{datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")}'
@@ -333,10 +341,7 @@ def _run(config, enable_cache, verbose, stream, on_execute=None):
   if config.beam_profile == 'local':
     from compat import beam as compat_beam
     compat_beam.apply()  # The in-memory runner's set-up, memoized.
-  run_id = _new_run_id(config.pipeline_name)
-  log_dir = os.path.join(config.path(config.output_root), 'logs')
-  os.makedirs(log_dir, exist_ok=True)
-  log_path = os.path.join(log_dir, f'{run_id}.log')
+  run_id, log_path = _new_run_log(config, config.pipeline_name)
   printer = progress.ProgressPrinter(config.pipeline_name, config.metadata_path, stream)
   started = time.time()
   error = None
@@ -413,10 +418,7 @@ def score(config, drop_path, id_column='', output_format='csv', enable_cache=Tru
     from compat import beam as compat_beam
     compat_beam.apply()
   name = batch_scoring.scoring_pipeline_name(config)
-  run_id = _new_run_id(name)
-  log_dir = os.path.join(config.path(config.output_root), 'logs')
-  os.makedirs(log_dir, exist_ok=True)
-  log_path = os.path.join(log_dir, f'{run_id}.log')
+  run_id, log_path = _new_run_log(config, name)
   printer = progress.ProgressPrinter(name, config.metadata_path, stream)
   started = time.time()
   error = None
