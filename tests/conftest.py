@@ -22,6 +22,19 @@ SHIPPED_CSV = REPO / examples.selected().CONFIG_DEFAULTS.get(
 SAMPLE_ROWS = 2_500  # At most about this many: enough to train, quick to run.
 
 
+def pytest_collection_modifyitems(config, items):
+  """`@pytest.mark.example('taxi')` marks a test about one example's own data
+  (its columns, its generator, its curated schema): it runs only when that
+  example is selected, so the rest of the suite runs on any example."""
+  del config
+  selected = examples.selected_name()
+  for item in items:
+    marker = item.get_closest_marker('example')
+    if marker and selected not in marker.args:
+      item.add_marker(pytest.mark.skip(
+          reason=f'about the {"/".join(marker.args)} example; {examples.SWITCH}={selected} runs'))
+
+
 def read_shipped_rows():
   with open(SHIPPED_CSV, newline='') as f:
     rows = list(csv.reader(f))
