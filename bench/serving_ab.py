@@ -7,6 +7,7 @@ and the mean processed batch size (from its own Prometheus histogram).
 
     python bench/serving_ab.py --a /tmp/old_checkout --b . --kind grpc \\
         [--a_flags=--foo=1] [--b_flags=--foo=2] [--rounds 3] [--seconds 3] [--concurrency 64]
+        [--batching TEXT_PROTO] [--b_batching TEXT_PROTO]
 
 --kind grpc uses h2load, rest uses wrk, both as bench/serving_bench.py does.
 Not a test: numbers go to bench/README_serving.md.
@@ -85,13 +86,16 @@ def main():
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--model_dir', default=MODEL_DIR)
   parser.add_argument('--batching', default=BATCHING, help='batching parameters (text proto)')
+  parser.add_argument('--b_batching', help="B's batching parameters (default: --batching)")
   args = parser.parse_args()
   work = tempfile.mkdtemp(prefix='serving_ab_')
   base = os.path.join(work, MODEL_NAME)
   shutil.copytree(args.model_dir, os.path.join(base, '1'))
-  batching_file = os.path.join(work, 'batching.config')
-  with open(batching_file, 'w') as f:
-    f.write(args.batching)
+  batching_files = {}
+  for label, text in (('A', args.batching), ('B', args.b_batching or args.batching)):
+    batching_files[label] = os.path.join(work, f'batching_{label}.config')
+    with open(batching_files[label], 'w') as f:
+      f.write(text)
   monitoring_file = os.path.join(work, 'monitoring.config')
   with open(monitoring_file, 'w') as f:
     f.write('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n')
@@ -103,7 +107,7 @@ def main():
   try:
     for label, root, flags in (('A', args.a, args.a_flags), ('B', args.b, args.b_flags)):
       servers[label] = start(root, work, label, [f for f in flags.split(',') if f],
-                             batching_file, monitoring_file, base)
+                             batching_files[label], monitoring_file, base)
     for server in servers.values():
       server.wait_until_available(MODEL_NAME)
       measure(server, args.kind, 8, 1, body, script)  # Warm up.

@@ -7,7 +7,9 @@ sending one pre-serialized request), all on loopback. Each cell also reports the
 than req/s on a shared machine. Reports throughput and p50/p99 latency of:
   floor   the model's serving_default signature loaded and called in-process as the
           server does (serving/servable.py), one at a time; also the cost of writing
-          its outputs in typed value fields vs tensor_content
+          its outputs in typed value fields vs tensor_content. Measured again
+          around each of --ratio_rounds REST c=64 cells: the REST/floor ratio
+          of each round uses the floors just before and after it
   flask   a minimal Flask app (app.run) answering POST /predict
   rest    serving.server REST, batching on
   grpc    serving.server gRPC Predict, batching on
@@ -17,7 +19,7 @@ than req/s on a shared machine. Reports throughput and p50/p99 latency of:
   grpc_content  gRPC c=64 with --enable_serialization_as_tensor_content=true
 
     python bench/serving_bench.py [--model_dir PUSHED_VERSION_DIR] [--seconds 5]
-        [--server_processes 2] [--skip_flask] [--concurrency 1,8,64]
+        [--server_processes 2] [--skip_flask] [--concurrency 1,8,64] [--ratio_rounds 3]
 
 Without --model_dir it benchmarks a stand-in with the taxi model's signatures
 (tests/serving/tiny_models.py). Not a test: numbers go to bench/README_serving.md.
@@ -120,36 +122,45 @@ def percentiles(latencies_s):
   return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
-def bench_floor(model_dir, seconds):
+class Floor:
   """The serving_default signature loaded and called as the server does
-  (serving/servable.py: a session callable), one example at a time."""
-  from serving.servable import Servable
-  servable = Servable('taxi_big_tipper', 1, model_dir)
-  try:
-    signature = servable.signature('serving_default')
-    name = next(iter(signature.input_dtypes))
+  (serving/servable.py: a session callable), one example at a time. Loaded
+  once, measured as often as asked: between the server's cells, so that the
+  ratios compare minutes of the same machine load."""
 
-    def predict(examples):
-      return signature.call(signature.prepare({name: examples}, servable.name))
-    example = np.array([example_bytes()], object)
+  def __init__(self, model_dir):
+    from serving.servable import Servable
+    self._servable = Servable('taxi_big_tipper', 1, model_dir)
+    signature = self._servable.signature('serving_default')
+    name = next(iter(signature.input_dtypes))
+    self.predict = lambda examples: signature.call(signature.prepare({name: examples},
+                                                                     'taxi_big_tipper'))
+    self._example = np.array([example_bytes()], object)
     for _ in range(200):
-      predict(example)
+      self.predict(self._example)
+
+  def measure(self, seconds) -> dict:
+    load = os.getloadavg()[0]
     latencies, end = [], time.perf_counter() + seconds
     while time.perf_counter() < end:
       start = time.perf_counter()
-      predict(example)
+      self.predict(self._example)
       latencies.append(time.perf_counter() - start)
+    p50, p99 = percentiles(latencies)
+    return {'rps': len(latencies) / seconds, 'p50_ms': p50, 'p99_ms': p99, 'load': load}
+
+  def extras(self) -> dict:
+    """A 100-example batch's latency and the cost of writing outputs."""
     batch = np.array([example_bytes()] * 100, object)
     start = time.perf_counter()
     for _ in range(100):
-      predict(batch)
+      self.predict(batch)
     batch_ms = (time.perf_counter() - start) * 10
-    encoding = bench_encoding({1: predict(example), 64: predict(batch[:64])})
-  finally:
-    servable.close()
-  p50, p99 = percentiles(latencies)
-  return {'rps': len(latencies) / seconds, 'p50_ms': p50, 'p99_ms': p99,
-          'batch100_ms': batch_ms, 'encoding_us': encoding}
+    encoding = bench_encoding({1: self.predict(self._example), 64: self.predict(batch[:64])})
+    return {'batch100_ms': batch_ms, 'encoding_us': encoding}
+
+  def close(self):
+    self._servable.close()
 
 
 def bench_encoding(outputs_by_batch, repeats=500, rounds=7):
@@ -337,9 +348,11 @@ def start_model_server(work, base, processes, extra_flags=()):
 
 
 def bench_server(work, base, body, script, levels, seconds, processes, python_clients=False,
-                 extra_flags=(), rest=True):
+                 extra_flags=(), rest=True, floor=None, rounds=0):
   """Cells against serving.server --server_processes=N: 'rest' (wrk), 'grpc'
-  (h2load, when installed) and, with python_clients, 'grpc_py' (grpc.aio clients)."""
+  (h2load, when installed) and, with python_clients, 'grpc_py' (grpc.aio clients);
+  with a floor, 'rest_vs_floor': `rounds` REST c=64 cells each between two
+  measurements of the floor."""
   server = start_model_server(work, base, processes, extra_flags)
   grpc_port, rest_port = server.port, server.rest_port
   cells = {}
@@ -360,8 +373,25 @@ def bench_server(work, base, body, script, levels, seconds, processes, python_cl
       cells['grpc_py'] = {c: measured(server.pid, lambda c=c: grpc_load(
           target, 'taxi_big_tipper', c, seconds, processes=1 if c == 1 else 2))
                           for c in levels}
+    if floor is not None and rounds:
+      cells['rest_vs_floor'] = interleaved(
+          floor, lambda: measured(server.pid, lambda: wrk(url, body, 64, seconds, script)),
+          rounds, seconds)
   finally:
     server.stop()
+  return cells
+
+
+def interleaved(floor, run, rounds, seconds) -> list:
+  """floor, run, floor, run, ..., floor: each run's req/s against the mean of
+  the floors just before and after it (the machine's load drifts within a
+  bench, and the floor with it)."""
+  floors, cells = [floor.measure(seconds)], []
+  for _ in range(rounds):
+    cell = run()
+    floors.append(floor.measure(seconds))
+    around = (floors[-2]['rps'] + floors[-1]['rps']) / 2
+    cells.append(dict(cell, floor_rps=around, ratio=cell['rps'] / around))
   return cells
 
 
@@ -449,6 +479,8 @@ def main():
   parser.add_argument('--server_processes', type=int, default=2,
                       help='also bench the server with this many processes (1: skip)')
   parser.add_argument('--skip_flask', action='store_true', help='leave out the Flask app')
+  parser.add_argument('--ratio_rounds', type=int, default=3,
+                      help='REST c=64 cells measured between two floors, for the ratio')
   args = parser.parse_args()
   levels = [int(c) for c in args.concurrency.split(',')]
   work = tempfile.mkdtemp(prefix='serving_bench_')
@@ -470,8 +502,8 @@ def main():
   with open(os.path.join(work, 'monitoring.config'), 'w') as f:
     f.write('prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }\n')
   body = json.dumps({'instances': [{'b64': base64.b64encode(example_bytes()).decode()}]})
-  load = os.getloadavg()[0]
-  results = {'floor': {1: dict(bench_floor(model_dir, args.seconds), load=load)}}
+  floor = Floor(model_dir)
+  results = {'floor': {1: dict(floor.measure(args.seconds), **floor.extras())}}
   print('floor', results['floor'], flush=True)
 
   if not args.skip_flask:
@@ -479,7 +511,7 @@ def main():
     print('flask', results['flask'], flush=True)
 
   results.update(bench_server(work, base, body, script, levels, args.seconds, 1,
-                              python_clients=True))
+                              python_clients=True, floor=floor, rounds=args.ratio_rounds))
   results.setdefault('grpc', results['grpc_py'])  # Without h2load.
   print('rest', results['rest'], '\ngrpc', results['grpc'], flush=True)
   try:
@@ -498,8 +530,9 @@ def main():
       results[f'rest_{n}'], results[f'grpc_{n}'] = cells['rest'], cells['grpc']
       print(f'{n} processes', results[f'rest_{n}'], results[f'grpc_{n}'], flush=True)
     # Again, at the end: the machine's load moves during a run.
-    results['floor_end'] = dict(bench_floor(model_dir, args.seconds), load=os.getloadavg()[0])
+    results['floor_end'] = floor.measure(args.seconds)
   finally:
+    floor.close()
     shutil.rmtree(work, ignore_errors=True)
   print(report(results, levels))
 
@@ -582,6 +615,14 @@ def report(results, levels) -> str:
       check(f'{name} c=64 / stated idle-machine rate ({STATED_FLOOR_RPS}/s)',
             f'{r["rps"] / STATED_FLOOR_RPS:.1f}x', f'>= {times}x',
             r['rps'] >= times * STATED_FLOOR_RPS)
+    rounds = results.get('rest_vs_floor', [])
+    if rounds:
+      ratios = sorted(r['ratio'] for r in rounds)
+      lines.append('- REST c=64 / the floor measured just before and after it, per round: ' + ', '.join(
+          f'{r["rps"]:.0f}/{r["floor_rps"]:.0f} = {r["ratio"]:.2f}x (load {r["load"]:.1f})'
+          for r in rounds))
+      check('REST c=64 / interleaved floor, median of the rounds', f'{ratios[len(ratios) // 2]:.2f}x',
+            '>= 2x', ratios[len(ratios) // 2] >= 2)
     rest1 = results['rest'][1]
     check('REST c=1 p50 - in-process p50', f'{rest1["p50_ms"] - floor["p50_ms"]:+.2f} ms',
           '<= +1 ms', rest1['p50_ms'] <= floor['p50_ms'] + 1)
