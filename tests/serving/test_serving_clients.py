@@ -1,4 +1,6 @@
-"""The taxi clients and the infra check against real local servers."""
+"""The clients and the infra check against real local servers, on the taxi
+example's rows and a stand-in for its model (tests/serving/tiny_models.py):
+about the taxi example's columns and model on purpose."""
 
 import json
 import math
@@ -16,6 +18,8 @@ from conftest import start_server
 from client import predict as serving_client
 from pipeline.components import infra_check
 from pipeline.components.infra_check import check_model
+
+pytestmark = pytest.mark.example('taxi')
 
 CSV = """pickup_community_area,fare,trip_start_month,trip_start_hour,trip_start_day,trip_start_timestamp,pickup_latitude,pickup_longitude,dropoff_latitude,dropoff_longitude,trip_miles,pickup_census_tract,dropoff_census_tract,payment_type,company,trip_seconds,dropoff_community_area,tips
 ,12.45,5,19,6,1400269500,,,,,0.0,,,Credit Card,Chicago Elite Cab Corp.,0,,0.0

@@ -1,6 +1,9 @@
-"""The real taxi model (one pipeline run, tests/conftest.py) served by the
-local server over REST and gRPC: every signature, the clients and the infra
-check, all checked against the model called in-process."""
+"""The real model (one pipeline run on the selected example, tests/conftest.py)
+served by the local server over REST and gRPC: every signature, the clients
+and the infra check, all checked against the model called in-process.
+
+The tests marked example('taxi') check a binary classifier's outputs
+(`probability`, `class` 0/1, the labels '0' and '1'): the taxi model's."""
 
 import base64
 import concurrent.futures
@@ -18,14 +21,17 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      predict_pb2, prediction_service_pb2_grpc,
                                      regression_pb2)
 
+import examples
 from conftest import push, start_server
 from models import features
+from pipeline import configs
 from client import predict as serving_client
 from pipeline.components.infra_check import check_model
 
 MODEL = 'taxi_big_tipper'
-CSV_PATH = os.path.join(os.path.dirname(__file__), '..', '..', 'data', 'taxi', 'span-1',
-                        'data.csv')
+# The selected example's shipped data, as tests/conftest.py's SHIPPED_CSV.
+CSV_PATH = os.path.join(configs.REPO_ROOT, examples.selected().CONFIG_DEFAULTS.get(
+    'data_root', configs.PipelineConfig.data_root), 'span-1', 'data.csv')
 SIGNATURES = {'serving_default': 'tensorflow/serving/predict',
               'classification': 'tensorflow/serving/classify',
               'regression': 'tensorflow/serving/regress',
@@ -83,6 +89,7 @@ def b64(example: bytes) -> dict:
 
 # ---- REST ---------------------------------------------------------------------------
 
+@pytest.mark.example('taxi')
 def test_rest_predict_raw_rows_with_optional_features_omitted(real_server, rows, in_process):
   partial = required_only(rows)
   body = post(real_server, {'signature_name': 'predict_raw', 'instances': partial})
@@ -92,6 +99,7 @@ def test_rest_predict_raw_rows_with_optional_features_omitted(real_server, rows,
   assert len(set(np.round(got, 4))) > 1  # Rows really differ.
 
 
+@pytest.mark.example('taxi')
 def test_rest_predict_raw_columns(real_server, rows, in_process):
   partial = required_only(rows[:5])
   columns = {k: [r[k] for r in partial] for k in REQUIRED}
@@ -99,6 +107,7 @@ def test_rest_predict_raw_columns(real_server, rows, in_process):
   np.testing.assert_allclose(body['outputs']['probability'], in_process(partial), atol=TOLERANCE)
 
 
+@pytest.mark.example('taxi')
 def test_rest_predict_b64_examples_on_serving_default(real_server, rows, in_process):
   instances = [b64(serving_client.to_example(r)) for r in rows]
   body = post(real_server, {'instances': instances})  # serving_default by default.
@@ -109,6 +118,7 @@ def test_rest_predict_b64_examples_on_serving_default(real_server, rows, in_proc
                              atol=TOLERANCE)
 
 
+@pytest.mark.example('taxi')
 def test_rest_classify_and_regress_with_json_examples(real_server, rows, in_process):
   examples = [serving_client.typed_row(r) for r in rows]
   expected = in_process(rows)
@@ -129,17 +139,19 @@ def test_rest_classify_and_regress_with_json_examples(real_server, rows, in_proc
 
 
 def test_rest_bad_raw_input_is_a_400(real_server):
+  first, second = [n for n, f in features.RAW_FEATURES.items() if f.dtype == 'float'][:2]
   response = requests.post(
       f'{real_server.rest}/v1/models/{MODEL}:predict', timeout=30,
-      json={'signature_name': 'predict_raw', 'inputs': {'fare': [1.0, 2.0], 'trip_miles': [1.0]}})
+      json={'signature_name': 'predict_raw', 'inputs': {first: [1.0, 2.0], second: [1.0]}})
   assert response.status_code == 400
   assert 'one value per example' in response.json()['error']
   response = requests.post(
       f'{real_server.rest}/v1/models/{MODEL}:predict', timeout=30,
-      json={'signature_name': 'predict_raw', 'instances': [{'fare': 'cheap'}]})
+      json={'signature_name': 'predict_raw', 'instances': [{first: 'cheap'}]})
   assert response.status_code == 400
 
 
+@pytest.mark.example('taxi')
 def test_metadata_shows_all_signatures(real_server, stub, version):
   body = requests.get(f'{real_server.rest}/v1/models/{MODEL}/metadata', timeout=30).json()
   assert body['model_spec']['version'] == str(version)
@@ -161,6 +173,7 @@ def test_metadata_shows_all_signatures(real_server, stub, version):
 
 # ---- gRPC ---------------------------------------------------------------------------
 
+@pytest.mark.example('taxi')
 def test_grpc_predict_examples_and_raw(stub, rows, in_process, version):
   request = predict_pb2.PredictRequest()
   request.model_spec.name = MODEL
@@ -189,6 +202,7 @@ def test_grpc_predict_examples_and_raw(stub, rows, in_process, version):
                              in_process(partial), atol=TOLERANCE)
 
 
+@pytest.mark.example('taxi')
 def test_grpc_classify_and_regress(stub, rows, in_process, version):
   expected = in_process(rows)
   request = classification_pb2.ClassificationRequest()
@@ -222,6 +236,7 @@ def test_grpc_wrong_method_is_refused(stub, rows):
 
 # ---- Clients and infra check ----------------------------------------------------------
 
+@pytest.mark.example('taxi')
 @pytest.mark.parametrize('transport', ['rest', 'grpc'])
 @pytest.mark.parametrize('signature', ['predict_raw', 'serving_default', 'classification'])
 def test_client_matches_in_process_model(real_server, rows, in_process, transport, signature):
@@ -243,7 +258,9 @@ def test_infra_check_blesses_the_real_model(real_version_dir, rows):
   examples = [serving_client.to_example(r) for r in rows[:8]]
   result = check_model(real_version_dir, examples, timeout_s=180)
   assert result.ok, result.details
-  assert 'predict_raw' in result.details and 'gRPC Classify (classification)' in result.details
+  assert 'predict_raw' in result.details
+  if features.TASK != features.REGRESSION:  # A regression model has no classification signature.
+    assert 'gRPC Classify (classification)' in result.details
 
 
 # ---- A new version pushed under load ------------------------------------------------------
