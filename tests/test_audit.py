@@ -18,7 +18,7 @@ from pipeline import audit
 from pipeline import metadata
 from pipeline.components import pusher
 from tests import conftest
-from tests.test_monitoring import MODEL, model_server_config
+from tests.test_monitoring import MODEL, NUMERIC, model_server_config
 from tests.test_pusher import _push
 
 PREBUILT_OUTPUT = '/work/prebuilt/tfx_output'
@@ -81,6 +81,7 @@ def _prebuilt_push(tmp_path, serving_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.example('taxi')  # The prebuilt taxi run: its ids, fingerprint, counts and slices.
 def test_a_push_records_what_was_pushed_and_the_version_carries_its_model_card(tmp_path):
   serving_dir = tmp_path / 'serving_model' / MODEL
   pushed, output_root = _prebuilt_push(tmp_path, serving_dir)
@@ -249,19 +250,21 @@ def test_a_record_is_never_replaced(tmp_path):
 
 
 def test_a_retrain_decision_records_what_justified_it(tmp_path):
-  shutil.copytree(PREBUILT_OUTPUT, tmp_path / 'tfx_output')
   header, rows = conftest.sample_rows()
   conftest.write_csv(tmp_path / 'data' / 'span-1' / 'data.csv', header, rows[:50])
   config = conftest.small_config(tmp_path, tmp_path / 'data')
+  os.makedirs(os.path.dirname(config.metadata_path))
+  metadata.open_store(config.metadata_path)  # Earlier runs: none of this data root.
   result = tmp_path / 'monitoring.json'
-  result.write_text(json.dumps({'findings': {'skew': ['fare'], 'drift': []}}))
+  findings = {'skew': [NUMERIC], 'drift': []}
+  result.write_text(json.dumps({'findings': findings}))
   decision = retrain.decide(config, str(result))
-  assert decision.run
+  assert decision.run and 'span 1' in decision.reason
   [record] = audit.history(str(tmp_path / 'serving_model' / 'audit'))
   assert (record['action'], record['status'], record['model']) == \
       ('retrain', 'decided', config.model_name)
   assert record['reason'] == decision.reason and record['latest_span_on_disk'] == 1
-  assert record['monitoring']['findings'] == {'skew': ['fare'], 'drift': []}
+  assert record['monitoring']['findings'] == findings
   assert record['monitoring']['source'] == str(result)
 
 
