@@ -22,6 +22,7 @@ from pipeline import metadata
 from operations import retrain
 from operations import rollout
 from tests.conftest import REPO, sample_rows, small_config, write_csv
+from tests.test_bad_data import REQUIRED_FLOAT
 
 # What small_config sets, as a user would: TAXI_* variables and flags. The
 # change threshold is off: a model trained for other steps must be blessed.
@@ -184,7 +185,7 @@ def test_retrain_if_needed_trains_the_new_span(loop, capsys):
 def test_retrain_for_skew_says_why_the_model_stands(loop, capsys):
   result = loop.tmp / 'monitoring.json'
   result.write_text(json.dumps({'findings': {
-      'skew': ['fare'], 'drift': [], 'serving_anomalies': [], 'prediction_shift': []}}))
+      'skew': [REQUIRED_FLOAT], 'drift': [], 'serving_anomalies': [], 'prediction_shift': []}}))
   served_before = int(os.path.basename(loop.served_dir(capsys)))
   code, summary, printed = loop.run('--retrain-if-needed', '--monitoring-result',
                                     str(result), capsys=capsys)
@@ -231,8 +232,8 @@ def test_tfx_cli_creates_and_runs_the_pipeline(loop, tmp_path):
 @pytest.mark.slow
 def test_a_failed_run_names_its_component_and_shows_its_log(loop, capsys):
   header, rows = sample_rows()
-  fare = header.index('fare')
-  bad = [row[:fare] + ['n/a'] + row[fare + 1:] for row in rows[:300]]
+  column = header.index(REQUIRED_FLOAT)
+  bad = [row[:column] + ['n/a'] + row[column + 1:] for row in rows[:300]]
   write_csv(loop.data_root / 'span-3' / 'data.csv', header, bad)
   try:
     code, summary, printed = loop.run(capsys=capsys)
@@ -245,7 +246,7 @@ def test_a_failed_run_names_its_component_and_shows_its_log(loop, capsys):
   # The run id names this run's context in MLMD.
   store = metadata.open_store(loop.config.metadata_path)
   assert store.get_context_by_type_and_name('pipeline_run', summary['run_id']) is not None
-  assert '\n' not in summary['error'] and 'fare' in summary['error']
+  assert '\n' not in summary['error'] and REQUIRED_FLOAT in summary['error']
   assert 'FAILED in AnomaliesGate' in printed
   assert f'Last lines of the log ({summary["log_path"]}):' in printed
   assert 'DataValidationError' in pathlib.Path(summary['log_path']).read_text()

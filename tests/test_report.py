@@ -18,10 +18,16 @@ import sys
 
 import pytest
 
+from models import features
 from pipeline import metadata
 from reports import feature_plots, monitoring_report
 from reports import run_report as report
 from tests import conftest
+from tests.test_bad_data import REQUIRED_FLOAT
+
+# The taxi run's own slices (trip_start_hour, payment_type), binary metrics
+# (AUC) and columns (company, Credit Card): tests that read them run with it.
+TAXI_RUN = pytest.mark.example('taxi')
 
 CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu',
                   '--disable-background-networking', '--disable-component-update',
@@ -167,6 +173,7 @@ def run_report(pipeline_run, tmp_path_factory):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_report_holds_every_section(run_report):
   text, config = run_report['text'], run_report['config']
   for heading in ('Components of this run', 'Data statistics', 'Anomalies (ExampleValidator)',
@@ -186,6 +193,7 @@ def test_report_holds_every_section(run_report):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_accuracy_is_shown_by_its_tfma_key(run_report):
   overall = run_report['metrics'][()][('', False)]
   rows = table_dict(run_report['page'].tables['Evaluation and blessing'][0])
@@ -201,6 +209,7 @@ def test_accuracy_is_shown_by_its_tfma_key(run_report):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_numeric_slices_sort_as_numbers(run_report):
   rows = run_report['page'].tables['By trip_start_hour'][0][1:]
   hours = [int(r[0]) for r in rows]
@@ -208,6 +217,7 @@ def test_numeric_slices_sort_as_numbers(run_report):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_auc_of_a_one_class_slice_is_na(run_report):
   rows = table_dict(run_report['page'].tables['By payment_type'][0])
   one_class = 0
@@ -222,6 +232,7 @@ def test_auc_of_a_one_class_slice_is_na(run_report):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_thresholds_read_as_text(run_report):
   rows = run_report['page'].tables['Thresholds'][0]
   thresholds = table_dict(rows)
@@ -238,6 +249,7 @@ def _blank_shares_in_csv(path, columns):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_blank_share_per_feature(run_report, sample_data_root):
   expected = _blank_shares_in_csv(sample_data_root / 'span-1' / 'data.csv',
                                   ['company', 'pickup_census_tract', 'payment_type'])
@@ -256,6 +268,7 @@ def test_blank_share_per_feature(run_report, sample_data_root):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_report_draws_in_chromium(run_report, tmp_path):
   charts, dom = render(run_report['path'], tmp_path)
   text = run_report['text']
@@ -308,8 +321,13 @@ def test_report_draws_the_training_curves(run_report):
             for split in ('train', 'validation')}
   with open(os.path.join(model_run, 'training_record.json')) as f:
     record = json.load(f)
-  for tag, label in (('epoch_loss', 'loss'), ('epoch_auc', 'AUC'),
-                     ('epoch_accuracy', 'accuracy')):
+  # The selected task's curves: the loss, and the metrics Keras logs for it.
+  curves = {features.BINARY: [('epoch_loss', 'loss'), ('epoch_auc', 'AUC'),
+                              ('epoch_accuracy', 'accuracy')],
+            features.MULTICLASS: [('epoch_loss', 'loss'), ('epoch_accuracy', 'accuracy')],
+            features.REGRESSION: [('epoch_loss', 'loss'), ('epoch_rmse', 'RMSE'),
+                                  ('epoch_mae', 'MAE')]}[features.TASK]
+  for tag, label in curves:
     chart = page.charts[f'{label} by training step']
     for series, split in (('train', 'train'), ('eval split', 'validation')):
       points = [p for p in chart['points'] if p['data-series'] == series]
@@ -396,11 +414,11 @@ def later_runs(pipeline_run, tmp_path_factory):
   header, rows = conftest.sample_rows()
   conftest.write_csv(tmp / 'data' / 'span-1' / 'data.csv', header, rows)
   for row in rows[:20]:
-    row[header.index('fare')] = 'twelve'
+    row[header.index(REQUIRED_FLOAT)] = 'twelve'
   conftest.write_csv(tmp / 'data' / 'span-2' / 'data.csv', header, rows)
   failing = conftest.small_config(tmp, tmp / 'data')
   summary = local_runner.run(failing, stream=io.StringIO())
-  assert not summary['succeeded'] and 'fare' in summary['error']
+  assert not summary['succeeded'] and REQUIRED_FLOAT in summary['error']
   summary = dict(summary, run_id=summary.get('run_id') or _latest_run_id(failing))
   return {'config': failing, 'first': first, 'second': second, 'failed': summary}
 
@@ -415,6 +433,7 @@ def failed_run(later_runs, tmp_path_factory):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_baseline_is_shown_beside_the_candidate(later_runs, tmp_path):
   config, second = later_runs['config'], later_runs['second']
   path = report.write_run_report(config, str(tmp_path / 'r.html'), summary=second)
@@ -439,7 +458,7 @@ def test_failed_run_report_says_where_and_why(failed_run):
   _, _, summary, text = failed_run
   page = read_page(text)
   assert re.search(r'Run <span class="bad">FAILED</span> at <b>AnomaliesGate</b>', text)
-  assert 'fare: Expected data of type: FLOAT' in text  # The error, escaped as text.
+  assert f'{REQUIRED_FLOAT}: Expected data of type: FLOAT' in text  # The error, as text.
   assert summary['run_id'] in text
   components = table_dict(page.tables['Components of this run'][0])
   assert components['AnomaliesGate']['state'] == 'FAILED'
@@ -525,6 +544,7 @@ def training_and_serving(pipeline_run):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_share_charts_use_the_counts_the_distance_uses(training_and_serving):
   from operations import monitoring
   training, serving, schema = training_and_serving
@@ -542,6 +562,7 @@ def test_share_charts_use_the_counts_the_distance_uses(training_and_serving):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_monitoring_report_escapes_what_it_shows(training_and_serving):
   from operations import monitoring
   training, serving, schema = training_and_serving
