@@ -424,6 +424,24 @@ def test_a_categorical_mix_change_is_skew_on_it_only(shipped, shipped_statistics
   assert monitoring.exit_code(result) == monitoring.EXIT_DRIFT_OR_SKEW
 
 
+def test_the_report_shows_the_skew_and_a_plot_of_every_model_feature(shipped, shipped_statistics,
+                                                                     tmp_path):
+  from tests.test_report import read_page, table_dict
+  _, rows = shipped
+  write_request_logs(tmp_path / 'requests.tfrecord', inflated(resampled(rows, 600, 1)))
+  result, statistics = monitoring.run(monitoring.MonitoringInputs(
+      logs=str(tmp_path / 'requests.tfrecord'), model_name=MODEL,
+      training_statistics=shipped_statistics, schema_file=str(SCHEMA)))
+  paths = monitoring.write_outputs(result, statistics, str(tmp_path / 'out'))
+  page = read_page(pathlib.Path(paths['html']).read_text())
+  skew = table_dict(page.tables['Skew: training vs serving'][0])
+  assert skew[NUMERIC]['measure'] == 'JENSEN_SHANNON_DIVERGENCE'
+  assert [name for name, row in skew.items() if row['result'] != 'ok'] == [NUMERIC]
+  drawn = {label.split(' (')[0] for label in page.charts}
+  assert set(features.model_features()) <= drawn, set(features.model_features()) - drawn
+  assert not drawn & set(features.label_columns())  # The label is never served.
+
+
 @pytest.mark.example('taxi')  # The taxi data generator's traffic.
 def test_generated_traffic_without_drift_raises_nothing(shipped, shipped_statistics, tmp_path):
   header, _ = shipped
