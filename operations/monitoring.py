@@ -253,8 +253,9 @@ def load_schema(path: str):
 # quantile buckets makes the two histograms share boundaries exactly: no
 # rebucketing, and every bucket holds ~1/10 of the training data (values
 # repeated on a boundary are shared between buckets as in the training's
-# counts: see bucket_counts), so the JS divergence of a sample of the training distribution is only its sampling
-# noise, ~(buckets - 1) / (8 n ln 2) bits for n served examples.
+# counts: see bucket_counts), so the JS divergence of a sample of the
+# training distribution is only its sampling noise, ~(buckets - 1) /
+# (8 n ln 2) bits for n served examples.
 
 
 def jsd_features(schema) -> List[str]:
@@ -304,7 +305,8 @@ def bucket_counts(buckets, values) -> List[float]:
   highs = np.array([b.high_value for b in buckets])
   trained = np.cumsum([b.sample_count for b in buckets])
   if not len(values) or trained[-1] <= 0:
-    raise ValueError('bucket_counts needs served values and a training histogram with counts')
+    raise ValueError('bucket_counts got no served values or a histogram without counts: pass '
+                     'values and the QUANTILES histogram of TFDV training statistics')
   below = np.searchsorted(values, highs, side='left') / len(values)
   up_to = np.searchsorted(values, highs, side='right') / len(values)
   served = np.clip(trained / trained[-1], below, up_to)
