@@ -118,7 +118,8 @@ def sample_rows():
 
 def send(server, rows, batch=250):
   """All rows, through REST predict_raw, gRPC serving_default and gRPC
-  Classify in turn: every way a request log can hold features."""
+  Classify (Regress for a regression) in turn: every way a request log can
+  hold features."""
   from client.predict import GrpcClient, RestClient
   rest, grpc_client = RestClient(server.rest, MODEL), GrpcClient(server.grpc, MODEL)
   try:
@@ -129,6 +130,8 @@ def send(server, rows, batch=250):
         rest.predict(chunk, 'predict_raw')
       elif way == 1:
         grpc_client.predict(chunk, 'serving_default')
+      elif features.TASK == features.REGRESSION:
+        grpc_client.regress(chunk)
       else:
         grpc_client.classify(chunk)
   finally:
