@@ -205,20 +205,31 @@ def test_the_taxi_report_shows_its_values(run_report):
   assert 'fare (cumulative share)' in run_report['text']
 
 
+# The report's name of each metric of the selected task, and its TFMA key.
+SHOWN_METRICS = {features.BINARY: {'accuracy': 'binary_accuracy', 'auc': 'auc'},
+                 features.MULTICLASS: {'accuracy': 'accuracy'},
+                 features.REGRESSION: {'rmse': 'rmse'}}[features.TASK]
+# The metric each slice's table shows first: its column, its TFMA key.
+SLICE_METRIC = {features.BINARY: ('accuracy', 'binary_accuracy'),
+                features.MULTICLASS: ('accuracy', 'accuracy'),
+                features.REGRESSION: ('RMSE', 'rmse')}[features.TASK]
+
+
 @pytest.mark.slow
-@TAXI_RUN
-def test_accuracy_is_shown_by_its_tfma_key(run_report):
+def test_metrics_are_shown_by_their_tfma_keys(run_report):
   overall = run_report['metrics'][()][('', False)]
   rows = table_dict(run_report['page'].tables['Evaluation and blessing'][0])
-  assert rows['accuracy']['candidate'] == f'{overall["binary_accuracy"]:.4f}'
-  assert rows['auc']['candidate'] == f'{overall["auc"]:.4f}'
+  for shown, key in SHOWN_METRICS.items():
+    assert rows[shown]['candidate'] == f'{overall[key]:.4f}', shown
   # Counts are integers.
   assert rows['examples']['candidate'] == f'{int(overall["example_count"]):,}'
-  hours = table_dict(run_report['page'].tables['By trip_start_hour'][0])
-  for hour, row in hours.items():
-    expected = run_report['metrics'][(('trip_start_hour', int(hour)),)][('', False)]
-    assert row['accuracy'] == f'{expected["binary_accuracy"]:.4f}', hour
-    assert row['examples'] == f'{int(expected["example_count"]):,}', hour
+  column, key = SLICE_METRIC
+  for feature in run_report['config'].slices:
+    typed = int if features.RAW_FEATURES[feature].dtype == 'int' else str
+    for value, row in table_dict(run_report['page'].tables[f'By {feature}'][0]).items():
+      expected = run_report['metrics'][((feature, typed(value)),)][('', False)]
+      assert row[column] == f'{expected[key]:.4f}', (feature, value)
+      assert row['examples'] == f'{int(expected["example_count"]):,}', (feature, value)
 
 
 @pytest.mark.slow
@@ -245,13 +256,16 @@ def test_auc_of_a_one_class_slice_is_na(run_report):
 
 
 @pytest.mark.slow
-@TAXI_RUN
 def test_thresholds_read_as_text(run_report):
   rows = run_report['page'].tables['Thresholds'][0]
   thresholds = table_dict(rows)
-  assert thresholds['auc']['value threshold'] == '≥ 0.8'  # small_config's floors.
-  assert thresholds['accuracy']['value threshold'] == '≥ 0.8'
-  assert thresholds['auc']['applies to'] == 'overall'
+  config = run_report['config']
+  # small_config's floors (AUC, accuracy), the example's RMSE ceiling.
+  expected = {features.BINARY: {'auc': '≥ 0.8', 'accuracy': '≥ 0.8'},
+              features.MULTICLASS: {'accuracy': '≥ 0.8'},
+              features.REGRESSION: {'rmse': f'≤ {config.max_rmse:g}'}}[features.TASK]
+  assert {k: thresholds[k]['value threshold'] for k in expected} == expected, thresholds
+  assert thresholds[HEADLINE_METRIC]['applies to'] == 'overall'
   assert not any('{' in cell or '"' in cell for row in rows for cell in row)
 
 
