@@ -163,21 +163,23 @@ def test_rollout_steps_leave_their_records_in_order_and_history_prints_them(tmp_
   config = str(serving / 'models.config')
   trail = serving / 'audit'
   _rollout('--config', config, 'init', '--serving-dir', str(serving))
-  _rollout('--config', config, 'canary', MODEL, '1')
-  _rollout('--config', config, 'canary', MODEL, '2')
+  # The model the generated config serves (the template's: serving/deploy/models.config).
+  model = rollout.model_config(rollout.read_config(config)).name
+  _rollout('--config', config, 'canary', model, '1')
+  _rollout('--config', config, 'canary', model, '2')
   first_records = _contents(trail)
   passed = tmp_path / 'monitoring.json'
   passed.write_text(json.dumps({
       'labels': {'stable': 1, 'canary': 2}, 'findings': {'prediction_shift': []},
       'predictions_by_version': {'2': {'count': 300, 'shift': {'anomalous': False}}}}))
-  _rollout('--config', config, 'promote', MODEL, '--monitoring', str(passed))
-  _rollout('--config', config, 'canary', MODEL, '3')
-  refused = _rollout('--config', config, 'promote', MODEL, expect=1)
+  _rollout('--config', config, 'promote', model, '--monitoring', str(passed))
+  _rollout('--config', config, 'canary', model, '3')
+  refused = _rollout('--config', config, 'promote', model, expect=1)
   assert 'has not passed' in refused.stderr
-  _rollout('--config', config, 'rollback', MODEL)
+  _rollout('--config', config, 'rollback', model)
 
   records = [json.loads(line) for line in
-             _rollout('--config', config, 'history', MODEL, '--json').stdout.splitlines()]
+             _rollout('--config', config, 'history', model, '--json').stdout.splitlines()]
   assert [(r['action'], r['status']) for r in records] == [
       ('canary', 'attempted'), ('canary', 'done'), ('canary', 'attempted'), ('canary', 'done'),
       ('promote', 'attempted'), ('promote', 'done'), ('canary', 'attempted'),
@@ -194,10 +196,10 @@ def test_rollout_steps_leave_their_records_in_order_and_history_prints_them(tmp_
   assert justified['sha256'] == hashlib.sha256(passed.read_bytes()).hexdigest()
   assert records[5]['by']['code']['git_commit'] == _git_head()
   # History for people: one line per record, oldest first.
-  lines = _rollout('--config', config, 'history', MODEL).stdout.splitlines()
+  lines = _rollout('--config', config, 'history', model).stdout.splitlines()
   assert len(lines) == len(records)
   assert 'promote  refused   refused: canary vs stable comparison has not passed' in lines[9]
-  assert lines[-1].split()[1:5] == [MODEL, 'rollback', 'done', 'stable=2']
+  assert lines[-1].split()[1:5] == [model, 'rollback', 'done', 'stable=2']
   # The whole trail, init included; no record was rewritten by a later step.
   everything = _rollout('--config', config, 'history', '--json').stdout.splitlines()
   assert json.loads(everything[0])['action'] == 'init'
