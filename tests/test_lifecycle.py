@@ -18,7 +18,7 @@ import pytest
 
 import local_runner
 from orchestration import progress
-from pipeline import metadata
+from pipeline import configs, metadata, project
 from operations import retrain
 from operations import rollout
 from tests.conftest import REPO, sample_rows, small_config, write_csv
@@ -47,7 +47,12 @@ class Loop:
     self.tmp = tmp
     self.data_root = tmp / 'data'
     self.serving_config = tmp / 'models.config'
-    shutil.copy(REPO / 'serving' / 'deploy' / 'models.config', self.serving_config)
+    # The deploy template serves pipeline/project.py's model (taxi's); the
+    # loop pushes and labels the selected example's.
+    template = (REPO / 'serving' / 'deploy' / 'models.config').read_text()
+    self.serving_config.write_text(template.replace(
+        f'/{project.MODEL_NAME}"', f'/{configs.load(environ={}).model_name}"').replace(
+        f'"{project.MODEL_NAME}"', f'"{configs.load(environ={}).model_name}"'))
     for name, value in ENV.items():
       monkeypatch.setenv(name, value)
     monkeypatch.setenv('TAXI_SERVING_CONFIG_FILE', str(self.serving_config))
@@ -121,7 +126,9 @@ def git_status_before():
 @pytest.mark.slow
 def test_tune_then_train(loop, git_status_before, capsys):
   # git_status_before: taken before the first run of this module.
-  checked_in = (REPO / 'models' / 'hyperparameters.json').read_text()
+  # The selected example's checked-in hyperparameters (taxi's models/hyperparameters.json).
+  checked_in_file = loop.config.hyperparameters_file
+  checked_in = (REPO / checked_in_file).read_text()
   code, tuned, printed = loop.run('--tune', capsys=capsys)
   assert tuned['succeeded'], tuned['error']
   # The next plain run trains with what the tuning found.
@@ -132,10 +139,10 @@ def test_tune_then_train(loop, git_status_before, capsys):
   saved = pathlib.Path(tuned['hyperparameters_saved_to'])
   assert saved == pathlib.Path(loop.config.output_root) / 'tuned_hyperparameters.json'
   assert plain['hyperparameters'] == str(saved)
-  assert f'cp {saved} models/hyperparameters.json' in printed
+  assert f'cp {saved} {checked_in_file}' in printed
   # Merged: the tuned knobs over every other value the Trainer needs.
   assert set(json.loads(checked_in)) <= set(json.loads(saved.read_text()))
-  assert (REPO / 'models' / 'hyperparameters.json').read_text() == checked_in
+  assert (REPO / checked_in_file).read_text() == checked_in
 
 
 @pytest.mark.slow
