@@ -251,9 +251,11 @@ def load_schema(path: str):
 # the comparison of clean traffic measures that uniformity assumption
 # (JS ~0.3), not the data. Counting the served values in the training's own
 # quantile buckets makes the two histograms share boundaries exactly: no
-# rebucketing, and every bucket holds ~1/10 of the training data, so the JS
-# divergence of a sample of the training distribution is only its sampling
-# noise, ~(buckets - 1) / (8 n ln 2) bits for n served examples.
+# rebucketing, and every bucket holds ~1/10 of the training data (values
+# repeated on a boundary are shared between buckets as in the training's
+# counts: see bucket_counts), so the JS divergence of a sample of the
+# training distribution is only its sampling noise, ~(buckets - 1) /
+# (8 n ln 2) bits for n served examples.
 
 
 def jsd_features(schema) -> List[str]:
@@ -284,22 +286,32 @@ def _quantiles(feature_stats):
   return next((h for h in feature_stats.num_stats.histograms if h.type == h.QUANTILES), None)
 
 
-def bucket_counts(buckets, values) -> List[int]:
-  """How many of values fall in each bucket of a TFDV quantiles histogram.
+def bucket_counts(buckets, values) -> List[float]:
+  """How many of values fall in each bucket of a TFDV quantiles histogram of
+  the training data, counted as the training's own counts were.
 
-  Buckets are (low, high], the first [low, high]; a zero-width bucket is a
-  point mass and takes the values equal to it. Values beyond the training's
+  Bucket i ends where the training's cumulative share reaches T_i (its
+  sample_counts). A value inside a bucket counts in it. A value repeated on
+  a boundary (iris's petal widths: 0.2 ends one bucket and is a zero-width
+  bucket of its own) was split between the buckets that touch it by the
+  training's quantiles; the served ties are split at the same shares: the
+  served cumulative share at bucket i's end is T_i, kept between the served
+  shares below and up to that boundary value. Values beyond the training's
   min or max go to the end buckets: those are the sample's extremes, not
   bounds of the distribution.
   """
   import numpy as np
-  lows = np.array([b.low_value for b in buckets])
+  values = np.sort(np.asarray(values, dtype=float))
   highs = np.array([b.high_value for b in buckets])
-  values = np.clip(np.asarray(values, dtype=float), lows[0], highs[-1])
-  index = np.minimum(np.searchsorted(highs, values, side='left'), len(buckets) - 1)
-  for i in reversed(np.flatnonzero(lows == highs)):  # Reversed: the first point bucket wins.
-    index[values == lows[i]] = i
-  return np.bincount(index, minlength=len(buckets)).tolist()
+  trained = np.cumsum([b.sample_count for b in buckets])
+  if not len(values) or trained[-1] <= 0:
+    raise ValueError('bucket_counts got no served values or a histogram without counts: pass '
+                     'values and the QUANTILES histogram of TFDV training statistics')
+  below = np.searchsorted(values, highs, side='left') / len(values)
+  up_to = np.searchsorted(values, highs, side='right') / len(values)
+  served = np.clip(trained / trained[-1], below, up_to)
+  served[-1] = 1.0
+  return (np.diff(served, prepend=0.0) * len(values)).tolist()
 
 
 def on_training_quantiles(stats, rows: List[Row], training_stats, schema):

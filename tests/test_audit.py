@@ -18,7 +18,7 @@ from pipeline import audit
 from pipeline import metadata
 from pipeline.components import pusher
 from tests import conftest
-from tests.test_monitoring import MODEL, model_server_config
+from tests.test_monitoring import MODEL, NUMERIC, model_server_config
 from tests.test_pusher import _push
 
 PREBUILT_OUTPUT = '/work/prebuilt/tfx_output'
@@ -81,6 +81,7 @@ def _prebuilt_push(tmp_path, serving_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.example('taxi')  # The prebuilt taxi run: its ids, fingerprint, counts and slices.
 def test_a_push_records_what_was_pushed_and_the_version_carries_its_model_card(tmp_path):
   serving_dir = tmp_path / 'serving_model' / MODEL
   pushed, output_root = _prebuilt_push(tmp_path, serving_dir)
@@ -162,21 +163,23 @@ def test_rollout_steps_leave_their_records_in_order_and_history_prints_them(tmp_
   config = str(serving / 'models.config')
   trail = serving / 'audit'
   _rollout('--config', config, 'init', '--serving-dir', str(serving))
-  _rollout('--config', config, 'canary', MODEL, '1')
-  _rollout('--config', config, 'canary', MODEL, '2')
+  # The model the generated config serves (the template's: serving/deploy/models.config).
+  model = rollout.model_config(rollout.read_config(config)).name
+  _rollout('--config', config, 'canary', model, '1')
+  _rollout('--config', config, 'canary', model, '2')
   first_records = _contents(trail)
   passed = tmp_path / 'monitoring.json'
   passed.write_text(json.dumps({
       'labels': {'stable': 1, 'canary': 2}, 'findings': {'prediction_shift': []},
       'predictions_by_version': {'2': {'count': 300, 'shift': {'anomalous': False}}}}))
-  _rollout('--config', config, 'promote', MODEL, '--monitoring', str(passed))
-  _rollout('--config', config, 'canary', MODEL, '3')
-  refused = _rollout('--config', config, 'promote', MODEL, expect=1)
+  _rollout('--config', config, 'promote', model, '--monitoring', str(passed))
+  _rollout('--config', config, 'canary', model, '3')
+  refused = _rollout('--config', config, 'promote', model, expect=1)
   assert 'has not passed' in refused.stderr
-  _rollout('--config', config, 'rollback', MODEL)
+  _rollout('--config', config, 'rollback', model)
 
   records = [json.loads(line) for line in
-             _rollout('--config', config, 'history', MODEL, '--json').stdout.splitlines()]
+             _rollout('--config', config, 'history', model, '--json').stdout.splitlines()]
   assert [(r['action'], r['status']) for r in records] == [
       ('canary', 'attempted'), ('canary', 'done'), ('canary', 'attempted'), ('canary', 'done'),
       ('promote', 'attempted'), ('promote', 'done'), ('canary', 'attempted'),
@@ -193,10 +196,10 @@ def test_rollout_steps_leave_their_records_in_order_and_history_prints_them(tmp_
   assert justified['sha256'] == hashlib.sha256(passed.read_bytes()).hexdigest()
   assert records[5]['by']['code']['git_commit'] == _git_head()
   # History for people: one line per record, oldest first.
-  lines = _rollout('--config', config, 'history', MODEL).stdout.splitlines()
+  lines = _rollout('--config', config, 'history', model).stdout.splitlines()
   assert len(lines) == len(records)
   assert 'promote  refused   refused: canary vs stable comparison has not passed' in lines[9]
-  assert lines[-1].split()[1:5] == [MODEL, 'rollback', 'done', 'stable=2']
+  assert lines[-1].split()[1:5] == [model, 'rollback', 'done', 'stable=2']
   # The whole trail, init included; no record was rewritten by a later step.
   everything = _rollout('--config', config, 'history', '--json').stdout.splitlines()
   assert json.loads(everything[0])['action'] == 'init'
@@ -249,19 +252,21 @@ def test_a_record_is_never_replaced(tmp_path):
 
 
 def test_a_retrain_decision_records_what_justified_it(tmp_path):
-  shutil.copytree(PREBUILT_OUTPUT, tmp_path / 'tfx_output')
   header, rows = conftest.sample_rows()
   conftest.write_csv(tmp_path / 'data' / 'span-1' / 'data.csv', header, rows[:50])
   config = conftest.small_config(tmp_path, tmp_path / 'data')
+  os.makedirs(os.path.dirname(config.metadata_path))
+  metadata.open_store(config.metadata_path)  # Earlier runs: none of this data root.
   result = tmp_path / 'monitoring.json'
-  result.write_text(json.dumps({'findings': {'skew': ['fare'], 'drift': []}}))
+  findings = {'skew': [NUMERIC], 'drift': []}
+  result.write_text(json.dumps({'findings': findings}))
   decision = retrain.decide(config, str(result))
-  assert decision.run
+  assert decision.run and 'span 1' in decision.reason
   [record] = audit.history(str(tmp_path / 'serving_model' / 'audit'))
   assert (record['action'], record['status'], record['model']) == \
       ('retrain', 'decided', config.model_name)
   assert record['reason'] == decision.reason and record['latest_span_on_disk'] == 1
-  assert record['monitoring']['findings'] == {'skew': ['fare'], 'drift': []}
+  assert record['monitoring']['findings'] == findings
   assert record['monitoring']['source'] == str(result)
 
 

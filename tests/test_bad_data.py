@@ -9,7 +9,16 @@ import re
 import pytest
 
 import local_runner
+from models import features
+from pipeline import configs
 from tests.conftest import sample_rows, small_config, write_csv
+
+# A number every row has (taxi's fare, iris's sepal_length, diabetes's bmi),
+# and a column whose text a person types (taxi's company; else that number).
+REQUIRED_FLOAT = next(n for n, f in features.model_features().items()
+                      if f.required and f.dtype == 'float')
+TEXT = next((n for n, f in features.model_features().items() if f.dtype == 'string'),
+            REQUIRED_FLOAT)
 
 # Each test runs the real pipeline (it stops at ExampleGen or the validator).
 pytestmark = pytest.mark.slow
@@ -25,23 +34,23 @@ def _tree_digest(root: pathlib.Path) -> str:
 
 
 def _string_in_numeric_column(header, rows):
-  rows[5][header.index('fare')] = 'twelve'
+  rows[5][header.index(REQUIRED_FLOAT)] = 'twelve'
   return header, rows
 
 
 def _missing_required_column(header, rows):
-  drop = header.index('fare')
+  drop = header.index(REQUIRED_FLOAT)
   return ([c for i, c in enumerate(header) if i != drop],
           [[c for i, c in enumerate(r) if i != drop] for r in rows])
 
 
 def _row_with_too_few_cells(header, rows):
-  rows[7] = rows[7][:5]
+  rows[7] = rows[7][:len(header) // 2]
   return header, rows
 
 
-def _blank_trip_miles_in_30_percent_of_rows(header, rows):
-  column = header.index('trip_miles')
+def _blank_in_30_percent_of_rows(header, rows):
+  column = header.index(REQUIRED_FLOAT)
   for i, row in enumerate(rows):
     if i % 10 < 3:
       row[column] = ''
@@ -49,10 +58,12 @@ def _blank_trip_miles_in_30_percent_of_rows(header, rows):
 
 
 CASES = {
-    'blank cells in a required column': (_blank_trip_miles_in_30_percent_of_rows,
-                                         r'trip_miles: (29|30|31) % of rows have no value'),
-    'string in a numeric column': (_string_in_numeric_column, 'fare: Expected data of type: FLOAT'),
-    'missing required column': (_missing_required_column, 'fare: Column is completely missing'),
+    'blank cells in a required column': (_blank_in_30_percent_of_rows,
+                                         rf'{REQUIRED_FLOAT}: (29|30|31) % of rows have no value'),
+    'string in a numeric column': (_string_in_numeric_column,
+                                   f'{REQUIRED_FLOAT}: Expected data of type: FLOAT'),
+    'missing required column': (_missing_required_column,
+                                f'{REQUIRED_FLOAT}: Column is completely missing'),
     # The data file's line 9 (the header is line 1): the file, line and column.
     'row with too few cells': (_row_with_too_few_cells,
                                'data.csv:9:'),
@@ -62,7 +73,7 @@ CASES = {
 @pytest.fixture
 def existing_push(tmp_path):
   """A serving dir that already holds a model, which must survive."""
-  version = tmp_path / 'serving_model' / 'taxi_big_tipper' / '1'
+  version = tmp_path / 'serving_model' / configs.load(environ={}).model_name / '1'
   (version / 'variables').mkdir(parents=True)
   (version / 'saved_model.pb').write_bytes(b'a model served before this run')
   (version / 'variables' / 'variables.index').write_bytes(b'its weights')
@@ -113,11 +124,14 @@ def test_a_truncated_last_line_names_file_line_and_column(tmp_path, existing_pus
   # Before: 'Columns do not match specified csv headers: [...] -> [b'8', ...]'.
   before = _tree_digest(existing_push)
   data = _csv_bytes()
-  data = data[:data.rstrip(b'\n').rindex(b'\n') + 60]  # Line 41 cut after 59 characters.
+  start = data.rstrip(b'\n').rindex(b'\n') + 1
+  # Line 41 cut after 59 characters, or before its last cell if shorter (iris).
+  cut = min(59, data.rstrip(b'\n').rindex(b',') - start)
+  data = data[:start + cut]
   summary = _run_on(tmp_path, existing_push, None, None, csv_bytes=data)
   _assert_stopped_at_example_gen(summary, existing_push, before)
   path = tmp_path / 'data' / 'span-1' / 'data.csv'
-  assert f'{path}:41:60: ' in summary['error']
+  assert f'{path}:41:{cut + 1}: ' in summary['error']
   assert 'are missing (a truncated line?)' in summary['error']
 
 
@@ -127,14 +141,14 @@ def test_a_latin1_byte_names_file_line_and_column(tmp_path, existing_push):
   lines = _csv_bytes().split(b'\n')
   header = lines[0].decode().split(',')
   cells = lines[12].decode().split(',')
-  cells[header.index('company')] = 'Taxi Affili\xe9'
+  cells[header.index(TEXT)] = 'Taxi Affili\xe9'
   lines[12] = ','.join(cells).encode('latin-1')
   summary = _run_on(tmp_path, existing_push, None, None, csv_bytes=b'\n'.join(lines))
   _assert_stopped_at_example_gen(summary, existing_push, before)
-  column = len(','.join(cells[:header.index('company')])) + 1 + len('Taxi Affili') + 1
+  column = len(','.join(cells[:header.index(TEXT)] + [''])) + len('Taxi Affili') + 1
   path = tmp_path / 'data' / 'span-1' / 'data.csv'
-  assert f'{path}:13:{column}: byte 0xe9 in column {header.index("company") + 1} ' \
-         f'(company) is not UTF-8' in summary['error']
+  assert f'{path}:13:{column}: byte 0xe9 in column {header.index(TEXT) + 1} ' \
+         f'({TEXT}) is not UTF-8' in summary['error']
 
 
 def test_empty_csv_is_an_anomaly(tmp_path, existing_push):

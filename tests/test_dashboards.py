@@ -293,7 +293,19 @@ def test_local_server_names_metrics_as_tf_serving_does(scrape):
   assert float(buckets[32]) == pytest.approx(10 * 1.8 ** 32)
 
 
-def _write_logs(path, rows, timestamp, version=1, probability=0.25, batch=100):
+def _prediction_output(value, n):
+  """The serving_default output of n examples whose followed prediction
+  (operations.monitoring.PREDICTION) is value: binary, P(class 1); multi-class,
+  the top class's probability (value >= 0.5); regression, the number."""
+  from models import features
+  if features.TASK == features.MULTICLASS:
+    row = [value, 1 - value] + [0.0] * (features.NUM_CLASSES - 2)
+  else:
+    row = [value]
+  return features.PREDICTION_KEY, [row] * n
+
+
+def _write_logs(path, rows, timestamp, version=1, prediction=0.6, batch=100):
   """rows as serving_default predict requests and their responses, logged as the
   server logs them."""
   import tensorflow as tf
@@ -307,31 +319,32 @@ def _write_logs(path, rows, timestamp, version=1, probability=0.25, batch=100):
       log.log_metadata.model_spec.version.value = version
       log.log_metadata.timestamp_secs = timestamp
       log.predict_log.request.inputs['examples'].CopyFrom(tf.make_tensor_proto(examples))
-      log.predict_log.response.outputs['probability'].CopyFrom(
-          tf.make_tensor_proto([[probability]] * len(examples), tf.float32))
+      key, values = _prediction_output(prediction, len(examples))
+      log.predict_log.response.outputs[key].CopyFrom(tf.make_tensor_proto(values, tf.float32))
       writer.write(log.SerializeToString())
 
 
 @pytest.fixture(scope='module')
 def textfile(tmp_path_factory):
   """The monitoring CLI's --prometheus-textfile on two hourly windows of the
-  shipped data served by the stable version 1, the second with fares up 20%
-  (drift on fare), and a canary version 2 whose predictions differ."""
+  shipped data served by the stable version 1, the second with a numeric
+  feature 20% higher (drift on it), and a canary version 2 whose predictions
+  differ."""
+  from models import features
   from operations import monitoring
   from tests import conftest
-  from tests.test_monitoring import SCHEMA, _typed
+  from tests.test_monitoring import SCHEMA, _typed, inflated, resampled
   tmp = tmp_path_factory.mktemp('monitoring_textfile')
   header, rows = conftest.read_shipped_rows()
-  rows = _typed(header, rows)
+  rows = [features.from_example(features.to_example(r)) for r in _typed(header, rows)]
   stats_dir = tmp / 'training_statistics' / 'Split-train'
   stats_dir.mkdir(parents=True)
   stats = monitoring.statistics_of(rows, monitoring.load_schema(str(SCHEMA)))
   (stats_dir / 'FeatureStats.pb').write_bytes(stats.SerializeToString())
-  second = [dict(r, fare=r['fare'] * 1.2) if r.get('fare') is not None else r
-            for r in rows[1000:2000]]
-  _write_logs(tmp / 'requests-0.tfrecord', rows[:1000], 1_700_000_000)
-  _write_logs(tmp / 'requests-1.tfrecord', second, 1_700_003_600)
-  _write_logs(tmp / 'requests-2.tfrecord', rows[:600], 1_700_003_600, version=2, probability=0.75)
+  served = resampled(rows, 2000, 0)  # As many whatever the size of the example's data.
+  _write_logs(tmp / 'requests-0.tfrecord', served[:1000], 1_700_000_000)
+  _write_logs(tmp / 'requests-1.tfrecord', inflated(served[1000:]), 1_700_003_600)
+  _write_logs(tmp / 'requests-2.tfrecord', served[:600], 1_700_003_600, version=2, prediction=0.9)
   config = tmp / 'models.config'
   config.write_text(f'''model_config_list {{ config {{
       name: "{project.MODEL_NAME}" base_path: "/models/{project.MODEL_NAME}"
@@ -363,29 +376,30 @@ def test_unwritable_textfile_is_one_line_and_exit_1(textfile, tmp_path, capsys):
 def test_monitoring_textfile_parses_and_holds_the_results(textfile):
   from operations import monitoring
   code, result, text, _ = textfile
-  assert code == monitoring.EXIT_DRIFT_OR_SKEW and 'fare' in result['findings']['drift']
+  from tests.test_monitoring import NUMERIC
+  assert code == monitoring.EXIT_DRIFT_OR_SKEW and NUMERIC in result['findings']['drift']
   values = {}
   for family in text_string_to_metric_families(text):
     for sample in family.samples:
       values[(sample.name, sample.labels.get('feature'), sample.labels.get('kind'))] = \
           (sample.value, sample.labels)
   newest = result['windows'][-1]
-  fare = newest['drift']['fare']
-  value, labels = values[(MONITORING_PREFIX + 'drift_distance', 'fare', None)]
-  assert value == pytest.approx(fare['value']) and labels['version'] == str(result['version'])
-  assert labels['model_name'] == project.MODEL_NAME and labels['measure'] == fare['measure']
-  assert values[(MONITORING_PREFIX + 'drift_anomalous', 'fare', None)][0] == 1
-  assert values[(MONITORING_PREFIX + 'drift_threshold', 'fare', None)][0] == \
-      pytest.approx(fare['threshold'])
+  drift = newest['drift'][NUMERIC]
+  value, labels = values[(MONITORING_PREFIX + 'drift_distance', NUMERIC, None)]
+  assert value == pytest.approx(drift['value']) and labels['version'] == str(result['version'])
+  assert labels['model_name'] == project.MODEL_NAME and labels['measure'] == drift['measure']
+  assert values[(MONITORING_PREFIX + 'drift_anomalous', NUMERIC, None)][0] == 1
+  assert values[(MONITORING_PREFIX + 'drift_threshold', NUMERIC, None)][0] == \
+      pytest.approx(drift['threshold'])
   assert values[(MONITORING_PREFIX + 'records', None, 'read')][0] == result['records']['records']
   by_version = {(s.name, s.labels['version']): s.value
                 for f in text_string_to_metric_families(text) for s in f.samples
                 if s.name.startswith(MONITORING_PREFIX + 'prediction_')}
   canary = result['predictions_by_version']['2']
-  assert canary['shift']['anomalous'] and canary['mean'] == pytest.approx(0.75)
+  assert canary['shift']['anomalous'] and canary['mean'] == pytest.approx(0.9)
   assert by_version == {
-      (MONITORING_PREFIX + 'prediction_mean', '1'): pytest.approx(0.25),
-      (MONITORING_PREFIX + 'prediction_mean', '2'): pytest.approx(0.75),
+      (MONITORING_PREFIX + 'prediction_mean', '1'): pytest.approx(0.6),
+      (MONITORING_PREFIX + 'prediction_mean', '2'): pytest.approx(0.9),
       (MONITORING_PREFIX + 'prediction_count', '1'): 2000,
       (MONITORING_PREFIX + 'prediction_count', '2'): 600,
       (MONITORING_PREFIX + 'prediction_shift', '2'): pytest.approx(canary['shift']['value']),

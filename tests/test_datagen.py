@@ -13,8 +13,10 @@ import examples
 from data import generate_taxi as generate
 from examples import taxi
 
+# data/generate_taxi.py makes the taxi example's data: these tests run when it is selected.
+pytestmark = pytest.mark.example('taxi')
+
 ROWS = 12_000
-# The generator makes taxi data, whichever example the suite runs.
 TAXI_COLUMNS = list(taxi.RAW_FEATURES) + examples.label_columns(taxi)
 CAST = {'float': float, 'int': lambda text: int(float(text)), 'string': str}
 

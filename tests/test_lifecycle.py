@@ -18,10 +18,11 @@ import pytest
 
 import local_runner
 from orchestration import progress
-from pipeline import metadata
+from pipeline import configs, metadata, project
 from operations import retrain
 from operations import rollout
 from tests.conftest import REPO, sample_rows, small_config, write_csv
+from tests.test_bad_data import REQUIRED_FLOAT
 
 # What small_config sets, as a user would: TAXI_* variables and flags. The
 # change threshold is off: a model trained for other steps must be blessed.
@@ -46,7 +47,12 @@ class Loop:
     self.tmp = tmp
     self.data_root = tmp / 'data'
     self.serving_config = tmp / 'models.config'
-    shutil.copy(REPO / 'serving' / 'deploy' / 'models.config', self.serving_config)
+    # The deploy template serves pipeline/project.py's model (taxi's); the
+    # loop pushes and labels the selected example's.
+    template = (REPO / 'serving' / 'deploy' / 'models.config').read_text()
+    self.serving_config.write_text(template.replace(
+        f'/{project.MODEL_NAME}"', f'/{configs.load(environ={}).model_name}"').replace(
+        f'"{project.MODEL_NAME}"', f'"{configs.load(environ={}).model_name}"'))
     for name, value in ENV.items():
       monkeypatch.setenv(name, value)
     monkeypatch.setenv('TAXI_SERVING_CONFIG_FILE', str(self.serving_config))
@@ -120,7 +126,9 @@ def git_status_before():
 @pytest.mark.slow
 def test_tune_then_train(loop, git_status_before, capsys):
   # git_status_before: taken before the first run of this module.
-  checked_in = (REPO / 'models' / 'hyperparameters.json').read_text()
+  # The selected example's checked-in hyperparameters (taxi's models/hyperparameters.json).
+  checked_in_file = loop.config.hyperparameters_file
+  checked_in = (REPO / checked_in_file).read_text()
   code, tuned, printed = loop.run('--tune', capsys=capsys)
   assert tuned['succeeded'], tuned['error']
   # The next plain run trains with what the tuning found.
@@ -131,10 +139,10 @@ def test_tune_then_train(loop, git_status_before, capsys):
   saved = pathlib.Path(tuned['hyperparameters_saved_to'])
   assert saved == pathlib.Path(loop.config.output_root) / 'tuned_hyperparameters.json'
   assert plain['hyperparameters'] == str(saved)
-  assert f'cp {saved} models/hyperparameters.json' in printed
+  assert f'cp {saved} {checked_in_file}' in printed
   # Merged: the tuned knobs over every other value the Trainer needs.
   assert set(json.loads(checked_in)) <= set(json.loads(saved.read_text()))
-  assert (REPO / 'models' / 'hyperparameters.json').read_text() == checked_in
+  assert (REPO / checked_in_file).read_text() == checked_in
 
 
 @pytest.mark.slow
@@ -184,7 +192,7 @@ def test_retrain_if_needed_trains_the_new_span(loop, capsys):
 def test_retrain_for_skew_says_why_the_model_stands(loop, capsys):
   result = loop.tmp / 'monitoring.json'
   result.write_text(json.dumps({'findings': {
-      'skew': ['fare'], 'drift': [], 'serving_anomalies': [], 'prediction_shift': []}}))
+      'skew': [REQUIRED_FLOAT], 'drift': [], 'serving_anomalies': [], 'prediction_shift': []}}))
   served_before = int(os.path.basename(loop.served_dir(capsys)))
   code, summary, printed = loop.run('--retrain-if-needed', '--monitoring-result',
                                     str(result), capsys=capsys)
@@ -231,8 +239,8 @@ def test_tfx_cli_creates_and_runs_the_pipeline(loop, tmp_path):
 @pytest.mark.slow
 def test_a_failed_run_names_its_component_and_shows_its_log(loop, capsys):
   header, rows = sample_rows()
-  fare = header.index('fare')
-  bad = [row[:fare] + ['n/a'] + row[fare + 1:] for row in rows[:300]]
+  column = header.index(REQUIRED_FLOAT)
+  bad = [row[:column] + ['n/a'] + row[column + 1:] for row in rows[:300]]
   write_csv(loop.data_root / 'span-3' / 'data.csv', header, bad)
   try:
     code, summary, printed = loop.run(capsys=capsys)
@@ -245,7 +253,7 @@ def test_a_failed_run_names_its_component_and_shows_its_log(loop, capsys):
   # The run id names this run's context in MLMD.
   store = metadata.open_store(loop.config.metadata_path)
   assert store.get_context_by_type_and_name('pipeline_run', summary['run_id']) is not None
-  assert '\n' not in summary['error'] and 'fare' in summary['error']
+  assert '\n' not in summary['error'] and REQUIRED_FLOAT in summary['error']
   assert 'FAILED in AnomaliesGate' in printed
   assert f'Last lines of the log ({summary["log_path"]}):' in printed
   assert 'DataValidationError' in pathlib.Path(summary['log_path']).read_text()

@@ -16,13 +16,40 @@ import time
 
 import pytest
 
+from models import features
 from operations import rollout
 from operations import monitoring
-from pipeline import metadata
+from pipeline import configs, metadata
 from serving import log_reader
 from tests import conftest
 
-MODEL = 'taxi_big_tipper'
+# The selected example's model name and curated schema, as a pipeline run of it uses them.
+CONFIG = configs.load(environ={})
+MODEL = CONFIG.model_name
+SCHEMA = pathlib.Path(CONFIG.path(CONFIG.schema_file))
+
+
+def watched_feature(kinds, comparator: str):
+  """The first required model feature of one of kinds (models/features.py)
+  whose skew the schema measures with comparator; None if the example has
+  none. Shifting it must be found as skew on it alone."""
+  from google.protobuf import text_format
+  from tensorflow_metadata.proto.v0 import schema_pb2
+  schema = text_format.Parse(SCHEMA.read_text(), schema_pb2.Schema())
+  skew = {f.name: f.skew_comparator for f in schema.feature}
+  return next((name for name, spec in features.model_features().items()
+               if spec.kind in kinds and spec.required and name in skew
+               and skew[name].HasField(comparator)), None)
+
+
+# A number (Jensen-Shannon on the training quantiles) and a category
+# (L-infinity) that every row has: taxi's fare and trip_start_hour, iris's
+# sepal_length (no category), diabetes's age and sex.
+NUMERIC = watched_feature(('numeric', 'log_numeric'), 'jensen_shannon_divergence')
+CATEGORICAL = watched_feature(('categorical', 'vocab'), 'infinity_norm')
+needs_a_categorical = pytest.mark.skipif(
+    CATEGORICAL is None, reason=f'the {features.EXAMPLE_NAME} example has no categorical feature '
+                                'with a skew comparator')
 
 
 # ---- a served model and its traffic (helpers shared with test_rollout) ------------------
@@ -79,14 +106,20 @@ class Server:
 
 
 def sample_rows():
+  """The session's sample, typed; drawn again up to conftest.SAMPLE_ROWS when
+  the example's data is too small to fill two judged windows."""
   from client.predict import typed_row
   header, rows = conftest.sample_rows()
-  return [typed_row(dict(zip(header, row))) for row in rows]
+  typed = [typed_row(dict(zip(header, row))) for row in rows]
+  if len(typed) < 2 * monitoring.DEFAULT_MIN_WINDOW_EXAMPLES:
+    return resampled(typed, conftest.SAMPLE_ROWS, 0)
+  return typed
 
 
 def send(server, rows, batch=250):
   """All rows, through REST predict_raw, gRPC serving_default and gRPC
-  Classify in turn: every way a request log can hold features."""
+  Classify (Regress for a regression) in turn: every way a request log can
+  hold features."""
   from client.predict import GrpcClient, RestClient
   rest, grpc_client = RestClient(server.rest, MODEL), GrpcClient(server.grpc, MODEL)
   try:
@@ -97,6 +130,8 @@ def send(server, rows, batch=250):
         rest.predict(chunk, 'predict_raw')
       elif way == 1:
         grpc_client.predict(chunk, 'serving_default')
+      elif features.TASK == features.REGRESSION:
+        grpc_client.regress(chunk)
       else:
         grpc_client.classify(chunk)
   finally:
@@ -104,14 +139,33 @@ def send(server, rows, batch=250):
     grpc_client.close()
 
 
-def with_payment_shift(rows):
-  """Credit card payers turn to cash: the payment mix moves by ~0.4."""
-  return [{**r, 'payment_type': 'Cash' if r.get('payment_type') == 'Credit Card'
-           else r.get('payment_type')} for r in rows]
+def resampled(rows, n, seed):
+  """n rows drawn with replacement: a sample of the distribution rows are
+  from, as large as a test needs whatever the size of the example's data."""
+  import random
+  return random.Random(seed).choices(rows, k=n)
 
 
-def with_fare_inflation(rows, factor=1.2):
-  return [{**r, 'fare': r['fare'] * factor} for r in rows]
+def inflated(rows, name=NUMERIC, factor=1.2):
+  """Every value of a numeric feature 20% higher (prices went up)."""
+  scale = lambda v: v if v is None else round(v * factor) if isinstance(v, int) else v * factor
+  return [{**r, name: scale(r.get(name))} for r in rows]
+
+
+def concentrated(rows, name=CATEGORICAL, share=0.5, seed=0):
+  """Half the rows take the feature's most common value: its share grows by
+  half the rest (at least 0.2 for a value under 60%), beyond the L-infinity 0.1."""
+  import collections
+  import random
+  top = collections.Counter(r[name] for r in rows if r.get(name) is not None).most_common(1)[0][0]
+  rng = random.Random(seed)
+  return [{**r, name: top} if rng.random() < share else r for r in rows]
+
+
+def l_infinity_threshold(name):
+  """The threshold of name's L-infinity skew comparator in the schema."""
+  schema = monitoring.load_schema(str(SCHEMA))
+  return next(f for f in schema.feature if f.name == name).skew_comparator.infinity_norm.threshold
 
 
 # ---- fixtures --------------------------------------------------------------------------
@@ -123,8 +177,9 @@ def logs(tmp_path_factory, pushed_model):
   tmp = tmp_path_factory.mktemp('monitoring')
   config_path = tmp / 'models.config'
   mixes = {'training': sample_rows()}
-  mixes['payment'] = with_payment_shift(mixes['training'])
-  mixes['fare'] = with_fare_inflation(mixes['training'])
+  mixes['numeric'] = inflated(mixes['training'])
+  if CATEGORICAL:
+    mixes['categorical'] = concentrated(mixes['training'])
   version = int(sorted(os.listdir(pushed_model))[-1])
   rollout.write_config(model_server_config(pushed_model, tmp / 'logs' / 'idle'), config_path)
   server = Server(config_path, tmp)
@@ -182,20 +237,22 @@ def test_traffic_like_the_training_data_raises_nothing(logs, inputs, pushed_vers
 
 
 @pytest.mark.slow  # The session pipeline run and a served model.
-def test_payment_mix_shift_is_skew_on_payment_type_only(logs, inputs):
-  result, _ = monitoring.run(inputs(logs['payment']))
-  assert result['findings']['skew'] == ['payment_type']
-  skew = result['windows'][0]['skew']['payment_type']
-  assert skew['measure'] == 'L_INFTY' and skew['value'] > skew['threshold'] == 0.1
+@needs_a_categorical
+def test_a_categorical_mix_shift_is_skew_on_it_only(logs, inputs):
+  result, _ = monitoring.run(inputs(logs['categorical']))
+  assert result['findings']['skew'] == [CATEGORICAL]
+  skew = result['windows'][0]['skew'][CATEGORICAL]
+  assert skew['measure'] == 'L_INFTY'
+  assert skew['value'] > skew['threshold'] == pytest.approx(l_infinity_threshold(CATEGORICAL))
   assert monitoring.drift_or_skew_found(result)
   assert monitoring.exit_code(result) == monitoring.EXIT_DRIFT_OR_SKEW
 
 
 @pytest.mark.slow  # The session pipeline run and a served model.
-def test_fare_inflation_is_skew_on_fare_only(logs, inputs):
-  result, _ = monitoring.run(inputs(logs['fare']))
-  assert result['findings']['skew'] == ['fare']
-  assert result['windows'][0]['skew']['fare']['measure'] == 'JENSEN_SHANNON_DIVERGENCE'
+def test_numeric_inflation_is_skew_on_it_only(logs, inputs):
+  result, _ = monitoring.run(inputs(logs['numeric']))
+  assert result['findings']['skew'] == [NUMERIC]
+  assert result['windows'][0]['skew'][NUMERIC]['measure'] == 'JENSEN_SHANNON_DIVERGENCE'
 
 
 def _retimed(prefix, destination, timestamp, counts):
@@ -211,13 +268,13 @@ def _retimed(prefix, destination, timestamp, counts):
 def test_drift_between_consecutive_windows(logs, inputs, tmp_path):
   counts = log_reader.LogReadCounts()
   _retimed(logs['training'], tmp_path / 'a.tfrecord', 1_700_000_000, counts)
-  _retimed(logs['payment'], tmp_path / 'b.tfrecord', 1_700_003_600, counts)
+  _retimed(logs['numeric'], tmp_path / 'b.tfrecord', 1_700_003_600, counts)
   result, _ = monitoring.run(inputs(str(tmp_path / '*.tfrecord'), window_seconds=3600))
   first, second = result['windows']
   assert first['drift'] == {} and first['skew_anomalies'] == {}
   assert second['compared_to_window'] == first['start']
-  assert sorted(second['drift_anomalies']) == ['payment_type']
-  assert result['findings']['drift'] == ['payment_type']
+  assert sorted(second['drift_anomalies']) == [NUMERIC]
+  assert result['findings']['drift'] == [NUMERIC]
 
 
 def _frame(payload: bytes) -> bytes:
@@ -228,7 +285,7 @@ def _frame(payload: bytes) -> bytes:
 
 @pytest.mark.slow  # The session pipeline run and a served model.
 def test_corrupt_records_are_skipped_and_counted(logs, inputs, tmp_path):
-  source = log_reader.log_files(logs['payment'])
+  source = log_reader.log_files(logs['numeric'])
   assert len(source) == 1
   good = source[0]
   records = list(log_reader._tfrecords(good, log_reader.LogReadCounts()))
@@ -240,17 +297,17 @@ def test_corrupt_records_are_skipped_and_counted(logs, inputs, tmp_path):
   result, _ = monitoring.run(inputs(str(broken)))
   assert result['records']['corrupt'] == 3
   assert result['records']['records'] == len(records)
-  assert result['findings']['skew'] == ['payment_type']
+  assert result['findings']['skew'] == [NUMERIC]
 
 
 @pytest.mark.slow  # The session pipeline run and a served model.
 def test_cli_writes_json_and_html_and_exit_code_says_skew(logs, pipeline_run, tmp_path):
   config, _ = pipeline_run
-  code = monitoring.main(['--logs', logs['fare'], '--metadata', config.metadata_path,
+  code = monitoring.main(['--logs', logs['numeric'], '--metadata', config.metadata_path,
                           '--out', str(tmp_path)])
   assert code == monitoring.EXIT_DRIFT_OR_SKEW
   result = json.loads((tmp_path / 'monitoring.json').read_text())
-  assert result['findings']['skew'] == ['fare']
+  assert result['findings']['skew'] == [NUMERIC]
   assert monitoring.drift_or_skew_found(result)
   html = (tmp_path / 'monitoring.html').read_text()
   assert 'JENSEN_SHANNON_DIVERGENCE' in html and '<svg class="chart"' in html
@@ -259,12 +316,14 @@ def test_cli_writes_json_and_html_and_exit_code_says_skew(logs, pipeline_run, tm
 @pytest.mark.slow  # The session pipeline run and a served model.
 def test_monitoring_report_renders_in_chromium(logs, inputs, tmp_path):
   from tests.test_report import render
-  result, statistics = monitoring.run(inputs(logs['payment']))
+  result, statistics = monitoring.run(inputs(logs['numeric']))
   paths = monitoring.write_outputs(result, statistics, str(tmp_path))
   charts, dom = render(paths['html'], tmp_path)
-  # Training vs serving for every feature the schema watches, plus predictions.
-  assert charts == dom.count('<svg class="chart"') >= 18
-  assert 'payment_type (share)' in dom
+  # Every chart drawn: training vs serving for every model feature, plus predictions.
+  assert charts == dom.count('<svg class="chart"') >= len(features.model_features()) + 1
+  for name, spec in features.model_features().items():
+    shown = 'share' if spec.kind in ('categorical', 'vocab') else 'cumulative share'
+    assert f'aria-label="{name} ({shown})"' in dom, name
 
 
 # ---- distributions: samples of the training data and real shifts (no server) -----------
@@ -297,8 +356,10 @@ def write_request_logs(path, rows, version=1, timestamp=1_700_000_000, model=MOD
 
 @pytest.fixture(scope='module')
 def shipped():
+  """The shipped rows as tf.Examples hold them, in training (ExampleGen) and
+  in served requests alike: floats are float32 (0.2 is 0.20000000298...)."""
   header, rows = conftest.read_shipped_rows()
-  return header, _typed(header, rows)
+  return header, [features.from_example(features.to_example(r)) for r in _typed(header, rows)]
 
 
 @pytest.fixture(scope='module')
@@ -312,9 +373,6 @@ def shipped_statistics(tmp_path_factory, shipped):
   return str(root)
 
 
-SCHEMA = conftest.REPO / 'schema' / 'schema.pbtxt'
-
-
 def monitor_windows(tmp_path, statistics_dir, *windows):
   """Monitoring of hourly windows of rows (one log file each) against statistics_dir."""
   for i, rows in enumerate(windows):
@@ -324,11 +382,6 @@ def monitor_windows(tmp_path, statistics_dir, *windows):
       training_statistics=statistics_dir, schema_file=str(SCHEMA)))
   assert [w['examples'] for w in result['windows']] == [len(w) for w in windows]
   return result
-
-
-def _sample(rows, n, seed):
-  import random
-  return random.Random(seed).sample(rows, n)
 
 
 def _generated(header, n, seed, **drift):
@@ -341,14 +394,58 @@ def _generated(header, n, seed, **drift):
 def test_samples_of_the_training_data_raise_no_skew_or_drift(n, shipped, shipped_statistics,
                                                             tmp_path):
   _, rows = shipped
-  result = monitor_windows(tmp_path, shipped_statistics, _sample(rows, n, 1),
-                           _sample(rows, n, 2))
+  result = monitor_windows(tmp_path, shipped_statistics, resampled(rows, n, 1),
+                           resampled(rows, n, 2))
   assert result['findings']['skew'] == [] and result['findings']['drift'] == [], \
       [(w['skew'], w['drift']) for w in result['windows']]
-  fare = result['windows'][0]['skew']['fare']
-  assert fare['measure'] == 'JENSEN_SHANNON_DIVERGENCE' and fare['value'] < fare['threshold']
+  numeric = result['windows'][0]['skew'][NUMERIC]
+  assert numeric['measure'] == 'JENSEN_SHANNON_DIVERGENCE'
+  assert numeric['value'] < numeric['threshold']
 
 
+@pytest.mark.parametrize('n', [500, 2000])
+def test_a_numeric_feature_20_percent_higher_is_skew_and_drift_on_it_only(
+    n, shipped, shipped_statistics, tmp_path):
+  _, rows = shipped
+  result = monitor_windows(tmp_path, shipped_statistics, resampled(rows, n, 1),
+                           inflated(resampled(rows, n, 2)))
+  clean, shifted = result['windows']
+  assert clean['skew_anomalies'] == {}
+  assert sorted(shifted['skew_anomalies']) == [NUMERIC]
+  assert sorted(shifted['drift_anomalies']) == [NUMERIC]
+  assert result['findings']['skew'] == result['findings']['drift'] == [NUMERIC]
+  assert monitoring.exit_code(result) == monitoring.EXIT_DRIFT_OR_SKEW
+
+
+@needs_a_categorical
+def test_a_categorical_mix_change_is_skew_on_it_only(shipped, shipped_statistics, tmp_path):
+  _, rows = shipped
+  result = monitor_windows(tmp_path, shipped_statistics, concentrated(resampled(rows, 2000, 1)))
+  assert result['findings']['skew'] == [CATEGORICAL]
+  skew = result['windows'][0]['skew'][CATEGORICAL]
+  assert skew['measure'] == 'L_INFTY' and skew['value'] > skew['threshold']
+  assert monitoring.exit_code(result) == monitoring.EXIT_DRIFT_OR_SKEW
+
+
+def test_the_report_shows_the_skew_and_a_plot_of_every_model_feature(shipped, shipped_statistics,
+                                                                     tmp_path):
+  from tests.test_report import read_page, table_dict
+  _, rows = shipped
+  write_request_logs(tmp_path / 'requests.tfrecord', inflated(resampled(rows, 600, 1)))
+  result, statistics = monitoring.run(monitoring.MonitoringInputs(
+      logs=str(tmp_path / 'requests.tfrecord'), model_name=MODEL,
+      training_statistics=shipped_statistics, schema_file=str(SCHEMA)))
+  paths = monitoring.write_outputs(result, statistics, str(tmp_path / 'out'))
+  page = read_page(pathlib.Path(paths['html']).read_text())
+  skew = table_dict(page.tables['Skew: training vs serving'][0])
+  assert skew[NUMERIC]['measure'] == 'JENSEN_SHANNON_DIVERGENCE'
+  assert [name for name, row in skew.items() if row['result'] != 'ok'] == [NUMERIC]
+  drawn = {label.split(' (')[0] for label in page.charts}
+  assert set(features.model_features()) <= drawn, set(features.model_features()) - drawn
+  assert not drawn & set(features.label_columns())  # The label is never served.
+
+
+@pytest.mark.example('taxi')  # The taxi data generator's traffic.
 def test_generated_traffic_without_drift_raises_nothing(shipped, shipped_statistics, tmp_path):
   header, _ = shipped
   result = monitor_windows(tmp_path, shipped_statistics, _generated(header, 2000, 1),
@@ -356,19 +453,7 @@ def test_generated_traffic_without_drift_raises_nothing(shipped, shipped_statist
   assert result['findings']['skew'] == [] and result['findings']['drift'] == []
 
 
-@pytest.mark.parametrize('n', [500, 2000])
-def test_fare_inflation_of_20_percent_is_skew_and_drift_on_fare_only(n, shipped,
-                                                                    shipped_statistics, tmp_path):
-  header, _ = shipped
-  result = monitor_windows(tmp_path, shipped_statistics, _generated(header, n, 1),
-                           _generated(header, n, 2, fare_inflation=0.2))
-  clean, inflated = result['windows']
-  assert clean['skew_anomalies'] == {}
-  assert sorted(inflated['skew_anomalies']) == ['fare']
-  assert sorted(inflated['drift_anomalies']) == ['fare']
-  assert result['findings']['skew'] == result['findings']['drift'] == ['fare']
-
-
+@pytest.mark.example('taxi')  # A string vocabulary, moved by the generator's payment mix.
 def test_payment_mix_change_is_skew_on_payment_type_only(shipped, shipped_statistics, tmp_path):
   header, _ = shipped
   result = monitor_windows(tmp_path, shipped_statistics,
@@ -377,14 +462,44 @@ def test_payment_mix_change_is_skew_on_payment_type_only(shipped, shipped_statis
   assert monitoring.exit_code(result) == monitoring.EXIT_DRIFT_OR_SKEW
 
 
-def test_served_values_are_counted_in_the_training_quantile_buckets():
+def _quantiles_histogram(buckets):
   from tensorflow_metadata.proto.v0 import statistics_pb2
   histogram = statistics_pb2.Histogram(type=statistics_pb2.Histogram.QUANTILES)
-  for low, high in [(0, 0), (0, 0), (0, 1), (1, 5), (5, 5), (5, 10)]:
-    histogram.buckets.add(low_value=low, high_value=high)
-  # -3 and 700 lie beyond the training's extremes: they count in the end buckets.
-  assert monitoring.bucket_counts(histogram.buckets, [-3, 0, 0, 0.5, 1, 3, 5, 7, 700]) == \
-      [3, 0, 2, 1, 1, 2]
+  for low, high, count in buckets:
+    histogram.buckets.add(low_value=low, high_value=high, sample_count=count)
+  return histogram
+
+
+def test_served_values_are_counted_in_the_training_quantile_buckets():
+  # Training: 6 values, one per bucket; 0 is a point mass of two buckets.
+  histogram = _quantiles_histogram([(0, 0, 1), (0, 0, 1), (0, 1, 1), (1, 5, 1), (5, 5, 1),
+                                    (5, 10, 1)])
+  # -3 and 700 lie beyond the training's extremes: they count in the end
+  # buckets. The ties at 0 and at 5 are shared as the training's shares them.
+  counts = monitoring.bucket_counts(histogram.buckets, [-3, 0, 0, 0.5, 1, 3, 5, 7, 700])
+  assert counts == pytest.approx([1.5, 1.5, 1.5, 1.5, 1, 2])
+  assert sum(counts) == 9
+
+
+def test_the_training_data_counted_in_its_own_quantile_buckets_gives_their_counts(shipped):
+  """Repeated values (iris's petal widths, diabetes's tch) sit on bucket
+  boundaries that TFDV's quantiles split between buckets: counting them all
+  in one bucket made the training data itself skewed from its statistics
+  (JS 0.1, threshold 0.015) and every clean window an alarm."""
+  _, rows = shipped
+  schema = monitoring.load_schema(str(SCHEMA))
+  stats = monitoring.statistics_of(rows, schema)
+  checked = 0
+  for name in monitoring.jsd_features(schema):
+    if name not in features.RAW_FEATURES:
+      continue  # The label: never served.
+    histogram = monitoring._quantiles(monitoring._feature_stats(stats, name))
+    values = [r[name] for r in rows if r.get(name) is not None]
+    expected = [b.sample_count for b in histogram.buckets]
+    assert monitoring.bucket_counts(histogram.buckets, values) == pytest.approx(
+        expected, abs=0.01 * len(values)), name
+    checked += 1
+  assert checked >= 1
 
 
 # ---- lineage: the training data of the version that served ----------------------------
@@ -447,10 +562,16 @@ def two_pushes(tmp_path, shipped_statistics):
   return str(path), {100: shipped_statistics, 200: str(second)}
 
 
-def test_lineage_follows_the_version_that_served_not_the_newest_push(two_pushes, shipped,
+@pytest.fixture(scope='module')
+def traffic(shipped):
+  """1,800 requests drawn from the shipped data (iris has 150 rows)."""
+  return resampled(shipped[1], 1800, 0)
+
+
+def test_lineage_follows_the_version_that_served_not_the_newest_push(two_pushes, traffic,
                                                                     tmp_path):
   metadata, statistics = two_pushes
-  _, rows = shipped
+  rows = traffic
   write_request_logs(tmp_path / 'requests.tfrecord', rows[:600], version=100)
   result, _ = monitoring.run(monitoring.MonitoringInputs(
       logs=str(tmp_path / 'requests.tfrecord'), metadata_path=metadata, model_name=MODEL))
@@ -459,9 +580,9 @@ def test_lineage_follows_the_version_that_served_not_the_newest_push(two_pushes,
   assert result['version'] == 100
 
 
-def test_every_served_version_is_judged_against_its_own_push(two_pushes, shipped, tmp_path):
+def test_every_served_version_is_judged_against_its_own_push(two_pushes, traffic, tmp_path):
   metadata, statistics = two_pushes
-  _, rows = shipped
+  rows = traffic
   write_request_logs(tmp_path / 'requests-a.tfrecord', rows[:600], version=100)
   write_request_logs(tmp_path / 'requests-b.tfrecord', rows[600:1200], version=200)
   write_request_logs(tmp_path / 'requests-c.tfrecord', rows[1200:1800], version=7)
@@ -480,9 +601,9 @@ def test_every_served_version_is_judged_against_its_own_push(two_pushes, shipped
   assert named['version'] == 100 and sorted(named['versions']) == ['100']
 
 
-def test_a_version_mlmd_never_pushed_is_an_error(two_pushes, shipped, tmp_path, capsys):
+def test_a_version_mlmd_never_pushed_is_an_error(two_pushes, traffic, tmp_path, capsys):
   metadata, _ = two_pushes
-  _, rows = shipped
+  rows = traffic
   write_request_logs(tmp_path / 'requests.tfrecord', rows[:600], version=300)
   code = monitoring.main(['--logs', str(tmp_path / 'requests.tfrecord'), '--metadata', metadata,
                           '--out', str(tmp_path / 'out')])
@@ -495,10 +616,9 @@ def test_a_version_mlmd_never_pushed_is_an_error(two_pushes, shipped, tmp_path, 
 
 
 @pytest.fixture
-def good_logs(tmp_path, shipped):
-  _, rows = shipped
+def good_logs(tmp_path, traffic):
   path = tmp_path / 'good.tfrecord'
-  write_request_logs(path, rows[:600])
+  write_request_logs(path, traffic[:600])
   return str(path)
 
 
@@ -511,18 +631,18 @@ def _one_line_error(capsys) -> str:
 
 def test_a_model_name_matching_nothing_in_the_logs_is_an_error(good_logs, shipped_statistics,
                                                               tmp_path, capsys):
-  code = monitoring.main(['--logs', good_logs, '--model-name', 'taxi_small_tipper',
+  code = monitoring.main(['--logs', good_logs, '--model-name', f'{MODEL}_other',
                           '--training-statistics', shipped_statistics, '--schema', str(SCHEMA),
                           '--out', str(tmp_path / 'out')])
   assert code == monitoring.EXIT_FAILED
   err = _one_line_error(capsys)
-  assert "'taxi_small_tipper'" in err and f'{MODEL}: 6' in err and '6 request logs' in err
+  assert f"'{MODEL}_other'" in err and f'{MODEL}: 6' in err and '6 request logs' in err
   assert not (tmp_path / 'out').exists()
 
 
 @pytest.mark.parametrize('case', ['no files', 'no mlmd', 'corrupt', 'not mlmd', 'version',
                                   'unversioned', 'too few'])
-def test_user_errors_are_one_line_and_exit_1(case, good_logs, shipped, tmp_path, capsys):
+def test_user_errors_are_one_line_and_exit_1(case, good_logs, traffic, tmp_path, capsys):
   args = {'--logs': good_logs, '--metadata': str(tmp_path / 'metadata.sqlite'),
           '--out': str(tmp_path / 'out')}
   if case == 'no files':
@@ -535,7 +655,7 @@ def test_user_errors_are_one_line_and_exit_1(case, good_logs, shipped, tmp_path,
   elif case == 'version':
     args['--model-version'] = '5'
   elif case == 'unversioned':
-    write_request_logs(tmp_path / 'unversioned.tfrecord', shipped[1][:600], version=0)
+    write_request_logs(tmp_path / 'unversioned.tfrecord', traffic[:600], version=0)
     args['--logs'] = str(tmp_path / 'unversioned.tfrecord')
   elif case == 'too few':
     args['--min-window-examples'] = '601'  # good_logs: 600 examples in one window.

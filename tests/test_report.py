@@ -18,10 +18,16 @@ import sys
 
 import pytest
 
+from models import features
 from pipeline import metadata
 from reports import feature_plots, monitoring_report
 from reports import run_report as report
 from tests import conftest
+from tests.test_bad_data import REQUIRED_FLOAT
+
+# The taxi run's own slices (trip_start_hour, payment_type), binary metrics
+# (AUC) and columns (company, Credit Card): tests that read them run with it.
+TAXI_RUN = pytest.mark.example('taxi')
 
 CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu',
                   '--disable-background-networking', '--disable-component-update',
@@ -166,15 +172,20 @@ def run_report(pipeline_run, tmp_path_factory):
           'summary': summary, 'run_id': run_id, 'metrics': tfma_metrics(evaluation.uri)}
 
 
+# The metric each task's candidate is judged on first (TFMA's key).
+HEADLINE_METRIC = {features.BINARY: 'auc', features.MULTICLASS: 'accuracy',
+                   features.REGRESSION: 'rmse'}[features.TASK]
+
+
 @pytest.mark.slow
 def test_report_holds_every_section(run_report):
   text, config = run_report['text'], run_report['config']
   for heading in ('Components of this run', 'Data statistics', 'Anomalies (ExampleValidator)',
                   'Schema in use', 'Training', 'Evaluation and blessing', 'Thresholds',
-                  'By trip_start_hour', 'By payment_type', 'Pushed, and lineage'):
+                  'Pushed, and lineage', *(f'By {s}' for s in config.slices)):
     assert f'>{heading}<' in text, heading
   assert 'SUCCEEDED' in text and run_report['run_id'] in text
-  assert f'{run_report["summary"]["metrics"]["auc"]:.4f}' in text  # The candidate's AUC.
+  assert f'{run_report["summary"]["metrics"][HEADLINE_METRIC]:.4f}' in text  # The candidate's.
   pushed = run_outputs(config, run_report['run_id'], 'Pusher', 'pushed_model')
   from pipeline import metadata
   assert metadata.custom_property(pushed, 'pushed_destination') in text
@@ -182,25 +193,47 @@ def test_report_holds_every_section(run_report):
   model = run_outputs(config, run_report['run_id'], 'Trainer', 'model')
   assert lineage['model']['id'] == f'#{model.id}' and lineage['model']['where'] == model.uri
   assert lineage['data span']['id'] == '1'
-  assert 'Credit Card' in text and 'fare (cumulative share)' in text
+  # A plot of every model feature's training statistics.
+  drawn = {label.split(' (')[0] for label in run_report['page'].charts}
+  assert set(features.model_features()) <= drawn, set(features.model_features()) - drawn
 
 
 @pytest.mark.slow
-def test_accuracy_is_shown_by_its_tfma_key(run_report):
+@TAXI_RUN
+def test_the_taxi_report_shows_its_values(run_report):
+  assert 'Credit Card' in run_report['text']
+  assert 'fare (cumulative share)' in run_report['text']
+
+
+# The report's name of each metric of the selected task, and its TFMA key.
+SHOWN_METRICS = {features.BINARY: {'accuracy': 'binary_accuracy', 'auc': 'auc'},
+                 features.MULTICLASS: {'accuracy': 'accuracy'},
+                 features.REGRESSION: {'rmse': 'rmse'}}[features.TASK]
+# The metric each slice's table shows first: its column, its TFMA key.
+SLICE_METRIC = {features.BINARY: ('accuracy', 'binary_accuracy'),
+                features.MULTICLASS: ('accuracy', 'accuracy'),
+                features.REGRESSION: ('RMSE', 'rmse')}[features.TASK]
+
+
+@pytest.mark.slow
+def test_metrics_are_shown_by_their_tfma_keys(run_report):
   overall = run_report['metrics'][()][('', False)]
   rows = table_dict(run_report['page'].tables['Evaluation and blessing'][0])
-  assert rows['accuracy']['candidate'] == f'{overall["binary_accuracy"]:.4f}'
-  assert rows['auc']['candidate'] == f'{overall["auc"]:.4f}'
+  for shown, key in SHOWN_METRICS.items():
+    assert rows[shown]['candidate'] == f'{overall[key]:.4f}', shown
   # Counts are integers.
   assert rows['examples']['candidate'] == f'{int(overall["example_count"]):,}'
-  hours = table_dict(run_report['page'].tables['By trip_start_hour'][0])
-  for hour, row in hours.items():
-    expected = run_report['metrics'][(('trip_start_hour', int(hour)),)][('', False)]
-    assert row['accuracy'] == f'{expected["binary_accuracy"]:.4f}', hour
-    assert row['examples'] == f'{int(expected["example_count"]):,}', hour
+  column, key = SLICE_METRIC
+  for feature in run_report['config'].slices:
+    typed = int if features.RAW_FEATURES[feature].dtype == 'int' else str
+    for value, row in table_dict(run_report['page'].tables[f'By {feature}'][0]).items():
+      expected = run_report['metrics'][((feature, typed(value)),)][('', False)]
+      assert row[column] == f'{expected[key]:.4f}', (feature, value)
+      assert row['examples'] == f'{int(expected["example_count"]):,}', (feature, value)
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_numeric_slices_sort_as_numbers(run_report):
   rows = run_report['page'].tables['By trip_start_hour'][0][1:]
   hours = [int(r[0]) for r in rows]
@@ -208,6 +241,7 @@ def test_numeric_slices_sort_as_numbers(run_report):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_auc_of_a_one_class_slice_is_na(run_report):
   rows = table_dict(run_report['page'].tables['By payment_type'][0])
   one_class = 0
@@ -225,9 +259,13 @@ def test_auc_of_a_one_class_slice_is_na(run_report):
 def test_thresholds_read_as_text(run_report):
   rows = run_report['page'].tables['Thresholds'][0]
   thresholds = table_dict(rows)
-  assert thresholds['auc']['value threshold'] == '≥ 0.8'  # small_config's floors.
-  assert thresholds['accuracy']['value threshold'] == '≥ 0.8'
-  assert thresholds['auc']['applies to'] == 'overall'
+  config = run_report['config']
+  # small_config's floors (AUC, accuracy), the example's RMSE ceiling.
+  expected = {features.BINARY: {'auc': '≥ 0.8', 'accuracy': '≥ 0.8'},
+              features.MULTICLASS: {'accuracy': '≥ 0.8'},
+              features.REGRESSION: {'rmse': f'≤ {config.max_rmse:g}'}}[features.TASK]
+  assert {k: thresholds[k]['value threshold'] for k in expected} == expected, thresholds
+  assert thresholds[HEADLINE_METRIC]['applies to'] == 'overall'
   assert not any('{' in cell or '"' in cell for row in rows for cell in row)
 
 
@@ -238,6 +276,7 @@ def _blank_shares_in_csv(path, columns):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_blank_share_per_feature(run_report, sample_data_root):
   expected = _blank_shares_in_csv(sample_data_root / 'span-1' / 'data.csv',
                                   ['company', 'pickup_census_tract', 'payment_type'])
@@ -256,6 +295,7 @@ def test_blank_share_per_feature(run_report, sample_data_root):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_report_draws_in_chromium(run_report, tmp_path):
   charts, dom = render(run_report['path'], tmp_path)
   text = run_report['text']
@@ -308,8 +348,13 @@ def test_report_draws_the_training_curves(run_report):
             for split in ('train', 'validation')}
   with open(os.path.join(model_run, 'training_record.json')) as f:
     record = json.load(f)
-  for tag, label in (('epoch_loss', 'loss'), ('epoch_auc', 'AUC'),
-                     ('epoch_accuracy', 'accuracy')):
+  # The selected task's curves: the loss, and the metrics Keras logs for it.
+  curves = {features.BINARY: [('epoch_loss', 'loss'), ('epoch_auc', 'AUC'),
+                              ('epoch_accuracy', 'accuracy')],
+            features.MULTICLASS: [('epoch_loss', 'loss'), ('epoch_accuracy', 'accuracy')],
+            features.REGRESSION: [('epoch_loss', 'loss'), ('epoch_rmse', 'RMSE'),
+                                  ('epoch_mae', 'MAE')]}[features.TASK]
+  for tag, label in curves:
     chart = page.charts[f'{label} by training step']
     for series, split in (('train', 'train'), ('eval split', 'validation')):
       points = [p for p in chart['points'] if p['data-series'] == series]
@@ -396,11 +441,11 @@ def later_runs(pipeline_run, tmp_path_factory):
   header, rows = conftest.sample_rows()
   conftest.write_csv(tmp / 'data' / 'span-1' / 'data.csv', header, rows)
   for row in rows[:20]:
-    row[header.index('fare')] = 'twelve'
+    row[header.index(REQUIRED_FLOAT)] = 'twelve'
   conftest.write_csv(tmp / 'data' / 'span-2' / 'data.csv', header, rows)
   failing = conftest.small_config(tmp, tmp / 'data')
   summary = local_runner.run(failing, stream=io.StringIO())
-  assert not summary['succeeded'] and 'fare' in summary['error']
+  assert not summary['succeeded'] and REQUIRED_FLOAT in summary['error']
   summary = dict(summary, run_id=summary.get('run_id') or _latest_run_id(failing))
   return {'config': failing, 'first': first, 'second': second, 'failed': summary}
 
@@ -415,6 +460,7 @@ def failed_run(later_runs, tmp_path_factory):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_baseline_is_shown_beside_the_candidate(later_runs, tmp_path):
   config, second = later_runs['config'], later_runs['second']
   path = report.write_run_report(config, str(tmp_path / 'r.html'), summary=second)
@@ -439,7 +485,7 @@ def test_failed_run_report_says_where_and_why(failed_run):
   _, _, summary, text = failed_run
   page = read_page(text)
   assert re.search(r'Run <span class="bad">FAILED</span> at <b>AnomaliesGate</b>', text)
-  assert 'fare: Expected data of type: FLOAT' in text  # The error, escaped as text.
+  assert f'{REQUIRED_FLOAT}: Expected data of type: FLOAT' in text  # The error, as text.
   assert summary['run_id'] in text
   components = table_dict(page.tables['Components of this run'][0])
   assert components['AnomaliesGate']['state'] == 'FAILED'
@@ -525,6 +571,7 @@ def training_and_serving(pipeline_run):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_share_charts_use_the_counts_the_distance_uses(training_and_serving):
   from operations import monitoring
   training, serving, schema = training_and_serving
@@ -542,6 +589,7 @@ def test_share_charts_use_the_counts_the_distance_uses(training_and_serving):
 
 
 @pytest.mark.slow
+@TAXI_RUN
 def test_monitoring_report_escapes_what_it_shows(training_and_serving):
   from operations import monitoring
   training, serving, schema = training_and_serving
