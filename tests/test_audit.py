@@ -5,6 +5,8 @@ fail half-way) each leave their records, in order, never rewritten."""
 import errno
 import json
 import os
+import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -15,17 +17,14 @@ from tfx.types import standard_artifacts
 
 from operations import retrain, rollout
 from pipeline import audit
+from models import features
 from pipeline import metadata
+from pipeline import model_card
 from pipeline.components import pusher
 from tests import conftest
 from tests.test_monitoring import MODEL, NUMERIC, model_server_config
 from tests.test_pusher import _push
 
-PREBUILT_OUTPUT = '/work/prebuilt/tfx_output'
-PREBUILT_PIPELINE = 'taxi-big-tipper'
-# The prebuilt run's MLMD ids (its metadata.sqlite): the Trainer's model and
-# the Evaluator's blessing.
-PREBUILT_MODEL_ID, PREBUILT_BLESSING_ID = 9, 13
 ENV = {**os.environ, 'TF_USE_LEGACY_KERAS': '1', 'TF_CPP_MIN_LOG_LEVEL': '3',
        'PYTHONPATH': str(conftest.REPO)}
 
@@ -60,44 +59,47 @@ def _page_text(path) -> str:
   return ' '.join(' '.join(parser.parts).split())
 
 
-def _prebuilt_push(tmp_path, serving_dir):
-  """The pipeline's Pusher on a copy of the prebuilt run's outputs and MLMD."""
-  output_root = tmp_path / 'tfx_output'
-  shutil.copytree(PREBUILT_OUTPUT, output_root)
-  root = output_root / PREBUILT_PIPELINE
-  model = standard_artifacts.Model()
-  model.uri, model.id = str(root / 'Trainer' / 'model' / '8'), PREBUILT_MODEL_ID
-  blessing = standard_artifacts.ModelBlessing()
-  blessing.uri, blessing.id = str(root / 'Evaluator' / 'blessing' / '11'), PREBUILT_BLESSING_ID
-  blessing.set_int_custom_property('blessed', 1)
-  blessing.set_int_custom_property('current_model_id', PREBUILT_MODEL_ID)
+def _push_again(run, serving_dir):
+  """The pipeline's Pusher once more on the run's own model and blessing."""
+  model, blessing = standard_artifacts.Model(), standard_artifacts.ModelBlessing()
+  model.set_mlmd_artifact(run.output('Trainer', 'model'))
+  blessing.set_mlmd_artifact(run.output('Evaluator', 'blessing'))
   pushed = standard_artifacts.PushedModel()
-  pushed.uri = str(tmp_path / 'pushed' / str(len(os.listdir(tmp_path))))
+  pushed.uri = str(serving_dir.parent / 'pushed_again')
   os.makedirs(pushed.uri)
   destination = json.dumps({'filesystem': {'base_directory': str(serving_dir)}})
   pusher._AtomicPusherExecutor().Do({'model': [model], 'model_blessing': [blessing]},
                                     {'pushed_model': [pushed]}, {'push_destination': destination})
-  return pushed, output_root
+
+
+def _required_float_feature() -> str:
+  return next(n for n, f in features.model_features().items()
+              if f.required and f.dtype == 'float')
 
 
 @pytest.mark.slow
-@pytest.mark.example('taxi')  # The prebuilt taxi run: its ids, fingerprint, counts and slices.
-def test_a_push_records_what_was_pushed_and_the_version_carries_its_model_card(tmp_path):
-  serving_dir = tmp_path / 'serving_model' / MODEL
-  pushed, output_root = _prebuilt_push(tmp_path, serving_dir)
-  version = int(pushed.get_string_custom_property('pushed_version'))
-  records = audit.history(str(tmp_path / 'serving_model' / 'audit'), MODEL)
-  assert [(r['action'], r['status']) for r in records] == [('push', 'attempted'), ('push', 'done')]
-  attempted, done = records
+def test_a_push_records_what_was_pushed_and_the_version_carries_its_model_card(
+    pipeline_run, tmp_path):
+  config, summary = pipeline_run
+  run = metadata.find_run(metadata.open_run_store(config), config, summary['run_id'])
+  pushed = run.output('Pusher', 'pushed_model')
+  version = int(metadata.custom_property(pushed, 'pushed_version'))
+  audit_dir = audit.audit_dir(config.serving_dir)
+  # The session's run pushed first into its serving dir: its two records lead.
+  attempted, done = [r for r in audit.history(audit_dir, config.model_name)
+                     if r['action'] == 'push'][:2]
+  assert (attempted['status'], done['status']) == ('attempted', 'done')
   assert attempted['action_id'] == done['action_id'] and done['version'] == version
+  serving_dir = pathlib.Path(config.push_dir)
   assert done['destination'] == str(serving_dir / str(version))
   # What was pushed and why: blessing, metrics, thresholds, spans, code.
-  evaluation = output_root / PREBUILT_PIPELINE / 'Evaluator' / 'evaluation' / '11'
+  evaluation = run.output('Evaluator', 'evaluation').uri
   assert attempted['blessing']['blessed'] and attempted['evaluation']['validation_ok']
-  assert attempted['metrics'] == metadata.evaluation_metrics(str(evaluation))
-  assert {'metric': 'auc', 'slices': 'overall', 'value': {'lowerBound': 0.8}, 'change': {}} in \
-      attempted['evaluation']['thresholds']
-  assert attempted['spans'] == [1] and attempted['code_fingerprint'] == 'af243bc10ebf6326'
+  assert attempted['metrics'] == metadata.evaluation_metrics(evaluation)
+  thresholds = attempted['evaluation']['thresholds']
+  assert thresholds and thresholds == metadata.metric_thresholds(evaluation)
+  fingerprint = attempted['code_fingerprint']
+  assert attempted['spans'] == [1] and re.fullmatch('[0-9a-f]{16}', fingerprint)
   # The done record, which the run report links, holds the same facts.
   assert {k: done[k] for k in ('blessing', 'evaluation', 'metrics', 'training', 'spans')} == \
       {k: attempted[k] for k in ('blessing', 'evaluation', 'metrics', 'training', 'spans')}
@@ -108,21 +110,32 @@ def test_a_push_records_what_was_pushed_and_the_version_carries_its_model_card(t
   card = serving_dir / str(version) / 'assets.extra' / 'model_card.html'
   assert done['model_card'] == str(card)
   # MLMD's PushedModel names them (what the run report links to).
-  outcome = metadata.push_outcome(pushed.mlmd_artifact)
+  outcome = metadata.push_outcome(pushed)
   assert (outcome['audit_record'], outcome['audit_action_id'], outcome['model_card']) == \
       (done['path'], done['action_id'], str(card))
   text = _page_text(card)
-  auc = f'{attempted["metrics"]["auc"]:.4f}'
-  for expected in ('Intended use', 'Known limits', 'Spans 1', 'af243bc10ebf6326',
-                   f'overall 849 {auc}', 'payment_type=Cash', 'auc overall lowerBound 0.8',
-                   'Span 1, split train: 1,652 examples', 'trip_miles FLOAT 0 mean',
-                   done['action_id']):
-    assert expected in text, expected
+  slices = metadata.metrics_by_slice(evaluation)
+  overall = slices[0]['metrics']
+  headline = next(m for m in metadata.HEADLINE_METRICS if m in overall)
+  train_examples = metadata.split_statistics(
+      run.output('StatisticsGen', 'statistics').uri)['train'].num_examples
+  threshold = thresholds[0]
+  expected = ['Intended use', 'Known limits', 'Spans 1', fingerprint,
+              f'overall {model_card.number(overall["examples"], count=True)} ',
+              model_card.number(overall[headline]),
+              f'{threshold["metric"]} {threshold["slices"]}',
+              f'Span 1, split train: {model_card.number(train_examples, count=True)} examples',
+              f'{_required_float_feature()} FLOAT 0 mean', done['action_id']]
+  expected += [s['slice'] for s in slices[1:2]]  # A slice, when the example has them.
+  for phrase in expected:
+    assert phrase in text, phrase
   # Pushing the same model again serves nothing new: one 'skipped' record.
-  _prebuilt_push(tmp_path / 'again', serving_dir)
-  records = audit.history(str(tmp_path / 'serving_model' / 'audit'), MODEL)
+  again = tmp_path / 'serving_model' / config.model_name
+  shutil.copytree(serving_dir, again)
+  _push_again(run, again)
+  records = audit.history(audit.audit_dir(str(again.parent)), config.model_name)
   assert records[-1]['status'] == 'skipped' and records[-1]['version'] == version
-  assert pusher.version_dirs(str(serving_dir)) == [version]
+  assert pusher.version_dirs(str(again)) == pusher.version_dirs(str(serving_dir))
 
 
 def test_a_push_whose_rename_fails_is_recorded_as_failed(tmp_path, monkeypatch):
