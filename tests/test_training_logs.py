@@ -174,21 +174,39 @@ def test_the_config_offers_the_tuners_algorithms():
 
 
 def _synthetic(n, seed, noise):
+  """A task of the selected example's kind: x[:, 0] plus noise, as the
+  number itself (regression), its sign (binary) or its tercile (multi-class)."""
   import tensorflow as tf
   rng = np.random.default_rng(seed)
   x = rng.normal(size=(n, 4)).astype('float32')
-  y = ((x[:, 0] + noise * rng.normal(size=n)) > 0).astype('int64')
+  signal = x[:, 0] + noise * rng.normal(size=n)
+  if features.TASK == features.REGRESSION:
+    y = signal.astype('float32')
+  elif features.TASK == features.MULTICLASS:
+    y = np.digitize(signal, np.quantile(signal, [1 / 3, 2 / 3])).astype('int64')
+  else:
+    y = (signal > 0).astype('int64')
   return tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
 
 
+def _net(hidden_units):
+  """A small net with the task's head and loss, as build_model compiles it."""
+  import tf_keras as keras
+  inputs = keras.Input(shape=(4,))
+  hidden = inputs
+  for units in hidden_units:
+    hidden = keras.layers.Dense(units, activation='relu')(hidden)
+  net = keras.Model(inputs, task.head(hidden))
+  net.compile(optimizer=keras.optimizers.Adam(0.05), loss=task.loss())
+  return net
+
+
 def test_train_keeps_the_weights_of_its_best_scoring():
-  """The eval split is pure noise: the AUC wanders, training stops early,
-  and the model holds the weights it had at its best scoring."""
+  """The eval split is pure noise: the objective wanders, training stops
+  early, and the model holds the weights it had at its best scoring."""
   import tf_keras as keras
   keras.utils.set_random_seed(1)
-  net = keras.Sequential([keras.layers.Dense(8, activation='relu'),
-                          keras.layers.Dense(1, activation='sigmoid')])
-  net.compile(optimizer=keras.optimizers.Adam(0.05), loss='binary_crossentropy')
+  net = _net([8])
   seen = {}
 
   class Weights(keras.callbacks.Callback):
@@ -199,8 +217,8 @@ def test_train_keeps_the_weights_of_its_best_scoring():
                        _synthetic(400, 1, 100.0), eval_every=4, patience=3,
                        callbacks=[Weights()])
   assert record['steps'] < 400 and record['steps'] == record['best_step'] + 4 * 3
-  aucs = {step: logs['val_auc'] for step, (logs, _) in seen.items()}
-  assert record['best_step'] == max(aucs, key=aucs.get)
+  scores = {step: logs[OBJECTIVE] for step, (logs, _) in seen.items()}
+  assert record['best_step'] == BEST(scores, key=scores.get)
   best_weights = seen[record['best_step']][1]
   assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), best_weights))
   assert not all(np.array_equal(a, b) for a, b in zip(net.get_weights(),
@@ -210,8 +228,7 @@ def test_train_keeps_the_weights_of_its_best_scoring():
 def test_patience_zero_trains_every_step():
   import tf_keras as keras
   keras.utils.set_random_seed(1)
-  net = keras.Sequential([keras.layers.Dense(1, activation='sigmoid')])
-  net.compile(optimizer=keras.optimizers.Adam(0.05), loss='binary_crossentropy')
+  net = _net([])
   record = model.train(net, _synthetic(4000, 0, 0.1).repeat(), 50, _synthetic(400, 1, 100.0),
                        eval_every=4, patience=0)
   assert record['steps'] == 50 and record['best_step'] is not None
