@@ -23,9 +23,10 @@ KNOWN_KEYS = {
     'hidden_units': "sizes of the hidden layers, '128,64' (build_model)",
     'learning_rate': 'Adam learning rate (build_model)',
     'numeric_buckets': 'one-hot bins of each numeric feature, 0 for none (build_model)',
-    'numeric_bins': ("how the wide part bins numbers: 'even' (numeric_buckets bins over "
-                     "+-2.5 standard deviations, the default) or 'quantile' (Transform's "
-                     'quantile buckets) (build_model)'),
+    'numeric_bins': ("how the wide part and the crosses bin numbers: 'even' (numeric_buckets "
+                     "bins over +-2.5 standard deviations, the default) or 'quantile' "
+                     "(Transform's QUANTILE_BUCKETS quantiles; numeric_buckets then only "
+                     'switches the one-hot bins on or off) (build_model)'),
     'bucket_values': ("the deep part also reads each 'bucket' feature's z-scored value, "
                       'default false (build_model)'),
     'seed': 'training seed: initial weights, dropout, shuffling; default 42 (run_fn)',
