@@ -126,9 +126,23 @@ def test_a_bucketed_number_is_also_its_standardised_value(synthetic):
     assert got == pytest.approx(list((raw - raw.mean()) / raw.std()), rel=1e-4, abs=1e-5)
 
 
+def _example(row):
+  """A tf.train.Example of an instance dict, its label columns too (the
+  graph, analysed with them, asks for them)."""
+  example = features.to_example({n: row[n][0] if row[n] else None for n in features.RAW_FEATURES})
+  for column in features.label_columns():
+    for value in row[column]:
+      feature = example.features.feature[column]
+      if isinstance(value, bytes):
+        feature.bytes_list.value.append(value)
+      else:
+        feature.float_list.value.append(value)
+  return example
+
+
 def _served_transform(rows):
-  """Transform's Beam pass over rows, and its graph as serving runs it
-  (transform_features_layer) over the same rows: both outputs."""
+  """Transform's Beam pass over rows, and its graph as the served model runs
+  it (transform_features_layer) over the same rows: both outputs."""
   import tensorflow_transform as tft
   metadata = dataset_metadata.DatasetMetadata(
       schema_utils.schema_from_feature_spec(_raw_feature_spec()))
@@ -140,11 +154,10 @@ def _served_transform(rows):
     transform_fn = ((pipeline | beam.Create(rows), metadata)
                     | tft_beam.AnalyzeDataset(preprocessing.preprocessing_fn))
     _ = transform_fn | tft_beam.WriteTransformFn(out)
-  examples = [features.to_example({n: r[n][0] if r[n] else None for n in features.RAW_FEATURES})
-              .SerializeToString() for r in rows]
+  examples = [_example(r).SerializeToString() for r in rows]
   output = tft.TFTransformOutput(out)
-  raw_spec = {n: s for n, s in _raw_feature_spec().items() if n in features.RAW_FEATURES}
-  served = output.transform_features_layer()(tf.io.parse_example(tf.constant(examples), raw_spec))
+  served = output.transform_features_layer()(
+      tf.io.parse_example(tf.constant(examples), _raw_feature_spec()))
   return data, {k: v.numpy().reshape(-1) for k, v in served.items()}
 
 
