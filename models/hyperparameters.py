@@ -23,6 +23,12 @@ KNOWN_KEYS = {
     'hidden_units': "sizes of the hidden layers, '128,64' (build_model)",
     'learning_rate': 'Adam learning rate (build_model)',
     'numeric_buckets': 'one-hot bins of each numeric feature, 0 for none (build_model)',
+    'numeric_bins': ("how the wide part and the crosses bin numbers: 'even' (numeric_buckets "
+                     "bins over +-2.5 standard deviations, the default) or 'quantile' "
+                     "(Transform's QUANTILE_BUCKETS quantiles; numeric_buckets then only "
+                     'switches the one-hot bins on or off) (build_model)'),
+    'bucket_values': ("the deep part also reads each 'bucket' feature's z-scored value, "
+                      'default false (build_model)'),
     'seed': 'training seed: initial weights, dropout, shuffling; default 42 (run_fn)',
     # The gradient-boosted trees family (models/trees.py, its own
     # models/trees_hyperparameters.json); 'seed' is its random_seed too.

@@ -18,6 +18,7 @@ from tfx_bsl.public import tfxio
 
 from models import features
 from models import hyperparameters
+from models import preprocessing
 from models import signatures
 from models import task
 
@@ -51,13 +52,26 @@ def _num_ids(spec: features.Feature) -> int:
   return spec.num_buckets
 
 
-def _model_inputs() -> Dict[str, keras.Input]:
+def _model_inputs(hparams: Dict) -> Dict[str, keras.Input]:
+  """The transformed features the model reads: each feature's, and its
+  second form (models/preprocessing.py) where the hyperparameters use it."""
   inputs = {}
-  for name, spec in features.model_features().items():
-    dtype = tf.float32 if spec.kind in ('numeric', 'log_numeric') else tf.int64
-    xf = features.transformed_name(name)
+
+  def add(xf, dtype):
     inputs[xf] = keras.Input(shape=(), name=xf, dtype=dtype)
+
+  for name, spec in features.model_features().items():
+    numeric = spec.kind in preprocessing.NUMERIC_KINDS
+    add(features.transformed_name(name), tf.float32 if numeric else tf.int64)
+    if numeric and _quantile_wide(hparams):
+      add(preprocessing.quantile_name(name), tf.int64)
+    if spec.kind == 'bucket' and hparams.get('bucket_values'):
+      add(preprocessing.value_name(name), tf.float32)
   return inputs
+
+
+def _quantile_wide(hparams: Dict) -> bool:
+  return hparams.get('numeric_bins', 'even') == 'quantile'
 
 
 def _bucketize_standardized(x, num_buckets: int):
@@ -77,20 +91,25 @@ def build_model(hparams: Dict) -> keras.Model:
   feature crosses (e.g. payment_type x fare: how much a fare is tipped
   depends on how it is paid); the deep part learns the rest.
   """
-  inputs = _model_inputs()
+  inputs = _model_inputs(hparams)
   num_buckets = int(hparams.get('numeric_buckets') or 0)
   wide_parts, deep_parts, ids = [], [], {}
   for name, spec in features.model_features().items():
     x = inputs[features.transformed_name(name)]
-    if spec.kind in ('numeric', 'log_numeric'):
+    if spec.kind in preprocessing.NUMERIC_KINDS:
       column = keras.layers.Reshape((1,))(x)
       wide_parts.append(column)
       deep_parts.append(column)
-      ids[name] = _bucketize_standardized(x, num_buckets or 10)
+      if _quantile_wide(hparams):
+        ids[name], bins = inputs[preprocessing.quantile_name(name)], \
+            preprocessing.QUANTILE_BUCKETS
+      else:
+        ids[name], bins = _bucketize_standardized(x, num_buckets or 10), num_buckets
       if num_buckets:
-        wide_parts.append(keras.layers.CategoryEncoding(
-            num_buckets, output_mode='one_hot')(ids[name]))
+        wide_parts.append(keras.layers.CategoryEncoding(bins, output_mode='one_hot')(ids[name]))
     else:
+      if spec.kind == 'bucket' and hparams.get('bucket_values'):
+        deep_parts.append(keras.layers.Reshape((1,))(inputs[preprocessing.value_name(name)]))
       ids[name] = x
       wide_parts.append(
           keras.layers.CategoryEncoding(_num_ids(spec), output_mode='one_hot')(x))

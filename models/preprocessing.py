@@ -44,6 +44,36 @@ def _transform_one(name, spec, raw):
   raise ValueError(f'unknown feature kind {spec.kind!r} for {name}')
 
 
+# Numbers also reach the model at the resolution the other form lacks: a
+# z-scored number also as its quantile bucket (the wide part's one-hot and
+# crosses want ids; quantiles put equally many rows in each), a bucketed one
+# also as its z-scored value (the deep part then sees it at full resolution).
+# The quantiles are of the raw value, not of the z-score (the same order):
+# a computed value rounds differently in Beam and in serving, and a fare on a
+# boundary then landed in another bucket when served than in training.
+QUANTILE_BUCKETS = 20
+NUMERIC_KINDS = ('numeric', 'log_numeric')
+
+
+def quantile_name(name: str) -> str:
+  """The transformed name of a number's quantile bucket id."""
+  return features.transformed_name(name) + '_quantile'
+
+
+def value_name(name: str) -> str:
+  """The transformed name of a bucketed number's z-scored value."""
+  return features.transformed_name(name) + '_value'
+
+
+def _second_form(name, spec, raw):
+  """{transformed name: tensor} of a number's other form (none for ids)."""
+  if spec.kind in NUMERIC_KINDS:
+    return {quantile_name(name): tft.bucketize(tf.cast(raw, tf.float32), QUANTILE_BUCKETS)}
+  if spec.kind == 'bucket':
+    return {value_name(name): tft.scale_to_z_score(tf.cast(raw, tf.float32))}
+  return {}
+
+
 def class_ids(names):
   """Class names -> their index in CLASS_NAMES; a name not there fails the
   run, naming the fix (it would otherwise be trained as class 0)."""
@@ -102,6 +132,7 @@ def preprocessing_fn(inputs):
   for name, spec in features.model_features().items():
     raw = fill_missing(inputs[name], spec.default)
     outputs[features.transformed_name(name)] = _transform_one(name, spec, raw)
+    outputs.update(_second_form(name, spec, raw))
   # The label is only computed where its columns are known (training/eval
   # data); serving requests carry none of them.
   if all(c in inputs for c in features.label_columns()):

@@ -19,7 +19,7 @@ from models import features
 from models import hyperparameters
 from pipeline import configs
 from pipeline import metadata
-from tests.conftest import REPO, small_config
+from tests.conftest import REPO, SHIPPED_CSV, small_config
 
 TREES = {'run_fn': 'models.trees.run_fn'}
 # Few trees: quick, and still clearly better than chance on the sample.
@@ -27,7 +27,7 @@ FEW_TREES = {'num_trees': 40, 'max_depth': 4, 'shrinkage': 0.2, 'min_examples': 
              'early_stopping_num_trees_look_ahead': 10}
 # One shallow tree: far below any trained model, so it must not be blessed.
 ONE_STUMP = {'num_trees': 1, 'max_depth': 2, 'shrinkage': 0.1}
-MODEL = 'taxi_big_tipper'
+MODEL = configs.load(environ={}).model_name  # The selected example's.
 SIGNATURE_METHODS = {'serving_default': 'tensorflow/serving/predict',
                      'classification': 'tensorflow/serving/classify',
                      'regression': 'tensorflow/serving/regress',
@@ -69,10 +69,11 @@ def test_ids_are_categories_and_quantities_are_numbers():
   semantics = {u.name: u.semantic for u in trees.feature_usages()}
   assert set(semantics) == {features.transformed_name(n) for n in features.model_features()}
   categorical = tfdf.keras.FeatureSemantic.CATEGORICAL
-  assert semantics['payment_type_xf'] == categorical  # A vocabulary id.
-  assert semantics['trip_start_hour_xf'] == categorical  # An int marked categorical.
-  assert semantics['fare_xf'] != categorical
-  assert semantics['pickup_latitude_xf'] != categorical  # A bucket keeps its order.
+  for name, spec in features.model_features().items():
+    # Vocabulary ids and ints marked categorical are categories; a number,
+    # and a bucket index (it keeps the value's order), are numbers.
+    is_id = spec.kind in ('vocab', 'categorical')
+    assert (semantics[features.transformed_name(name)] == categorical) == is_id, name
 
 
 # ---- the pipeline: trees, then the default family, then a weak tree ----------------------
@@ -234,7 +235,7 @@ def test_the_same_data_and_seed_grow_the_same_trees(family_configs, trees_run, t
 # ---- served by the local server ---------------------------------------------------------
 
 def _csv_rows(count=30):
-  with open(REPO / 'data' / 'taxi' / 'span-1' / 'data.csv') as f:
+  with open(SHIPPED_CSV) as f:
     rows = serving_client.rows_from_csv(f)
     return [next(rows) for _ in range(count)]
 
