@@ -107,5 +107,3 @@ def preprocessing_fn(inputs):
   if all(c in inputs for c in features.label_columns()):
     outputs[features.LABEL_KEY] = label(inputs)
   return outputs
-
-# edited by a test
