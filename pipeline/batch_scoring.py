@@ -215,6 +215,8 @@ def prediction_columns() -> List[str]:
   """The model's answer as columns, named as the client names them."""
   if features.TASK == features.MULTICLASS:
     return ['class'] + [f'probability_{name}' for name in features.CLASS_NAMES]
+  if features.TASK == features.REGRESSION:
+    return ['prediction']
   return ['probability', 'class']
 
 
@@ -230,6 +232,8 @@ def _prediction(outputs) -> Dict[str, object]:
     for name, p in zip(features.CLASS_NAMES, outputs[features.OUTPUT_PROBABILITIES].float_val):
       row[f'probability_{name}'] = _float32(p)
     return row
+  if features.TASK == features.REGRESSION:
+    return {'prediction': _float32(outputs[features.OUTPUT_PREDICTION].float_val[0])}
   return {'probability': _float32(outputs[features.OUTPUT_PROBABILITY].float_val[0]),
           'class': int(outputs[features.OUTPUT_CLASS].int64_val[0])}
 
