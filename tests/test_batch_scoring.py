@@ -21,7 +21,7 @@ from pipeline import project
 from tests import conftest
 
 SCORING_PIPELINE = f'{project.PIPELINE_NAME}-scoring'
-ID = 'trip_id'
+ID = 'row_id'
 BATCH = 100
 
 
@@ -68,11 +68,30 @@ def _served_model_base(output_root: str) -> str:
 
 
 def _unlabelled_rows(count: int, every: int = 7):
-  """Shipped rows without the label, each with an id first."""
+  """Shipped rows without the label columns, each with an id first
+  (the iris CSV has fewer rows than asked for: all of them)."""
+  from models import features
   header, rows = conftest.read_shipped_rows()
-  keep = [i for i, name in enumerate(header) if name != 'tips']
-  rows = [[f'trip-{n}'] + [row[i] for i in keep] for n, row in enumerate(rows[::every][:count])]
+  keep = [i for i, name in enumerate(header) if name not in features.label_columns()]
+  every = min(every, max(1, len(rows) // count))
+  rows = [[f'row-{n}'] + [row[i] for i in keep] for n, row in enumerate(rows[::every][:count])]
   return [ID] + [header[i] for i in keep], rows
+
+
+def _as_cells(answer):
+  """A client's answer as the scored file's columns."""
+  if 'probabilities' in answer:
+    return dict({'class': answer['class']},
+                **{f'probability_{name}': p for name, p in answer['probabilities'].items()})
+  return answer
+
+
+def _assert_same_answer(scored_row, answer):
+  for column, value in _as_cells(answer).items():
+    if isinstance(value, float):
+      assert float(scored_row[column]) == pytest.approx(value, abs=1e-6), (column, scored_row)
+    else:
+      assert str(scored_row[column]) == str(value), (column, scored_row)
 
 
 def _score(output_root, drop, *flags):
@@ -87,7 +106,7 @@ def _printed_path(stdout: str) -> str:
   return re.search(r'^Predictions: (.+)$', stdout, re.M).group(1)
 
 
-def _served_probabilities(model_base, header, rows):
+def _served_answers(model_base, header, rows):
   """The local model server's answers over REST, in batches of BATCH."""
   from client.predict import RestClient
   from serving.server_process import ServerProcess
@@ -99,7 +118,7 @@ def _served_probabilities(model_base, header, rows):
     for start in range(0, len(rows), BATCH):
       batch = [dict(zip(header, row)) for row in rows[start:start + BATCH]]
       answers += client.predict(batch)
-  return [a['probability'] for a in answers]
+  return answers
 
 
 def _no_scoring_outputs(output_root) -> bool:
@@ -116,7 +135,7 @@ def test_scored_csv_carries_each_id_once_with_the_served_models_prediction(outpu
   done = _score(output_root, tmp_path / 'drop', f'--id-column={ID}')
 
   assert done.returncode == 0, done.stdout + done.stderr
-  assert 'Scored 300 rows' in done.stdout, done.stdout
+  assert f'Scored {len(rows)} rows' in done.stdout, done.stdout
   version = sorted(os.listdir(_served_model_base(output_root)))[-1]
   assert f'model version {version}' in done.stdout
   path = _printed_path(done.stdout)
@@ -125,11 +144,10 @@ def test_scored_csv_carries_each_id_once_with_the_served_models_prediction(outpu
     scored = list(csv.DictReader(f))
   assert [r[ID] for r in scored].count(scored[0][ID]) == 1
   assert sorted(r[ID] for r in scored) == sorted(r[0] for r in rows)  # Each id once.
-  served = dict(zip((r[0] for r in rows), _served_probabilities(
+  served = dict(zip((r[0] for r in rows), _served_answers(
       _served_model_base(output_root), header, rows)))
   for row in scored:
-    assert float(row['probability']) == pytest.approx(served[row[ID]], abs=1e-6), row
-    assert int(row['class']) == int(served[row[ID]] > 0.5)
+    _assert_same_answer(row, served[row[ID]])
 
 
 @pytest.mark.slow
@@ -146,22 +164,28 @@ def test_jsonl_of_a_data_roots_latest_span_without_ids_carries_every_column(
   with open(_printed_path(done.stdout)) as f:
     scored = [json.loads(line) for line in f]
   assert len(scored) == len(rows)  # span-2's rows, one line each.
-  assert list(scored[0]) == header + ['probability', 'class']
-  served = _in_process_probabilities(_served_model_base(output_root), header, rows)
-  assert sorted(r['probability'] for r in scored) == pytest.approx(sorted(served), abs=1e-6)
+  served = _in_process_answers(_served_model_base(output_root), header, rows)
+  assert list(scored[0]) == header + list(_as_cells(served[0]))
+  main = next(c for c in _as_cells(served[0]) if c != 'class')  # A number per row.
+  assert sorted(float(r[main]) for r in scored) == pytest.approx(
+      sorted(_as_cells(a)[main] for a in served), abs=1e-6)
 
 
-def _in_process_probabilities(model_base, header, rows):
-  """serving_default of the pushed SavedModel, called in this process."""
+def _in_process_answers(model_base, header, rows):
+  """serving_default of the pushed SavedModel, called in this process, as
+  the client's answers."""
   import tensorflow as tf
-  from client.predict import to_example
+  from client import predict
   version = sorted(os.listdir(model_base))[-1]
   signature = tf.saved_model.load(os.path.join(model_base, version)).signatures['serving_default']
-  examples = tf.constant([to_example(dict(zip(header, row))) for row in rows])
-  return [float(p) for p in signature(examples=examples)['probability'].numpy()]
+  examples = tf.constant([predict.to_example(dict(zip(header, row))) for row in rows])
+  outputs = {k: v.numpy() for k, v in signature(examples=examples).items()}
+  return [predict._prediction({k: v[i] for k, v in outputs.items()})  # pylint: disable=protected-access
+          for i in range(len(rows))]
 
 
 @pytest.mark.slow
+@pytest.mark.example('taxi')  # A value out of taxi's curated payment_type domain.
 def test_bad_rows_stop_the_run_naming_the_anomaly_and_nothing_is_scored(output_root, tmp_path):
   header, rows = _unlabelled_rows(200)
   payment = header.index('payment_type')
@@ -219,7 +243,7 @@ def test_unknown_id_column_and_zero_rows_are_one_line(output_root, tmp_path):
   conftest.write_csv(tmp_path / 'empty' / 'rows.csv', header, [])
 
   _assert_one_line_error(_score(output_root, tmp_path / 'drop', '--id-column=ride'), 2,
-                         '--id-column ride', 'trip_id')
+                         '--id-column ride', ID)
   _assert_one_line_error(_score(output_root, tmp_path / 'empty', f'--id-column={ID}'), 1,
                          'no rows to score')
   assert _no_scoring_outputs(output_root)
