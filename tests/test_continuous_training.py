@@ -89,6 +89,11 @@ def test_a_worse_model_is_not_pushed(two_spans):
   change = summary['metrics'][BLESSING_METRIC] - second['metrics'][BLESSING_METRIC]
   assert change < 0 if HIGHER_IS_BETTER else change > 0
   assert local_runner.exit_code(summary) == local_runner.EXIT_NOT_BLESSED
+  # The run's Evaluator line names the change and the one allowed.
+  [line] = [c['result'] for c in summary['components'] if c['component'] == 'Evaluator']
+  allowed = "+0.0% of the baseline's" if ALLOWED_CHANGE == 'max_rmse_increase' else '-0.0000'
+  assert re.search(rf'{BLESSING_METRIC} [+-][\d.]+ vs the baseline \(allowed {re.escape(allowed)}\)',
+                   line), line
   assert sorted(os.listdir(config.push_dir)) == pushed_before
   # The report says why.
   with open(summary['report_path']) as f:
