@@ -3,10 +3,10 @@
 The serving config is TF Serving's ModelServerConfig text proto (the file
 given to --model_config_file). The rollout rewrites it, so it is a generated
 file, never the tracked template serving/deploy/models.config (whose comments
-explain the fields): `init` writes it, by default to
-serving_model/models.config, with the template's version policy and request
-logging and this machine's paths (the template's /models/... are the Docker
-image's). Two labels name the versions clients address
+explain the fields): `init` writes it, by default to the selected example's
+serving dir (serving_model/models.config for taxi), with the template's
+version policy and request logging, this machine's paths (the template's
+/models/... are the Docker image's) and the example's model name. Two labels name the versions clients address
 (`/v1/models/NAME/labels/stable`, gRPC `model_spec.version_label`):
 
 - `canary NAME VERSION`: a newly pushed version becomes `canary`; `stable`
