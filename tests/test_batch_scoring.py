@@ -17,16 +17,21 @@ import sys
 
 import pytest
 
-from pipeline import project
+import examples
+from pipeline import configs, project
 from tests import conftest
 
-SCORING_PIPELINE = f'{project.PIPELINE_NAME}-scoring'
+# The selected example's names (the pipeline's and the served model's).
+NAMES = configs.example_defaults()
+SCORING_PIPELINE = f'{NAMES.pipeline_name}-scoring'
 ID = 'row_id'
 BATCH = 100
 
 
 def _env():
-  env = {k: v for k, v in os.environ.items() if not k.startswith(project.NAMES['env_var_prefix'])}
+  # No <ENV_PREFIX>_* setting of this shell, but the example this process runs.
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(project.NAMES['env_var_prefix']) or k == examples.SWITCH}
   env.update(TF_USE_LEGACY_KERAS='1', PYTHONPATH=str(conftest.REPO))
   return env
 
@@ -110,10 +115,10 @@ def _served_answers(model_base, header, rows):
   """The local model server's answers over REST, in batches of BATCH."""
   from client.predict import RestClient
   from serving.server_process import ServerProcess
-  with ServerProcess(f'--model_name={project.MODEL_NAME}',
+  with ServerProcess(f'--model_name={NAMES.model_name}',
                      f'--model_base_path={model_base}') as server:
-    server.wait_until_available(project.MODEL_NAME)
-    client = RestClient(server.rest)
+    server.wait_until_available(NAMES.model_name)
+    client = RestClient(server.rest, NAMES.model_name)
     answers = []
     for start in range(0, len(rows), BATCH):
       batch = [dict(zip(header, row)) for row in rows[start:start + BATCH]]
@@ -254,7 +259,7 @@ def test_the_scoring_pipeline_takes_the_training_beam_args_and_compiles_for_kube
     output_root, tmp_path):
   import dataclasses
   from tfx import v1 as tfx
-  from pipeline import batch_scoring, configs
+  from pipeline import batch_scoring
   header, rows = _unlabelled_rows(10)
   conftest.write_csv(tmp_path / 'drop' / 'rows.csv', header, rows)
   config = dataclasses.replace(

@@ -46,10 +46,9 @@ def rows():
   header, body = sample_rows()
   parsed = []
   for cells in body[:10]:
-    row = {name: features.parse_value(name, cell) for name, cell in zip(header, cells)}
-    for column in features.label_columns():
-      row.pop(column)
-    parsed.append(row)
+    # The raw features only: a serving request has no label columns.
+    parsed.append({name: features.parse_value(name, cell) for name, cell in zip(header, cells)
+                   if name in features.RAW_FEATURES})
   return parsed
 
 
