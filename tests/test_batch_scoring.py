@@ -278,37 +278,44 @@ def test_the_scoring_pipeline_takes_the_training_beam_args_and_compiles_for_kube
   assert {'BulkInferrer_executor', 'PredictionsWriter_executor'} <= set(executors)
 
 
-def _one_answer():
-  """serving_default's response to one row as the task's model gives it
-  (TensorProtos, as BulkInferrer logs them), and the scored file's cells for
-  it: named as the client names the answer (client/predict.py)."""
+def _one_log(example):
+  """The PredictionLog BulkInferrer writes for one example with the task's
+  signature (Predict; Classify for multi-class), and the scored file's
+  cells for it: named as the client names the answer (client/predict.py)."""
   from tensorflow.core.framework import tensor_pb2, types_pb2
+  from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
   from models import features
+  if features.TASK == features.MULTICLASS:
+    scores = [0.125] * (features.NUM_CLASSES - 1) + [1 - 0.125 * (features.NUM_CLASSES - 1)]
+    log = prediction_log_pb2.PredictionLog()
+    log.classify_log.request.input.example_list.examples.add().CopyFrom(example)
+    classes = log.classify_log.response.result.classifications.add().classes
+    for name, score in zip(features.CLASS_NAMES, scores):
+      classes.add(label=name, score=score)
+    return log, dict({'class': features.CLASS_NAMES[-1]},
+                     **{f'probability_{c}': str(p) for c, p in zip(features.CLASS_NAMES, scores)})
 
   def floats(*values):
     return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=values)
   if features.TASK == features.REGRESSION:
-    return {features.OUTPUT_PREDICTION: floats(151.5)}, {'prediction': '151.5'}
-  if features.TASK == features.MULTICLASS:
-    scores = [0.125] * (features.NUM_CLASSES - 1) + [1 - 0.125 * (features.NUM_CLASSES - 1)]
-    name = features.CLASS_NAMES[-1]
-    outputs = {features.OUTPUT_PROBABILITIES: floats(*scores),
-               features.OUTPUT_CLASS: tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING,
-                                                            string_val=[name.encode()])}
-    return outputs, dict({'class': name}, **{f'probability_{c}': str(p)
-                                             for c, p in zip(features.CLASS_NAMES, scores)})
-  outputs = {features.OUTPUT_PROBABILITY: floats(0.75),
-             features.OUTPUT_CLASS: tensor_pb2.TensorProto(dtype=types_pb2.DT_INT64,
-                                                          int64_val=[1])}
-  return outputs, {'probability': '0.75', 'class': '1'}
+    outputs, cells = {features.OUTPUT_PREDICTION: floats(151.5)}, {'prediction': '151.5'}
+  else:
+    outputs = {features.OUTPUT_PROBABILITY: floats(0.75),
+               features.OUTPUT_CLASS: tensor_pb2.TensorProto(dtype=types_pb2.DT_INT64,
+                                                            int64_val=[1])}
+    cells = {'probability': '0.75', 'class': '1'}
+  log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
+      request=predict_pb2.PredictRequest(inputs={'examples': tensor_pb2.TensorProto(
+          dtype=types_pb2.DT_STRING, string_val=[example.SerializeToString()])}),
+      response=predict_pb2.PredictResponse(outputs=outputs)))
+  return log, cells
 
 
 def test_the_scored_file_holds_the_tasks_answer_under_the_clients_names(tmp_path):
   # Before: a regression's file had 'probability' and 'class' columns,
-  # read from outputs its model does not have (KeyError).
+  # read from outputs its model does not have; a multi-class model's
+  # Predict logs failed in BulkInferrer (its string output).
   import tensorflow as tf
-  from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
-  from tensorflow.core.framework import tensor_pb2, types_pb2
   from models import features
   from pipeline import batch_scoring
   header, rows = conftest.read_shipped_rows()
@@ -316,11 +323,7 @@ def test_the_scored_file_holds_the_tasks_answer_under_the_clients_names(tmp_path
   row = {feature: features.parse_value(feature, rows[0][header.index(feature)])}
   example = features.to_example(row)
   example.features.feature[ID].bytes_list.value.append(b'trip-1')
-  outputs, cells = _one_answer()
-  log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
-      request=predict_pb2.PredictRequest(inputs={'examples': tensor_pb2.TensorProto(
-          dtype=types_pb2.DT_STRING, string_val=[example.SerializeToString()])}),
-      response=predict_pb2.PredictResponse(outputs=outputs)))
+  log, cells = _one_log(example)
   logs = str(tmp_path / 'prediction_logs.gz')
   with tf.io.TFRecordWriter(logs, tf.io.TFRecordOptions(compression_type='GZIP')) as writer:
     writer.write(log.SerializeToString())
