@@ -94,7 +94,7 @@ def _as_cells(answer):
 def _assert_same_answer(scored_row, answer):
   for column, value in _as_cells(answer).items():
     if isinstance(value, float):
-      assert float(scored_row[column]) == pytest.approx(value, abs=1e-6), (column, scored_row)
+      assert float(scored_row[column]) == pytest.approx(value, rel=1e-6, abs=1e-6), (column, scored_row)
     else:
       assert str(scored_row[column]) == str(value), (column, scored_row)
 
@@ -173,7 +173,7 @@ def test_jsonl_of_a_data_roots_latest_span_without_ids_carries_every_column(
   assert list(scored[0]) == header + list(_as_cells(served[0]))
   main = next(c for c in _as_cells(served[0]) if c != 'class')  # A number per row.
   assert sorted(float(r[main]) for r in scored) == pytest.approx(
-      sorted(_as_cells(a)[main] for a in served), abs=1e-6)
+      sorted(_as_cells(a)[main] for a in served), rel=1e-6, abs=1e-6)
 
 
 def _in_process_answers(model_base, header, rows):
