@@ -32,10 +32,14 @@ import grpc
 import requests
 
 from models import features
-from pipeline import project
+from pipeline import configs
 
 Row = Dict[str, object]
-DEFAULT_MODEL = project.MODEL_NAME
+# The model the selected example's pipeline pushes (<ENV_PREFIX>MODEL_NAME
+# overrides it, as for the pipeline), not always the project's: an iris
+# client addressing the taxi model would get 404s.
+DEFAULT_MODEL = (os.environ.get(configs.ENV_PREFIX + 'MODEL_NAME') or
+                 configs.example_defaults().model_name)
 
 
 class ServingClientError(Exception):

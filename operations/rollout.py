@@ -3,10 +3,10 @@
 The serving config is TF Serving's ModelServerConfig text proto (the file
 given to --model_config_file). The rollout rewrites it, so it is a generated
 file, never the tracked template serving/deploy/models.config (whose comments
-explain the fields): `init` writes it, by default to
-serving_model/models.config, with the template's version policy and request
-logging and this machine's paths (the template's /models/... are the Docker
-image's). Two labels name the versions clients address
+explain the fields): `init` writes it, by default to the selected example's
+serving dir (serving_model/models.config for taxi), with the template's
+version policy and request logging, this machine's paths (the template's
+/models/... are the Docker image's) and the example's model name. Two labels name the versions clients address
 (`/v1/models/NAME/labels/stable`, gRPC `model_spec.version_label`):
 
 - `canary NAME VERSION`: a newly pushed version becomes `canary`; `stable`
@@ -51,6 +51,7 @@ from typing import Callable, Dict, List, Optional
 
 from pipeline import audit
 from pipeline import configs
+from pipeline import project
 
 STABLE, CANARY = 'stable', 'canary'
 TEMPLATE = os.path.join(configs.REPO_ROOT, 'serving', 'deploy', 'models.config')
@@ -72,8 +73,9 @@ class RolloutRefused(RolloutError):
 
 
 def default_config_path(environ=os.environ) -> str:
-  """$<PREFIX>SERVING_CONFIG_FILE (TAXI_ for the taxi project), else <serving dir>/models.config."""
-  defaults = configs.PipelineConfig()
+  """$<PREFIX>SERVING_CONFIG_FILE (TAXI_ for the taxi project), else <serving dir>/models.config
+  (the selected example's serving dir, as the pipeline pushes there)."""
+  defaults = configs.example_defaults(environ)
   serving_dir = environ.get(configs.ENV_PREFIX + 'SERVING_DIR') or defaults.serving_dir
   return defaults.path(environ.get(configs.ENV_PREFIX + 'SERVING_CONFIG_FILE') or
                        os.path.join(serving_dir, GENERATED_NAME))
@@ -128,19 +130,35 @@ def _relocated(path: str, serving_dir: str) -> str:
   return path
 
 
+def _renamed(model, name: str) -> None:
+  """The template's project model as the selected example's: its name, and
+  its model and log paths, which end in the name."""
+  collector = model.logging_config.log_collector_config
+  for holder, field in ((model, 'base_path'), (collector, 'filename_prefix')):
+    head, tail = os.path.split(getattr(holder, field))
+    if tail == model.name:
+      setattr(holder, field, os.path.join(head, name))
+  model.name = name
+
+
 def init(config_path: str, serving_dir: str, template: str = TEMPLATE,
-         force: bool = False) -> bool:
+         force: bool = False, model_name: str = '') -> bool:
   """Writes the generated serving config from the template; False if it exists.
 
   Version policy and logging come from the template; model and log paths
-  move from the Docker mount to serving_dir. An existing file holds the
-  current labels, so it is kept unless force.
+  move from the Docker mount to serving_dir. The template's model (the
+  project's) is named model_name, by default the selected example's, which
+  the pipeline pushes and labels. An existing file holds the current
+  labels, so it is kept unless force.
   """
   if os.path.exists(config_path) and not force:
     return False
   serving_dir = os.path.abspath(serving_dir)
+  model_name = model_name or configs.example_defaults().model_name
   config = read_config(template)
   for model in config.model_config_list.config:
+    if model.name == project.MODEL_NAME:
+      _renamed(model, model_name)
     model.base_path = _relocated(model.base_path, serving_dir)
     collector = model.logging_config.log_collector_config
     if collector.filename_prefix:

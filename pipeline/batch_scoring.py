@@ -59,7 +59,11 @@ from pipeline.components.schema_importer import SCHEMA_FILE_NAME, CuratedSchemaG
 from pipeline.configs import PipelineConfig
 
 SPLIT = 'score'  # The drop's one split: no train/eval hashing.
-SIGNATURE = 'serving_default'  # Serialized tf.Examples: the served preprocessing.
+# Serialized tf.Examples, through the served preprocessing. A multi-class
+# model is scored with its Classify signature: tfx_bsl's Predict logging
+# cannot split serving_default's string 'class' output per example ('bytes'
+# object has no attribute 'dtype').
+SIGNATURE = 'classification' if features.TASK == features.MULTICLASS else 'serving_default'
 FORMATS = ('csv', 'jsonl')
 PREDICTIONS_FILE = 'predictions'  # <artifact uri>/predictions.csv or .jsonl
 
@@ -215,6 +219,8 @@ def prediction_columns() -> List[str]:
   """The model's answer as columns, named as the client names them."""
   if features.TASK == features.MULTICLASS:
     return ['class'] + [f'probability_{name}' for name in features.CLASS_NAMES]
+  if features.TASK == features.REGRESSION:
+    return ['prediction']
   return ['probability', 'class']
 
 
@@ -230,6 +236,8 @@ def _prediction(outputs) -> Dict[str, object]:
     for name, p in zip(features.CLASS_NAMES, outputs[features.OUTPUT_PROBABILITIES].float_val):
       row[f'probability_{name}'] = _float32(p)
     return row
+  if features.TASK == features.REGRESSION:
+    return {'prediction': _float32(outputs[features.OUTPUT_PREDICTION].float_val[0])}
   return {'probability': _float32(outputs[features.OUTPUT_PROBABILITY].float_val[0]),
           'class': int(outputs[features.OUTPUT_CLASS].int64_val[0])}
 
@@ -248,14 +256,34 @@ def _cell(feature: tf.train.Feature):
   return int(value)
 
 
+def _classified(log) -> Dict[str, object]:
+  """A ClassifyLog's classes and scores as column values."""
+  classes = log.response.result.classifications[0].classes
+  scores = {c.label: c.score for c in classes}
+  row = {'class': max(scores, key=scores.get)}
+  for name in features.CLASS_NAMES:
+    row[f'probability_{name}'] = _float32(scores[name])
+  return row
+
+
+def _logged(record: bytes):
+  """(the scored tf.Example, its prediction) of one PredictionLog record."""
+  log = prediction_log_pb2.PredictionLog.FromString(record)
+  if log.HasField('classify_log'):
+    example = log.classify_log.request.input.example_list.examples[0]
+    return example, _classified(log.classify_log)
+  request, = log.predict_log.request.inputs.values()  # serving_default has one input.
+  return (tf.train.Example.FromString(request.string_val[0]),
+          _prediction(log.predict_log.response.outputs))
+
+
 def scored_rows(log_files: List[str], carried: List[str]):
   """(carried values + prediction) dicts, one per PredictionLog record."""
   for record in _records(log_files):
-    log = prediction_log_pb2.PredictionLog.FromString(record).predict_log
-    request, = log.request.inputs.values()  # serving_default has one input.
-    cells = tf.train.Example.FromString(request.string_val[0]).features.feature
+    example, prediction = _logged(record)
+    cells = example.features.feature
     row = {name: _cell(cells[name]) if name in cells else None for name in carried}
-    row.update(_prediction(log.response.outputs))
+    row.update(prediction)
     yield row
 
 

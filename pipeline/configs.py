@@ -477,11 +477,12 @@ def validate(config: PipelineConfig) -> PipelineConfig:
   return config
 
 
-def _example_defaults() -> PipelineConfig:
-  """The defaults, with those the selected example states (CONFIG_DEFAULTS)."""
+def example_defaults(environ=os.environ) -> PipelineConfig:
+  """The defaults, with those the selected example states (CONFIG_DEFAULTS);
+  no <ENV_PREFIX>_* variable and no check applied."""
   import examples  # pylint: disable=g-import-not-at-top
   try:
-    name = examples.selected_name()
+    name = examples.selected_name(environ)
   except examples.UnknownExampleError as e:
     raise ConfigError(str(e)) from None
   return dataclasses.replace(PipelineConfig(), example=name,
@@ -496,7 +497,7 @@ def load(overrides: Optional[Dict] = None, environ=os.environ) -> PipelineConfig
   a slice on no model feature, a missing data root or serving config.
   """
   _check_environ(environ)
-  config = _example_defaults()
+  config = example_defaults()
   for field in dataclasses.fields(config):
     text = environ.get(ENV_PREFIX + field.name.upper())
     if text is not None:

@@ -494,8 +494,11 @@ def failed_thresholds(evaluation_uri: str) -> List[str]:
     for failure in per_slice.failures:
       name, value = failure.metric_key.name, failure.metric_value.double_value.value
       if failure.metric_threshold.HasField('change_threshold'):
-        allowed = failure.metric_threshold.change_threshold.absolute.value
-        reasons.append(f'{name} {value:+.4f} vs the baseline (allowed {allowed:+.4f})')
+        change = failure.metric_threshold.change_threshold
+        # A regression's RMSE may grow by a fraction of the baseline's.
+        allowed = (f'{change.relative.value:+.1%} of the baseline\'s' if change.HasField('relative')
+                   else f'{change.absolute.value:+.4f}')
+        reasons.append(f'{name} {value:+.4f} vs the baseline (allowed {allowed})')
       else:
         reasons.append(f'{name} {value:.4f} outside its bound')
   return reasons

@@ -8,11 +8,13 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 import csv  # pylint: disable=g-import-not-at-top
 import io
+import json
 import pathlib
 
 import pytest
 
 import examples
+from models import features
 from pipeline import configs
 
 REPO = pathlib.Path(configs.REPO_ROOT)
@@ -33,6 +35,57 @@ def pytest_collection_modifyitems(config, items):
     if marker and selected not in marker.args:
       item.add_marker(pytest.mark.skip(
           reason=f'about the {"/".join(marker.args)} example; {examples.SWITCH}={selected} runs'))
+
+
+# ---- The selected example's columns, for tests about any example ----------------------
+
+def required_features() -> list:
+  """The features every row and every serving request carries."""
+  return [n for n, f in features.RAW_FEATURES.items() if f.required]
+
+
+def a_feature(dtype=None, required=None) -> str:
+  """The first model feature of that type (and requiredness), else an error."""
+  for name, spec in features.model_features().items():
+    if (dtype is None or spec.dtype == dtype) and (required is None or spec.required == required):
+      return name
+  raise LookupError(f'examples/{features.EXAMPLE_NAME}.py has no model feature of '
+                    f'dtype {dtype}, required {required}')
+
+
+def ignored_feature():
+  """A column the model does not read, or None when the example has none."""
+  return next((n for n, f in features.RAW_FEATURES.items() if f.kind == 'ignored'), None)
+
+
+def a_cross() -> str:
+  """A feature cross of two model features, as the hyperparameters write it."""
+  return '*'.join(list(features.model_features())[-2:])
+
+
+def example_hyperparameters() -> dict:
+  """The hyperparameters the selected example trains with (its file)."""
+  config = configs.load(environ={})
+  return json.loads(pathlib.Path(config.path(config.hyperparameters_file)).read_text())
+
+
+# The metric a model of the task is blessed on: the first the run's summary
+# shows, and whether a better model has a higher one.
+BLESSING_METRIC = {features.BINARY: 'auc', features.MULTICLASS: 'accuracy',
+                   features.REGRESSION: 'rmse'}[features.TASK]
+HIGHER_IS_BETTER = features.TASK != features.REGRESSION
+# The config field bounding how much worse than the baseline a blessed model
+# may be (an absolute drop, or a fraction of the RMSE).
+ALLOWED_CHANGE = {features.BINARY: 'max_auc_drop', features.MULTICLASS: 'max_accuracy_drop',
+                  features.REGRESSION: 'max_rmse_increase'}[features.TASK]
+
+
+def meets_the_threshold(config, metrics) -> bool:
+  """The blessing metric is within the config's absolute threshold."""
+  value = metrics[BLESSING_METRIC]
+  if features.TASK == features.REGRESSION:
+    return value <= config.max_rmse
+  return value >= (config.min_auc if features.TASK == features.BINARY else config.min_accuracy)
 
 
 def read_shipped_rows():

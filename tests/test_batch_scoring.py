@@ -17,16 +17,21 @@ import sys
 
 import pytest
 
-from pipeline import project
+import examples
+from pipeline import configs, project
 from tests import conftest
 
-SCORING_PIPELINE = f'{project.PIPELINE_NAME}-scoring'
-ID = 'trip_id'
+# The selected example's names (the pipeline's and the served model's).
+NAMES = configs.example_defaults()
+SCORING_PIPELINE = f'{NAMES.pipeline_name}-scoring'
+ID = 'row_id'
 BATCH = 100
 
 
 def _env():
-  env = {k: v for k, v in os.environ.items() if not k.startswith(project.NAMES['env_var_prefix'])}
+  # No <ENV_PREFIX>_* setting of this shell, but the example this process runs.
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(project.NAMES['env_var_prefix']) or k == examples.SWITCH}
   env.update(TF_USE_LEGACY_KERAS='1', PYTHONPATH=str(conftest.REPO))
   return env
 
@@ -68,11 +73,30 @@ def _served_model_base(output_root: str) -> str:
 
 
 def _unlabelled_rows(count: int, every: int = 7):
-  """Shipped rows without the label, each with an id first."""
+  """Shipped rows without the label columns, each with an id first
+  (the iris CSV has fewer rows than asked for: all of them)."""
+  from models import features
   header, rows = conftest.read_shipped_rows()
-  keep = [i for i, name in enumerate(header) if name != 'tips']
-  rows = [[f'trip-{n}'] + [row[i] for i in keep] for n, row in enumerate(rows[::every][:count])]
+  keep = [i for i, name in enumerate(header) if name not in features.label_columns()]
+  every = min(every, max(1, len(rows) // count))
+  rows = [[f'row-{n}'] + [row[i] for i in keep] for n, row in enumerate(rows[::every][:count])]
   return [ID] + [header[i] for i in keep], rows
+
+
+def _as_cells(answer):
+  """A client's answer as the scored file's columns."""
+  if 'probabilities' in answer:
+    return dict({'class': answer['class']},
+                **{f'probability_{name}': p for name, p in answer['probabilities'].items()})
+  return answer
+
+
+def _assert_same_answer(scored_row, answer):
+  for column, value in _as_cells(answer).items():
+    if isinstance(value, float):
+      assert float(scored_row[column]) == pytest.approx(value, rel=1e-6, abs=1e-6), (column, scored_row)
+    else:
+      assert str(scored_row[column]) == str(value), (column, scored_row)
 
 
 def _score(output_root, drop, *flags):
@@ -87,19 +111,19 @@ def _printed_path(stdout: str) -> str:
   return re.search(r'^Predictions: (.+)$', stdout, re.M).group(1)
 
 
-def _served_probabilities(model_base, header, rows):
+def _served_answers(model_base, header, rows):
   """The local model server's answers over REST, in batches of BATCH."""
   from client.predict import RestClient
   from serving.server_process import ServerProcess
-  with ServerProcess(f'--model_name={project.MODEL_NAME}',
+  with ServerProcess(f'--model_name={NAMES.model_name}',
                      f'--model_base_path={model_base}') as server:
-    server.wait_until_available(project.MODEL_NAME)
-    client = RestClient(server.rest)
+    server.wait_until_available(NAMES.model_name)
+    client = RestClient(server.rest, NAMES.model_name)
     answers = []
     for start in range(0, len(rows), BATCH):
       batch = [dict(zip(header, row)) for row in rows[start:start + BATCH]]
       answers += client.predict(batch)
-  return [a['probability'] for a in answers]
+  return answers
 
 
 def _no_scoring_outputs(output_root) -> bool:
@@ -116,7 +140,7 @@ def test_scored_csv_carries_each_id_once_with_the_served_models_prediction(outpu
   done = _score(output_root, tmp_path / 'drop', f'--id-column={ID}')
 
   assert done.returncode == 0, done.stdout + done.stderr
-  assert 'Scored 300 rows' in done.stdout, done.stdout
+  assert f'Scored {len(rows)} rows' in done.stdout, done.stdout
   version = sorted(os.listdir(_served_model_base(output_root)))[-1]
   assert f'model version {version}' in done.stdout
   path = _printed_path(done.stdout)
@@ -125,11 +149,10 @@ def test_scored_csv_carries_each_id_once_with_the_served_models_prediction(outpu
     scored = list(csv.DictReader(f))
   assert [r[ID] for r in scored].count(scored[0][ID]) == 1
   assert sorted(r[ID] for r in scored) == sorted(r[0] for r in rows)  # Each id once.
-  served = dict(zip((r[0] for r in rows), _served_probabilities(
+  served = dict(zip((r[0] for r in rows), _served_answers(
       _served_model_base(output_root), header, rows)))
   for row in scored:
-    assert float(row['probability']) == pytest.approx(served[row[ID]], abs=1e-6), row
-    assert int(row['class']) == int(served[row[ID]] > 0.5)
+    _assert_same_answer(row, served[row[ID]])
 
 
 @pytest.mark.slow
@@ -146,22 +169,28 @@ def test_jsonl_of_a_data_roots_latest_span_without_ids_carries_every_column(
   with open(_printed_path(done.stdout)) as f:
     scored = [json.loads(line) for line in f]
   assert len(scored) == len(rows)  # span-2's rows, one line each.
-  assert list(scored[0]) == header + ['probability', 'class']
-  served = _in_process_probabilities(_served_model_base(output_root), header, rows)
-  assert sorted(r['probability'] for r in scored) == pytest.approx(sorted(served), abs=1e-6)
+  served = _in_process_answers(_served_model_base(output_root), header, rows)
+  assert list(scored[0]) == header + list(_as_cells(served[0]))
+  main = next(c for c in _as_cells(served[0]) if c != 'class')  # A number per row.
+  assert sorted(float(r[main]) for r in scored) == pytest.approx(
+      sorted(_as_cells(a)[main] for a in served), rel=1e-6, abs=1e-6)
 
 
-def _in_process_probabilities(model_base, header, rows):
-  """serving_default of the pushed SavedModel, called in this process."""
+def _in_process_answers(model_base, header, rows):
+  """serving_default of the pushed SavedModel, called in this process, as
+  the client's answers."""
   import tensorflow as tf
-  from client.predict import to_example
+  from client import predict
   version = sorted(os.listdir(model_base))[-1]
   signature = tf.saved_model.load(os.path.join(model_base, version)).signatures['serving_default']
-  examples = tf.constant([to_example(dict(zip(header, row))) for row in rows])
-  return [float(p) for p in signature(examples=examples)['probability'].numpy()]
+  examples = tf.constant([predict.to_example(dict(zip(header, row))) for row in rows])
+  outputs = {k: v.numpy() for k, v in signature(examples=examples).items()}
+  return [predict._prediction({k: v[i] for k, v in outputs.items()})  # pylint: disable=protected-access
+          for i in range(len(rows))]
 
 
 @pytest.mark.slow
+@pytest.mark.example('taxi')  # A value out of taxi's curated payment_type domain.
 def test_bad_rows_stop_the_run_naming_the_anomaly_and_nothing_is_scored(output_root, tmp_path):
   header, rows = _unlabelled_rows(200)
   payment = header.index('payment_type')
@@ -219,7 +248,7 @@ def test_unknown_id_column_and_zero_rows_are_one_line(output_root, tmp_path):
   conftest.write_csv(tmp_path / 'empty' / 'rows.csv', header, [])
 
   _assert_one_line_error(_score(output_root, tmp_path / 'drop', '--id-column=ride'), 2,
-                         '--id-column ride', 'trip_id')
+                         '--id-column ride', ID)
   _assert_one_line_error(_score(output_root, tmp_path / 'empty', f'--id-column={ID}'), 1,
                          'no rows to score')
   assert _no_scoring_outputs(output_root)
@@ -230,7 +259,7 @@ def test_the_scoring_pipeline_takes_the_training_beam_args_and_compiles_for_kube
     output_root, tmp_path):
   import dataclasses
   from tfx import v1 as tfx
-  from pipeline import batch_scoring, configs
+  from pipeline import batch_scoring
   header, rows = _unlabelled_rows(10)
   conftest.write_csv(tmp_path / 'drop' / 'rows.csv', header, rows)
   config = dataclasses.replace(
@@ -247,3 +276,63 @@ def test_the_scoring_pipeline_takes_the_training_beam_args_and_compiles_for_kube
       output_dir=str(tmp_path), output_filename='scoring.json').run(scoring)
   executors = spec['pipelineSpec']['deploymentSpec']['executors']
   assert {'BulkInferrer_executor', 'PredictionsWriter_executor'} <= set(executors)
+
+
+def _one_log(example):
+  """The PredictionLog BulkInferrer writes for one example with the task's
+  signature (Predict; Classify for multi-class), and the scored file's
+  cells for it: named as the client names the answer (client/predict.py)."""
+  from tensorflow.core.framework import tensor_pb2, types_pb2
+  from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+  from models import features
+  if features.TASK == features.MULTICLASS:
+    scores = [0.125] * (features.NUM_CLASSES - 1) + [1 - 0.125 * (features.NUM_CLASSES - 1)]
+    log = prediction_log_pb2.PredictionLog()
+    log.classify_log.request.input.example_list.examples.add().CopyFrom(example)
+    classes = log.classify_log.response.result.classifications.add().classes
+    for name, score in zip(features.CLASS_NAMES, scores):
+      classes.add(label=name, score=score)
+    return log, dict({'class': features.CLASS_NAMES[-1]},
+                     **{f'probability_{c}': str(p) for c, p in zip(features.CLASS_NAMES, scores)})
+
+  def floats(*values):
+    return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=values)
+  if features.TASK == features.REGRESSION:
+    outputs, cells = {features.OUTPUT_PREDICTION: floats(151.5)}, {'prediction': '151.5'}
+  else:
+    outputs = {features.OUTPUT_PROBABILITY: floats(0.75),
+               features.OUTPUT_CLASS: tensor_pb2.TensorProto(dtype=types_pb2.DT_INT64,
+                                                            int64_val=[1])}
+    cells = {'probability': '0.75', 'class': '1'}
+  log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
+      request=predict_pb2.PredictRequest(inputs={'examples': tensor_pb2.TensorProto(
+          dtype=types_pb2.DT_STRING, string_val=[example.SerializeToString()])}),
+      response=predict_pb2.PredictResponse(outputs=outputs)))
+  return log, cells
+
+
+def test_the_scored_file_holds_the_tasks_answer_under_the_clients_names(tmp_path):
+  # Before: a regression's file had 'probability' and 'class' columns,
+  # read from outputs its model does not have; a multi-class model's
+  # Predict logs failed in BulkInferrer (its string output).
+  import tensorflow as tf
+  from models import features
+  from pipeline import batch_scoring
+  header, rows = conftest.read_shipped_rows()
+  feature = conftest.required_features()[0]
+  row = {feature: features.parse_value(feature, rows[0][header.index(feature)])}
+  example = features.to_example(row)
+  example.features.feature[ID].bytes_list.value.append(b'trip-1')
+  log, cells = _one_log(example)
+  logs = str(tmp_path / 'prediction_logs.gz')
+  with tf.io.TFRecordWriter(logs, tf.io.TFRecordOptions(compression_type='GZIP')) as writer:
+    writer.write(log.SerializeToString())
+  path = str(tmp_path / 'predictions.csv')
+
+  assert batch_scoring.write_predictions([logs], [ID, feature], 'csv', path) == 1
+
+  with open(path, newline='') as f:
+    [scored] = list(csv.DictReader(f))
+  assert list(scored) == [ID, feature] + list(cells)
+  assert scored[ID] == 'trip-1' and scored[feature] == str(row[feature])
+  assert {c: scored[c] for c in cells} == cells

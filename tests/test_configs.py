@@ -6,10 +6,13 @@ import re
 
 import pytest
 
-from models import hyperparameters
+import examples
+from models import features, hyperparameters
 from pipeline import configs
+from tests.conftest import a_cross, example_hyperparameters, ignored_feature
 
 REPO = pathlib.Path(configs.REPO_ROOT)
+MODEL_FEATURES = list(features.model_features())
 
 
 def _load_error(overrides=None, environ=None) -> str:
@@ -20,8 +23,10 @@ def _load_error(overrides=None, environ=None) -> str:
 
 def test_the_defaults_load():
   config = configs.load(environ={})
-  assert config.infra_validator == 'local' and config.slices == ['trip_start_hour',
-                                                                 'payment_type']
+  assert config.infra_validator == 'local' and config.example == examples.selected_name()
+  # The example's own defaults replace the pipeline's.
+  for field, value in examples.selected().CONFIG_DEFAULTS.items():
+    assert getattr(config, field) == value, field
 
 
 @pytest.mark.parametrize('field, value', [('infra_validator', 'kubernets'),
@@ -67,8 +72,10 @@ def test_an_unknown_override_names_the_closest_field():
 
 def test_a_slice_on_no_model_feature_is_refused():
   # Before: TFMA silently computed no slice for it.
-  message = _load_error({'slice_features': 'trip_start_hour,pickup_census_tract'})
-  assert 'pickup_census_tract' in message and 'models/features.py' in message
+  not_read = ignored_feature() or 'no_such_column'
+  message = _load_error({'slice_features': f'{MODEL_FEATURES[0]},{not_read}'})
+  assert not_read in message and 'models/features.py' in message
+  assert MODEL_FEATURES[0] not in message.split(', not a model feature')[0]
 
 
 def test_a_missing_data_root_says_so(tmp_path):
@@ -121,17 +128,23 @@ def test_a_number_out_of_its_range_is_refused(field, value):
 
 
 def _hyperparameters_file(tmp_path, **changes):
-  """The checked-in hyperparameters with `changes` (None removes a key)."""
-  values = json.loads((REPO / 'models' / 'hyperparameters.json').read_text())
+  """The example's hyperparameters with `changes` (None removes a key)."""
+  values = example_hyperparameters()
   values.update(changes)
   path = tmp_path / 'hyperparameters.json'
   path.write_text(json.dumps({k: v for k, v in values.items() if v is not None}))
   return str(path)
 
 
-@pytest.mark.parametrize('crosses, named', [('payment_type*fares', "'fares'"),
-                                            ('pickup_census_tract*fare', "'ignored'"),
-                                            ('payment_type*fare*company', 'not of two')])
+A, B = a_cross().split('*')
+IGNORED = ignored_feature()
+
+
+@pytest.mark.parametrize('crosses, named', [
+    (f'{A}*{B}s', f"'{B}s'"),
+    pytest.param(f'{IGNORED}*{A}', "'ignored'", id='an ignored feature',
+                 marks=pytest.mark.skipif(not IGNORED, reason='the example ignores no column')),
+    (f'{A}*{B}*{A}', 'not of two')])
 def test_a_cross_of_no_model_feature_is_refused(tmp_path, crosses, named):
   # Before: the Trainer failed deep inside build_model with KeyError: 'fares'.
   message = _load_error({'hyperparameters_file': _hyperparameters_file(

@@ -3,6 +3,7 @@ the change threshold that keeps a worse model from being pushed."""
 
 import io
 import os
+import re
 
 import pytest
 
@@ -11,7 +12,8 @@ from pipeline import configs
 from pipeline import metadata
 from operations import retrain
 from pipeline import audit
-from tests.conftest import sample_rows, small_config, write_csv
+from tests.conftest import (ALLOWED_CHANGE, BLESSING_METRIC, HIGHER_IS_BETTER, sample_rows,
+                            small_config, write_csv)
 
 
 def _latest_inputs(config, node_id):
@@ -34,7 +36,8 @@ def two_spans(tmp_path_factory):
   half = len(rows) // 2
   data_root = tmp / 'data'
   write_csv(data_root / 'span-1' / 'data.csv', header, rows[:half])
-  config = small_config(tmp, data_root, span_window=2, max_auc_drop=1.0)
+  # Any change vs the baseline is allowed: the second model is pushed.
+  config = small_config(tmp, data_root, span_window=2, **{ALLOWED_CHANGE: 1.0})
   first = _run(config)
   before_span_2 = retrain.decide(config)
   write_csv(data_root / 'span-2' / 'data.csv', header, rows[half:])
@@ -79,17 +82,25 @@ def test_transform_reuses_the_previous_analysis(two_spans):
 def test_a_worse_model_is_not_pushed(two_spans):
   config, _, second, _, _ = two_spans
   pushed_before = sorted(os.listdir(config.push_dir))
-  # Barely trained: its AUC falls below the blessed baseline's.
-  worse = configs.load(dict(vars(config), train_steps=2, max_auc_drop=0.0), environ={})
+  # Barely trained: its metric is worse than the blessed baseline's.
+  worse = configs.load(dict(vars(config), train_steps=2, **{ALLOWED_CHANGE: 0.0}), environ={})
   summary = _run(worse)
   assert not summary['blessed'] and not summary['pushed']
-  assert summary['metrics']['auc'] < second['metrics']['auc']
+  change = summary['metrics'][BLESSING_METRIC] - second['metrics'][BLESSING_METRIC]
+  assert change < 0 if HIGHER_IS_BETTER else change > 0
   assert local_runner.exit_code(summary) == local_runner.EXIT_NOT_BLESSED
+  # The run's Evaluator line names the change and the one allowed.
+  [line] = [c['result'] for c in summary['components'] if c['component'] == 'Evaluator']
+  allowed = "+0.0% of the baseline's" if ALLOWED_CHANGE == 'max_rmse_increase' else '-0.0000'
+  assert re.search(rf'{BLESSING_METRIC} [+-][\d.]+ vs the baseline \(allowed {re.escape(allowed)}\)',
+                   line), line
   assert sorted(os.listdir(config.push_dir)) == pushed_before
   # The report says why.
   with open(summary['report_path']) as f:
     report = f.read()
-  assert 'NOT BLESSED' in report and 'auc (change vs baseline) = -' in report
+  worse_sign = '-' if HIGHER_IS_BETTER else ''
+  assert 'NOT BLESSED' in report
+  assert re.search(rf'{BLESSING_METRIC} \(change vs baseline\) = {worse_sign}\d', report)
 
 
 def test_each_push_and_retrain_decision_is_recorded(two_spans):
@@ -108,6 +119,6 @@ def test_each_push_and_retrain_decision_is_recorded(two_spans):
   for push, record, summary in zip(pushes, done, (first, second)):
     assert metadata.push_outcome(push)['audit_record'] == record['path']
     assert record['spans'] == ([1] if summary is first else [1, 2])
-    assert record['metrics']['auc'] == summary['metrics']['auc']
+    assert record['metrics'][BLESSING_METRIC] == summary['metrics'][BLESSING_METRIC]
     with open(os.path.join(record['destination'], 'assets.extra', 'model_card.html')) as f:
-      assert f'{summary["metrics"]["auc"]:.4f}' in f.read()
+      assert f'{summary["metrics"][BLESSING_METRIC]:.4f}' in f.read()

@@ -7,6 +7,7 @@ import pytest
 from tfx import v1 as tfx
 from tfx.components.example_gen.csv_example_gen import executor as csv_executor
 
+from models import features
 from pipeline import configs
 from pipeline.components import csv_example_gen
 from tests.conftest import sample_rows, write_csv
@@ -46,7 +47,7 @@ def _examples(examples_dir: pathlib.Path, split: str):
 
 def _sample_csv(root: pathlib.Path, corrupt=None):
   header, rows = sample_rows()
-  rows = rows[::4]  # ~600 rows; pickup_census_tract is empty in all of them.
+  rows = rows[::4]  # ~600 taxi rows, ~40 iris rows.
   if corrupt:
     corrupt(header, rows)
   write_csv(root / 'span-1' / 'data.csv', header, rows)
@@ -54,7 +55,8 @@ def _sample_csv(root: pathlib.Path, corrupt=None):
 
 
 def _string_in_numeric_column(header, rows):
-  rows[5][header.index('fare')] = 'twelve'  # TFX then types the column as text.
+  numeric = next(n for n, f in features.RAW_FEATURES.items() if f.dtype != 'string')
+  rows[5][header.index(numeric)] = 'twelve'  # TFX then types the column as text.
 
 
 @pytest.mark.parametrize('corrupt', [None, _string_in_numeric_column],
@@ -96,11 +98,15 @@ def test_a_split_of_no_buckets_is_refused():
 
 
 def test_row_with_too_few_cells_fails_clearly(tmp_path):
+  columns = len(features.csv_columns())
+  cells = columns - 2
+
   def too_few_cells(header, rows):
-    rows[7] = rows[7][:5]
+    rows[7] = rows[7][:cells]
   data_root = _sample_csv(tmp_path / 'data', too_few_cells)
-  # The header is line 1, so rows[7] is line 9; its 5 cells end at character 59 or so.
-  with pytest.raises(Exception, match=r'data\.csv:9:\d+: 5 cells for the header\'s 18 columns'):
+  # The header is line 1, so rows[7] is line 9; the number is where its cells end.
+  with pytest.raises(Exception, match=rf"data\.csv:9:\d+: {cells} cells for the header's "
+                                      rf"{columns} columns"):
     _run_example_gen(tmp_path, data_root, ours=True)
 
 

@@ -7,7 +7,6 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 import examples
-from examples import taxi
 from models import features
 from pipeline import configs
 from tests.conftest import REPO, read_shipped_rows
@@ -18,27 +17,13 @@ SCHEMA_TYPES = {'float': schema_pb2.FLOAT, 'int': schema_pb2.INT,
 
 @pytest.fixture(scope='module')
 def schema():
-  return tfdv.load_schema_text(str(REPO / 'schema' / 'schema.pbtxt'))
+  """The selected example's curated schema."""
+  return _example_schema(examples.selected_name())
 
 
 def test_csv_header_is_the_feature_list():
   header, _ = read_shipped_rows()
   assert header == features.csv_columns()
-
-
-def test_schema_declares_every_feature_with_its_type(schema):
-  declared = {f.name: f.type for f in schema.feature}
-  expected = {name: SCHEMA_TYPES[spec.dtype] for name, spec in features.RAW_FEATURES.items()}
-  expected[taxi.TIPS_KEY] = schema_pb2.FLOAT
-  assert declared == expected
-
-
-def test_required_features_are_required_by_the_schema(schema):
-  for feature in schema.feature:
-    if feature.name == taxi.TIPS_KEY:
-      continue
-    required = feature.presence.min_fraction == 1.0
-    assert required == features.RAW_FEATURES[feature.name].required, feature.name
 
 
 def _example_schema(name):
@@ -61,6 +46,7 @@ def test_each_examples_schema_follows_its_description(name):
     assert not declared[column].not_in_environment, column
   for column in label_columns:
     assert list(declared[column].not_in_environment) == ['SERVING'], column
+  assert set(schema.default_environment) == {'TRAINING', 'SERVING'}
 
 
 @pytest.mark.parametrize('name', list(examples.EXAMPLES))
@@ -75,19 +61,6 @@ def test_each_examples_schema_accepts_its_shipped_data(name):
 def test_schema_marks_exactly_the_categorical_ints(schema):
   marked = {f.name for f in schema.feature if f.int_domain.is_categorical}
   assert marked == set(features.categorical_ints())
-
-
-def test_label_source_is_absent_only_at_serving_time(schema):
-  tips = tfdv.get_feature(schema, taxi.TIPS_KEY)
-  assert list(tips.not_in_environment) == ['SERVING']
-  assert set(schema.default_environment) == {'TRAINING', 'SERVING'}
-
-
-def test_schema_accepts_the_shipped_data(schema):
-  stats = tfdv.generate_statistics_from_csv(
-      str(REPO / 'data' / 'taxi' / 'span-1' / 'data.csv'))
-  anomalies = tfdv.validate_statistics(stats, schema, environment='TRAINING')
-  assert not anomalies.anomaly_info, anomalies
 
 
 @pytest.mark.parametrize('module', ['preprocessing.py', 'model.py', 'signatures.py'])

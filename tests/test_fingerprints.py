@@ -10,25 +10,34 @@ import pytest
 
 from pipeline import configs
 from pipeline import pipeline as pipeline_definition
+from tests.conftest import SHIPPED_CSV
 
 REPO = pathlib.Path(configs.REPO_ROOT)
+# What models/features.py imports: every example, and the project's names.
+EXAMPLES_CODE = {'examples/__init__.py', 'examples/description.py', 'examples/diabetes.py',
+                 'examples/iris.py', 'examples/taxi.py', 'pipeline/__init__.py',
+                 'pipeline/project.py'}
 
 
 @pytest.fixture
 def repo_copy(tmp_path, monkeypatch):
   """A copy of the code and schema that the pipeline is built from, so a
   test can edit it without touching the checkout."""
-  for folder in ('models', 'pipeline', 'compat', 'schema'):
+  for folder in ('models', 'pipeline', 'compat', 'schema', 'examples'):
     shutil.copytree(REPO / folder, tmp_path / folder,
                     ignore=shutil.ignore_patterns('__pycache__'))
   monkeypatch.setattr(configs, 'REPO_ROOT', str(tmp_path))
   return tmp_path
 
 
+def _config():
+  """The selected example's config, reading the repository copy's files."""
+  return configs.load({'data_root': str(SHIPPED_CSV.parent.parent)}, environ={})
+
+
 def _fingerprints(repo: pathlib.Path):
   """{node id: its code (or schema content) fingerprint} of the pipeline."""
-  config = configs.load({'data_root': str(REPO / 'data' / 'taxi')}, environ={})
-  pipeline = pipeline_definition.create_pipeline(config)
+  pipeline = pipeline_definition.create_pipeline(_config())
   nodes = {node.id: node.exec_properties for node in pipeline.components}
   found = {node_id: json.loads(nodes[node_id]['custom_config'])['code_fingerprint']
            for node_id in ('Transform', 'Trainer')}
@@ -57,7 +66,7 @@ def test_editing_a_new_helper_module_changes_only_the_trainers_fingerprint(repo_
 
 def test_a_schema_edit_changes_no_code_fingerprint(repo_copy):
   before = _fingerprints(repo_copy)
-  schema = repo_copy / 'schema' / 'schema.pbtxt'
+  schema = repo_copy / _config().schema_file
   schema.write_text(schema.read_text() + '\n# edited\n')
   after = _fingerprints(repo_copy)
   assert after['CuratedSchemaGen'] != before['CuratedSchemaGen']
@@ -73,13 +82,12 @@ def test_imports_inside_functions_and_relative_ones_count(repo_copy):
   files = {pathlib.Path(p).relative_to(repo_copy).as_posix()
            for p in pipeline_definition.project_module_files('models.preprocessing')}
   assert files == {'models/__init__.py', 'models/preprocessing.py', 'models/features.py',
-                   'models/late.py', 'models/later.py'}
+                   'models/late.py', 'models/later.py'} | EXAMPLES_CODE
 
 
 def test_the_trainers_code_is_the_model_and_what_it_imports_from_the_project():
   files = {pathlib.Path(p).relative_to(REPO).as_posix()
            for p in pipeline_definition.project_module_files('models.model')}
   assert files == {'models/__init__.py', 'models/model.py', 'models/features.py',
-                   'models/hyperparameters.py', 'models/signatures.py', 'models/task.py',
-                   'examples/__init__.py', 'examples/description.py', 'examples/diabetes.py', 'examples/iris.py',
-                   'examples/taxi.py', 'pipeline/__init__.py', 'pipeline/project.py'}
+                   'models/hyperparameters.py', 'models/signatures.py',
+                   'models/task.py'} | EXAMPLES_CODE

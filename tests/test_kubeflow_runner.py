@@ -16,6 +16,7 @@ from google.cloud import aiplatform
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+import examples
 import kubeflow_v2_runner
 from pipeline.components import cloud
 from pipeline import configs, project
@@ -335,7 +336,7 @@ def test_main_compiles_then_submits_with_flags_and_env(tmp_path, monkeypatch):
                       lambda config, spec, enable_cache: calls.append((config, spec)) or
                       type('Job', (), {'resource_name': 'projects/p/jobs/1'}))
   for name in list(os.environ):
-    if name.startswith(configs.ENV_PREFIX):
+    if name.startswith(configs.ENV_PREFIX) and name != examples.SWITCH:  # The process's example.
       monkeypatch.delenv(name)
   monkeypatch.setenv('TAXI_GCP_REGION', 'asia-east1')
   out = tmp_path / 'job.json'

@@ -186,14 +186,16 @@ def test_configs_take_their_names_from_the_project():
   assert config.pipeline_spec_file == f'{project.PIPELINE_NAME}-pipeline.json'
 
 
-def test_client_and_monitoring_default_to_the_project_model(monkeypatch):
+def test_client_and_monitoring_default_to_the_examples_model(monkeypatch):
   from client import predict
   from operations import monitoring
   monkeypatch.delenv(configs.ENV_PREFIX + 'MODEL_NAME', raising=False)
-  assert predict.DEFAULT_MODEL == project.MODEL_NAME
+  # The project's model for taxi; another example's pipeline pushes its own.
+  pushed = configs.example_defaults().model_name
+  assert predict.DEFAULT_MODEL == pushed
   user_args = predict._parser().parse_args(['--rest', 'http://127.0.0.1:8501', '--json', '{}'])
-  assert user_args.model_name == project.MODEL_NAME
-  assert monitoring.parse_args(['--logs', 'x']).model_name == project.MODEL_NAME
+  assert user_args.model_name == pushed
+  assert monitoring.parse_args(['--logs', 'x']).model_name == pushed
   assert f'{configs.ENV_PREFIX}MODEL_NAME' in monitoring.EPILOG
 
 

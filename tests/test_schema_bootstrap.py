@@ -95,6 +95,7 @@ def test_a_cli_error_is_one_line_on_stderr(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.example('taxi')  # The taxi sample's own columns, kinds and blanks.
 def test_the_bootstrapped_schema_lets_the_pipeline_run_on_the_taxi_sample(
     tmp_path, sample_data_root):
   import local_runner
@@ -140,6 +141,7 @@ def _write_iris_csv(path: pathlib.Path):
 
 
 @pytest.mark.slow
+@pytest.mark.example('taxi')  # Taxi's training-only column is the default it reports missing.
 @pytest.mark.skipif(not SKLEARN_IRIS.exists(), reason='scikit-learn is not installed')
 def test_a_csv_that_is_not_the_taxi_data_gets_its_own_schema(tmp_path):
   rows = _write_iris_csv(tmp_path / 'iris' / 'span-1' / 'iris.csv')

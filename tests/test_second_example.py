@@ -59,8 +59,9 @@ def test_an_unknown_example_is_one_line_naming_the_choices():
 
 
 def test_a_config_of_another_example_than_the_process_runs_is_refused():
-  with pytest.raises(configs.ConfigError, match='TAXI_EXAMPLE=iris'):
-    configs.load({'example': 'iris'}, environ={})
+  other = next(name for name in examples.EXAMPLES if name != examples.selected_name())
+  with pytest.raises(configs.ConfigError, match=f'{examples.SWITCH}={other}'):
+    configs.load({'example': other}, environ={})
 
 
 LABEL_PROBE = """
@@ -87,7 +88,7 @@ def test_the_shipped_iris_csv_has_the_described_columns():
   assert list(rows[0]) == list(iris.RAW_FEATURES) + [iris.LABEL]
   assert len(rows) == 150
   assert sorted({r[iris.LABEL] for r in rows}) == iris.CLASS_NAMES
-  assert features.EXAMPLE_NAME == 'taxi'  # This process: the default.
+  assert features.EXAMPLE_NAME == examples.selected_name()  # This process's, not iris'.
 
 
 def _served_config(path: pathlib.Path, base: str, log_prefix: pathlib.Path):

@@ -21,12 +21,16 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from models import features
 from models import signatures
-from pipeline import project
+from pipeline import configs, project
 from pipeline.components import infra_validator
-from tests.conftest import REPO, sample_rows
+from tests.conftest import REPO, required_features, sample_rows
 
 DTYPES = {'float': tf.float32, 'int': tf.int64, 'string': tf.string}
-REQUIRED = [n for n, s in features.RAW_FEATURES.items() if s.required]
+CONFIG = configs.load(environ={})
+SCHEMA = tfdv.load_schema_text(CONFIG.path(CONFIG.schema_file))
+# The features every request must carry (models/features.py), in the
+# schema's order: the order the model's errors name them in.
+REQUIRED = [f.name for f in SCHEMA.feature if f.name in required_features()]
 PREDICTION = features.PREDICTION_KEY  # What the Evaluator reads of serving_default.
 MODEL = project.MODEL_NAME
 
@@ -42,10 +46,9 @@ def rows():
   header, body = sample_rows()
   parsed = []
   for cells in body[:10]:
-    row = {name: features.parse_value(name, cell) for name, cell in zip(header, cells)}
-    for column in features.label_columns():
-      row.pop(column)
-    parsed.append(row)
+    # The raw features only: a serving request has no label columns.
+    parsed.append({name: features.parse_value(name, cell) for name, cell in zip(header, cells)
+                   if name in features.RAW_FEATURES})
   return parsed
 
 
@@ -63,14 +66,31 @@ def to_raw_tensors(rows):
   return columns
 
 
+def _check_outputs(out, n):
+  """serving_default's outputs for n examples, as the task defines them."""
+  if features.TASK == features.REGRESSION:
+    assert set(out) == {features.OUTPUT_PREDICTION}
+    prediction = out[features.OUTPUT_PREDICTION].numpy()
+    assert prediction.shape == (n,) and np.all(np.isfinite(prediction))
+    return
+  assert set(out) == {PREDICTION, features.OUTPUT_CLASS}
+  scores = out[PREDICTION].numpy()
+  assert np.all((scores >= 0) & (scores <= 1))
+  if features.TASK == features.BINARY:
+    assert scores.shape == (n,)
+    assert list(out[features.OUTPUT_CLASS].numpy()) == [int(p > 0.5) for p in scores]
+  else:
+    assert scores.shape == (n, features.NUM_CLASSES)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+    assert [c.decode() for c in out[features.OUTPUT_CLASS].numpy()] == [
+        features.CLASS_NAMES[i] for i in scores.argmax(axis=1)]
+
+
 @pytest.mark.slow
 def test_serving_default_scores_examples(loaded, rows):
   out = loaded.signatures['serving_default'](
       examples=tf.constant([to_example(r) for r in rows]))
-  probability = out['probability'].numpy()
-  assert probability.shape == (10,)
-  assert np.all((probability >= 0) & (probability <= 1))
-  assert list(out['class'].numpy()) == [int(p > 0.5) for p in probability]
+  _check_outputs(out, len(rows))
 
 
 @pytest.mark.slow
@@ -107,13 +127,23 @@ def test_raw_signature_rejects_ragged_columns(loaded, rows):
 @pytest.mark.slow
 def test_classification_and_regression_follow_tf_serving_conventions(loaded, rows):
   examples = tf.constant([to_example(r) for r in rows])
-  probability = loaded.signatures['serving_default'](examples=examples)['probability']
+  predicted = loaded.signatures['serving_default'](examples=examples)[PREDICTION].numpy()
+  regressed = loaded.signatures['regression'](inputs=examples)['outputs'].numpy()
+  assert regressed.shape == (len(rows),)
+  if features.TASK == features.REGRESSION:
+    assert 'classification' not in loaded.signatures  # No classes to score.
+    np.testing.assert_allclose(regressed, predicted, rtol=1e-6)
+    return
   classified = loaded.signatures['classification'](inputs=examples)
-  assert classified['classes'].numpy().tolist()[0] == [b'0', b'1']
-  np.testing.assert_allclose(classified['scores'].numpy()[:, 1], probability, rtol=1e-6)
-  np.testing.assert_allclose(classified['scores'].numpy().sum(axis=1), 1.0, rtol=1e-6)
-  regressed = loaded.signatures['regression'](inputs=examples)['outputs']
-  np.testing.assert_allclose(regressed, probability, rtol=1e-6)
+  assert classified['classes'].numpy().tolist()[0] == [c.encode() for c in features.CLASS_NAMES]
+  scores = classified['scores'].numpy()
+  np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+  if features.TASK == features.BINARY:
+    np.testing.assert_allclose(scores[:, 1], predicted, rtol=1e-6)  # P(class 1).
+    np.testing.assert_allclose(regressed, predicted, rtol=1e-6)
+  else:
+    np.testing.assert_allclose(scores, predicted, rtol=1e-6)
+    np.testing.assert_allclose(regressed, predicted.max(axis=1), rtol=1e-6)
 
 
 @pytest.mark.slow
@@ -122,7 +152,8 @@ def test_method_names_let_tf_serving_classify_and_regress(pushed_version_dir):
   with open(f'{pushed_version_dir}/saved_model.pb', 'rb') as f:
     saved_model.ParseFromString(f.read())
   defs = saved_model.meta_graphs[0].signature_def
-  assert defs['classification'].method_name == signatures.CLASSIFY_METHOD
+  if features.TASK != features.REGRESSION:
+    assert defs['classification'].method_name == signatures.CLASSIFY_METHOD
   assert defs['regression'].method_name == signatures.REGRESS_METHOD
   assert defs['serving_default'].method_name == 'tensorflow/serving/predict'
   # Every raw input may be omitted: TF Serving fills it from `defaults`.
@@ -130,8 +161,8 @@ def test_method_names_let_tf_serving_classify_and_regress(pushed_version_dir):
 
 
 def test_required_features_are_the_schemas_serving_requirements():
-  schema = tfdv.load_schema_text(str(REPO / 'schema' / 'schema.pbtxt'))
-  assert signatures.required_features(schema) == REQUIRED
+  assert signatures.required_features(SCHEMA) == REQUIRED
+  assert set(REQUIRED) == set(required_features())
   # The label columns have presence 1.0 too, but not in the SERVING environment.
   assert not set(features.label_columns()) & set(REQUIRED)
 
@@ -149,9 +180,11 @@ def test_raw_signature_refuses_a_request_without_required_features(loaded, rows)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('signature,key', [('serving_default', 'examples'),
-                                           ('classification', 'inputs'),
-                                           ('regression', 'inputs')])
+@pytest.mark.parametrize('signature,key', [
+    ('serving_default', 'examples'),
+    pytest.param('classification', 'inputs', marks=pytest.mark.skipif(
+        features.TASK == features.REGRESSION, reason='a regression has no classes')),
+    ('regression', 'inputs')])
 def test_example_signatures_refuse_examples_without_required_features(loaded, rows,
                                                                        signature, key):
   left_out = REQUIRED[-2]
@@ -178,8 +211,11 @@ def signature_of(record) -> str:
 def test_warmup_file_has_records_for_every_client_signature(pushed_version_dir):
   records = warmup_records(pushed_version_dir)
   kinds = {signature_of(r): r.WhichOneof('log_type') for r in records}
-  assert kinds == {'serving_default': 'predict_log', 'classification': 'classify_log',
-                   'regression': 'regress_log', 'predict_raw': 'predict_log'}
+  expected = {'serving_default': 'predict_log', 'classification': 'classify_log',
+              'regression': 'regress_log', 'predict_raw': 'predict_log'}
+  if features.TASK == features.REGRESSION:
+    del expected['classification']  # The model has none.
+  assert kinds == expected
   assert set(kinds) == set(infra_validator.CLIENT_SIGNATURES)
   raw = [r.predict_log.request for r in records if signature_of(r) == 'predict_raw']
   assert all(set(REQUIRED) <= set(request.inputs) for request in raw)

@@ -6,7 +6,9 @@ import keras_tuner
 
 from models import model
 from pipeline import pipeline as pipeline_definition
-from tests.conftest import small_config, write_csv, sample_rows
+from tests.conftest import a_cross, example_hyperparameters, small_config, write_csv, sample_rows
+
+CROSS = a_cross()  # Two of the example's model features.
 
 
 def _config(tmp_path, hyperparameters):
@@ -18,7 +20,7 @@ def _config(tmp_path, hyperparameters):
 
 
 def test_the_tuner_is_given_the_pipelines_hyperparameters(tmp_path):
-  ours = dict(model.default_hparams(), batch_size=64, crosses='company*payment_type')
+  ours = dict(example_hyperparameters(), batch_size=64, crosses=CROSS)
   config = _config(tmp_path, ours)
   nodes = {c.id: c for c in pipeline_definition.create_pipeline(config).components}
   tuner_config = json.loads(nodes['Tuner'].exec_properties['custom_config'])
@@ -28,22 +30,22 @@ def test_the_tuner_is_given_the_pipelines_hyperparameters(tmp_path):
 
 
 def test_the_search_space_keeps_the_untuned_values_it_is_given():
-  base = dict(model.default_hparams(), cross_bins=64, seed=7, crosses='company*payment_type')
+  base = dict(example_hyperparameters(), cross_bins=64, seed=7, crosses=CROSS)
   hp = keras_tuner.HyperParameters()
   space = model.search_space(hp, base)
   assert space['cross_bins'] == 64 and space['seed'] == 7
   assert set(space) == set(base) | {'learning_rate', 'hidden_units', 'embedding_dim', 'dropout',
                                     'numeric_buckets', 'batch_size'}
   # Crosses are tuned on (the pipeline's own) or off, never to other crosses.
-  assert hp.get('crosses') == 'company*payment_type'
-  assert set(hp._hps['crosses'][0].values) == {'company*payment_type', ''}
+  assert hp.get('crosses') == CROSS
+  assert set(hp._hps['crosses'][0].values) == {CROSS, ''}
   # Every tuned name is a hyperparameter key: the best values merge into the Trainer's.
   from models import hyperparameters
   assert set(hp.values) <= set(hyperparameters.KNOWN_KEYS)
 
 
 def test_the_tuner_is_given_its_algorithm_and_a_log_dir_under_the_output_root(tmp_path):
-  config = _config(tmp_path, model.default_hparams())
+  config = _config(tmp_path, example_hyperparameters())
   config = pipeline_definition.configs.load(
       dict(vars(config), tuner_algorithm='bayesian'), environ={})
   nodes = {c.id: c for c in pipeline_definition.create_pipeline(config).components}
