@@ -22,10 +22,13 @@ from models import preprocessing
 from models import signatures
 from models import task
 
-# The checked-in hyperparameters. The pipeline passes the content of the file
-# in use (this one, or what `local_runner.py --tune` saved under the output
-# root) to the Trainer, so an edit re-trains.
-HPARAMS_FILE = os.path.join(os.path.dirname(__file__), 'hyperparameters.json')
+# The selected example's checked-in hyperparameters (models/hyperparameters.json
+# for taxi). The pipeline passes the content of the file in use (this one, or
+# what `local_runner.py --tune` saved under the output root) to the Trainer,
+# so an edit re-trains.
+HPARAMS_FILE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    features.EXAMPLE.CONFIG_DEFAULTS.get('hyperparameters_file', 'models/hyperparameters.json'))
 SEED = 42  # Same data, same code: same model.
 
 
