@@ -16,6 +16,7 @@ import pytest
 # The repo root, for `import serving` when pytest is not run from it.
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
+from pipeline import configs  # noqa: E402
 from serving import server as model_server  # noqa: E402
 import tiny_models as models  # noqa: E402  (this directory is on sys.path)
 
@@ -124,8 +125,9 @@ def real_version_dir(request, real_model_base):
 
 @pytest.fixture(scope='session')
 def real_server(tmp_path_factory, real_model_base):
-  """The real pushed taxi model (tests/conftest.py runs the pipeline once),
-  served with batching on, under its own copy of the base path."""
+  """The selected example's real pushed model (tests/conftest.py runs the
+  pipeline once) under the name the clients address by default, served with
+  batching on."""
   conf = tmp_path_factory.mktemp('real_conf')
   (conf / 'batching.config').write_text(
       'max_batch_size { value: 64 }\nbatch_timeout_micros { value: 1000 }\n'
@@ -133,6 +135,7 @@ def real_server(tmp_path_factory, real_model_base):
   running = start_server('--enable_batching',
                          f'--batching_parameters_file={conf / "batching.config"}',
                          '--file_system_poll_wait_seconds=0',
-                         base_path=real_model_base, model_name='taxi_big_tipper')
+                         base_path=real_model_base,
+                         model_name=configs.example_defaults().model_name)
   yield running
   running.close()

@@ -28,7 +28,7 @@ from pipeline import configs
 from client import predict as serving_client
 from pipeline.components.infra_check import check_model
 
-MODEL = 'taxi_big_tipper'
+MODEL = configs.example_defaults().model_name  # What the clients address by default.
 # The selected example's shipped data, as tests/conftest.py's SHIPPED_CSV.
 CSV_PATH = os.path.join(configs.REPO_ROOT, examples.selected().CONFIG_DEFAULTS.get(
     'data_root', configs.PipelineConfig.data_root), 'span-1', 'data.csv')
