@@ -65,12 +65,25 @@ def value_name(name: str) -> str:
   return features.transformed_name(name) + '_value'
 
 
+def _standardised_given(raw, default):
+  """raw standardised over the values that are not its default; the default,
+  which fills a missing value (in training and in a client's request alike),
+  becomes the mean (0). A coordinate's default, 0.0, would otherwise be
+  hundreds of standard deviations out and saturate the deep part (a served
+  row without coordinates got 0 for every answer)."""
+  column = tf.reshape(tf.cast(raw, tf.float32), [-1, 1])
+  given = tf.not_equal(column, tf.cast(default, tf.float32))
+  sparse = tf.SparseTensor(tf.where(given), tf.boolean_mask(column, given),
+                           tf.shape(column, out_type=tf.int64))
+  return fill_missing(tft.scale_to_z_score(sparse), 0.0)
+
+
 def _second_form(name, spec, raw):
   """{transformed name: tensor} of a number's other form (none for ids)."""
   if spec.kind in NUMERIC_KINDS:
     return {quantile_name(name): tft.bucketize(tf.cast(raw, tf.float32), QUANTILE_BUCKETS)}
   if spec.kind == 'bucket':
-    return {value_name(name): tft.scale_to_z_score(tf.cast(raw, tf.float32))}
+    return {value_name(name): _standardised_given(raw, spec.default)}
   return {}
 
 

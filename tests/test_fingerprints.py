@@ -89,5 +89,5 @@ def test_the_trainers_code_is_the_model_and_what_it_imports_from_the_project():
   files = {pathlib.Path(p).relative_to(REPO).as_posix()
            for p in pipeline_definition.project_module_files('models.model')}
   assert files == {'models/__init__.py', 'models/model.py', 'models/features.py',
-                   'models/hyperparameters.py', 'models/signatures.py',
-                   'models/task.py'} | EXAMPLES_CODE
+                   'models/hyperparameters.py', 'models/preprocessing.py',
+                   'models/signatures.py', 'models/task.py'} | EXAMPLES_CODE
