@@ -20,6 +20,10 @@ from pipeline import configs  # noqa: E402
 from serving import server as model_server  # noqa: E402
 import tiny_models as models  # noqa: E402  (this directory is on sys.path)
 
+# The name real_server serves the selected example's model under: the one
+# its pipeline pushes, which the clients address by default.
+REAL_MODEL_NAME = configs.example_defaults().model_name
+
 
 class RunningServer:
   def __init__(self, server, grpc_port, rest_port, base_path):
@@ -135,7 +139,6 @@ def real_server(tmp_path_factory, real_model_base):
   running = start_server('--enable_batching',
                          f'--batching_parameters_file={conf / "batching.config"}',
                          '--file_system_poll_wait_seconds=0',
-                         base_path=real_model_base,
-                         model_name=configs.example_defaults().model_name)
+                         base_path=real_model_base, model_name=REAL_MODEL_NAME)
   yield running
   running.close()

@@ -177,9 +177,10 @@ def test_server_still_serves_after_the_fuzz(server):
 
 # ---- The real model's predict_raw (one raw input per feature; required ones must be sent) --
 
+from conftest import REAL_MODEL_NAME  # noqa: E402
 from models import features  # noqa: E402  (the repo root is on sys.path: conftest)
 
-RAW_URL = '/v1/models/taxi_big_tipper:predict'
+RAW_URL = f'/v1/models/{REAL_MODEL_NAME}:predict'
 _RAW_VALUES = {
     'float': st.floats(-1e6, 1e6, allow_nan=False, width=32) | st.integers(-1000, 10**6),
     'int': st.integers(-2**40, 2**40),

@@ -22,13 +22,13 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      regression_pb2)
 
 import examples
-from conftest import push, start_server
+from conftest import REAL_MODEL_NAME, push, start_server
 from models import features
 from pipeline import configs
 from client import predict as serving_client
 from pipeline.components.infra_check import check_model
 
-MODEL = configs.example_defaults().model_name  # What the clients address by default.
+MODEL = REAL_MODEL_NAME
 # The selected example's shipped data, as tests/conftest.py's SHIPPED_CSV.
 CSV_PATH = os.path.join(configs.REPO_ROOT, examples.selected().CONFIG_DEFAULTS.get(
     'data_root', configs.PipelineConfig.data_root), 'span-1', 'data.csv')
