@@ -124,6 +124,8 @@ def _scalar_text(value) -> str:
     value = value[:_DEBUG_CHARS]
   if isinstance(value, float) and not math.isfinite(value):
     return str(value)
+  if isinstance(value, int) and not isinstance(value, bool):
+    return str(value)  # orjson refuses integers beyond 64 bits, which JSON allows.
   return orjson.dumps(value, default=str).decode()
 
 
