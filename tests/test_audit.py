@@ -17,7 +17,6 @@ from tfx.types import standard_artifacts
 
 from operations import retrain, rollout
 from pipeline import audit
-from models import features
 from pipeline import metadata
 from pipeline import model_card
 from pipeline.components import pusher
@@ -72,11 +71,6 @@ def _push_again(run, serving_dir):
                                     {'pushed_model': [pushed]}, {'push_destination': destination})
 
 
-def _required_float_feature() -> str:
-  return next(n for n, f in features.model_features().items()
-              if f.required and f.dtype == 'float')
-
-
 @pytest.mark.slow
 def test_a_push_records_what_was_pushed_and_the_version_carries_its_model_card(
     pipeline_run, tmp_path):
@@ -125,7 +119,7 @@ def test_a_push_records_what_was_pushed_and_the_version_carries_its_model_card(
               model_card.number(overall[headline]),
               f'{threshold["metric"]} {threshold["slices"]}',
               f'Span 1, split train: {model_card.number(train_examples, count=True)} examples',
-              f'{_required_float_feature()} FLOAT 0 mean', done['action_id']]
+              f'{conftest.a_feature("float", required=True)} FLOAT 0 mean', done['action_id']]
   expected += [s['slice'] for s in slices[1:2]]  # A slice, when the example has them.
   for phrase in expected:
     assert phrase in text, phrase

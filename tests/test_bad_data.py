@@ -11,12 +11,11 @@ import pytest
 import local_runner
 from models import features
 from pipeline import configs
-from tests.conftest import sample_rows, small_config, write_csv
+from tests.conftest import a_feature, sample_rows, small_config, write_csv
 
 # A number every row has (taxi's fare, iris's sepal_length, diabetes's bmi),
 # and a column whose text a person types (taxi's company; else that number).
-REQUIRED_FLOAT = next(n for n, f in features.model_features().items()
-                      if f.required and f.dtype == 'float')
+REQUIRED_FLOAT = a_feature('float', required=True)
 TEXT = next((n for n, f in features.model_features().items() if f.dtype == 'string'),
             REQUIRED_FLOAT)
 
