@@ -93,6 +93,9 @@ def main():
   parser.add_argument('--rows', type=int, default=200_000)
   parser.add_argument('--root', default=ROOT, help='checkout whose serving/ is run')
   parser.add_argument('--timeout', type=float, default=300)
+  parser.add_argument('--batching_parameters_file', default='',
+                      help='serve with --enable_batching and this file, e.g. '
+                           'serving/deploy/batching.config (large-batch splitting)')
   args = parser.parse_args()
   rng = random.Random(0)
   bodies = {'classify': classify_body(args.classify_mb, rng), 'predict': columnar_body(args.rows, rng)}
@@ -104,6 +107,8 @@ def main():
   server = ServerProcess(
       f'--model_name={MODEL}', f'--model_base_path={args.model_base_path}',
       f'--monitoring_config_file={monitoring}', '--file_system_poll_wait_seconds=0',
+      *([] if not args.batching_parameters_file else [
+          '--enable_batching', f'--batching_parameters_file={args.batching_parameters_file}']),
       root=args.root, log_path=os.path.join(work, 'server.log'))
   url = server.rest
   try:
@@ -142,6 +147,7 @@ def main():
     rss['after'] = rss_mb(server.pid)
     worker_rss['after'] = children_rss_mb(server.pid)
     report = {
+        'batching_parameters_file': args.batching_parameters_file or None,
         'bodies_mb': {n: round(len(b) / 1e6, 1) for n, b in bodies.items()},
         'big_requests': {n: {**r, 'seconds': round(r['seconds'], 2)} for n, r in results.items()},
         'polls': len(latencies['status']),

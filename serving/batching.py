@@ -6,6 +6,13 @@ oldest request waited batch_timeout_micros, as soon as one of
 num_batch_threads is free; while all threads are busy the open batch keeps
 filling, so batches grow with load. Inputs are concatenated along dim 0 and
 outputs split back, so each caller gets exactly its unbatched result.
+
+With enable_large_batch_splitting, as in TF Serving, a request that does not
+fit the open batch is cut: its first piece fills the open batch, the rest go
+in pieces of max_execution_batch_size rows, and the pieces' outputs are
+concatenated back. A big request then never holds the model (nor, here,
+Python's GIL while TensorFlow converts its strings) for longer than one
+execution batch.
 """
 
 import asyncio
@@ -38,9 +45,15 @@ class Options:
     self.batch_timeout_s = get('batch_timeout_micros', 0) / 1e6
     self.num_batch_threads = max(1, get('num_batch_threads', 4))
     self.max_enqueued_batches = get('max_enqueued_batches', 1 << 30)
+    self.split_large_batches = get('enable_large_batch_splitting', False)
+    # The rows of one model run: TF Serving's default is max_batch_size.
+    self.max_execution_batch_size = self.max_batch_size
+    if self.split_large_batches:
+      self.max_execution_batch_size = max(1, get('max_execution_batch_size', self.max_batch_size))
     ignored = [f.name for f, _ in params.ListFields() if f.name in (
-        'allowed_batch_sizes', 'pad_variable_length_inputs', 'thread_pool_name',
-        'enable_large_batch_splitting', 'max_execution_batch_size')]
+        'allowed_batch_sizes', 'pad_variable_length_inputs', 'thread_pool_name')]
+    if params.HasField('max_execution_batch_size') and not self.split_large_batches:
+      ignored.append('max_execution_batch_size (without enable_large_batch_splitting)')
     if ignored:
       log.info('Batching parameters without effect here (ignored): %s', ignored)
 
@@ -95,20 +108,50 @@ class BatchScheduler:
   async def run(self, signature, feed: Arrays) -> Arrays:
     """Runs signature.call(feed), possibly as part of a larger batch."""
     loop = asyncio.get_running_loop()
-    future = loop.create_future()
     size = batch_size(feed)
+    key = batch_key(signature, feed) if size is not None else None
+    if size is not None and self._options.split_large_batches and size > self._room(key):
+      return await self._run_in_pieces(loop, signature, feed, key, size)
+    future = loop.create_future()
     if size is None or size > self._options.max_batch_size:
-      batch = _Batch(signature.call, 0)  # Runs alone, in its turn; size 0: not counted.
-      batch.tasks.append(_Task(feed, 0, future))
-      self._closed.append(batch)
+      self._add_alone(signature, feed, future)
     else:
-      self._add(batch_key(signature, feed), signature, _Task(feed, size, future))
+      self._add(key, signature, _Task(feed, size, future))
     self._dispatch(loop)
     return await future
 
+  async def _run_in_pieces(self, loop, signature, feed: Arrays, key, size: int) -> Arrays:
+    """feed in pieces that fill the open batch, then execution batches;
+    the pieces' outputs concatenated (the request whole and alone when its
+    outputs are not batched along dim 0)."""
+    bounds = _piece_bounds(size, self._room(key), self._options.max_execution_batch_size)
+    futures = []
+    for start, end in bounds:
+      futures.append(loop.create_future())
+      piece = {name: value[start:end] for name, value in feed.items()}
+      self._add(key, signature, _Task(piece, end - start, futures[-1]))
+    self._dispatch(loop)
+    results = await asyncio.gather(*futures)
+    if not all(_batched_along_dim_0(r, end - start) for r, (start, end) in zip(results, bounds)):
+      future = loop.create_future()
+      self._add_alone(signature, feed, future)
+      self._dispatch(loop)
+      return await future
+    return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+  def _room(self, key) -> int:
+    """Rows the open batch for key still takes (a new batch's when none is open)."""
+    batch = self._open.get(key)
+    return self._options.max_execution_batch_size - (batch.size if batch else 0)
+
+  def _add_alone(self, signature, feed: Arrays, future) -> None:
+    batch = _Batch(signature.call, 0)  # Runs alone, in its turn; size 0: not counted.
+    batch.tasks.append(_Task(feed, 0, future))
+    self._closed.append(batch)
+
   def _add(self, key, signature, task: _Task) -> None:
     batch = self._open.get(key)
-    if batch is not None and batch.size + task.size > self._options.max_batch_size:
+    if batch is not None and batch.size + task.size > self._options.max_execution_batch_size:
       self._close(key)
       batch = None
     if batch is None:
@@ -118,7 +161,7 @@ class BatchScheduler:
       batch = self._open[key] = _Batch(signature.call, self._options.batch_timeout_s)
     batch.tasks.append(task)
     batch.size += task.size
-    if batch.size >= self._options.max_batch_size:
+    if batch.size >= self._options.max_execution_batch_size:
       self._close(key)
 
   def _close(self, key) -> None:
@@ -206,6 +249,19 @@ def _run_batch(batch: _Batch) -> list:
   offsets = np.cumsum([t.size for t in tasks])[:-1]
   split = {n: np.split(v, offsets) for n, v in outputs.items()}
   return [{n: parts[i] for n, parts in split.items()} for i in range(len(tasks))]
+
+
+def _piece_bounds(size: int, room: int, capacity: int) -> List[tuple]:
+  """(start, end) of each piece: the first fills `room`, the rest `capacity`."""
+  bounds, start, end = [], 0, min(size, room)
+  while start < size:
+    bounds.append((start, end))
+    start, end = end, min(size, end + capacity)
+  return bounds
+
+
+def _batched_along_dim_0(outputs: Arrays, rows: int) -> bool:
+  return all(v.ndim and v.shape[0] == rows for v in outputs.values())
 
 
 def _call_one(call, inputs):

@@ -20,7 +20,12 @@ def test_config_files_parse():
   config = text_format.Parse(read('models.config'), model_server_config_pb2.ModelServerConfig())
   assert config.model_config_list.config[0].name == 'taxi_big_tipper'
   batching = text_format.Parse(read('batching.config'), protos.BatchingParameters())
-  assert batching.max_batch_size.value == 128
+  assert batching.enable_large_batch_splitting.value
+  # Every piece of the largest request taken fits the queue.
+  pieces = -(-batching.max_batch_size.value // batching.max_execution_batch_size.value)
+  assert pieces <= batching.max_enqueued_batches.value
+  configmap = yaml.safe_load(read('k8s/configmap.yaml'))['data']['batching.config']
+  assert text_format.Parse(configmap, protos.BatchingParameters()) == batching
   monitoring = text_format.Parse(read('monitoring.config'), protos.MonitoringConfig())
   assert monitoring.prometheus_config.path == '/monitoring/prometheus/metrics'
 
