@@ -243,7 +243,7 @@ def _run_batch(batch: _Batch) -> list:
   except errors.ServingError:
     # One bad request must not fail its neighbours: rerun them one by one.
     return [_call_one(batch.call, t.inputs) for t in tasks]
-  if any(v.ndim == 0 or v.shape[0] != batch.size for v in outputs.values()):
+  if not _batched_along_dim_0(outputs, batch.size):
     # Outputs not batched along dim 0 cannot be split: run unbatched.
     return [_call_one(batch.call, t.inputs) for t in tasks]
   offsets = np.cumsum([t.size for t in tasks])[:-1]
