@@ -22,3 +22,6 @@ class Feature(NamedTuple):
   default: Value  # Fills a missing value, in training and in serving alike.
   num_buckets: Optional[int] = None  # Identity/bucketized categories.
   required: bool = False  # Present in every row (schema presence 1.0).
+  # A number whose effect on the label repeats every `period` units also
+  # reaches the model as its phase in that period (models/preprocessing.py).
+  period: Optional[float] = None

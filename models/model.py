@@ -70,6 +70,8 @@ def _model_inputs(hparams: Dict) -> Dict[str, keras.Input]:
       add(preprocessing.quantile_name(name), tf.int64)
     if spec.kind == 'bucket' and hparams.get('bucket_values'):
       add(preprocessing.value_name(name), tf.float32)
+    if spec.period:
+      add(preprocessing.phase_name(name), tf.float32)
   return inputs
 
 
@@ -81,6 +83,18 @@ def _bucketize_standardized(x, num_buckets: int):
   """Cuts a z-scored value into equal bins over [-2.5, 2.5] standard deviations."""
   return keras.layers.Discretization(
       bin_boundaries=list(np.linspace(-2.5, 2.5, num_buckets - 1)))(x)
+
+
+PHASE_BINS = 10
+
+
+def _phase_parts(phase):
+  """(wide, deep) of a phase in [0, 1): a step the label takes inside the
+  period needs the wide part's bins; the deep part combines it with the rest."""
+  bins = keras.layers.Discretization(
+      bin_boundaries=list(np.linspace(0., 1., PHASE_BINS + 1)[1:-1]))(phase)
+  return (keras.layers.CategoryEncoding(PHASE_BINS, output_mode='one_hot')(bins),
+          keras.layers.Reshape((1,))(phase), bins)
 
 
 def _crosses(hparams) -> List[List[str]]:
@@ -118,6 +132,10 @@ def build_model(hparams: Dict) -> keras.Model:
           keras.layers.CategoryEncoding(_num_ids(spec), output_mode='one_hot')(x))
       deep_parts.append(
           keras.layers.Embedding(_num_ids(spec), int(hparams['embedding_dim']))(x))
+    if spec.period:
+      wide, deep, ids[name + '_phase'] = _phase_parts(inputs[preprocessing.phase_name(name)])
+      wide_parts.append(wide)
+      deep_parts.append(deep)
   for a, b in _crosses(hparams):
     wide_parts.append(keras.layers.HashedCrossing(
         num_bins=int(hparams.get('cross_bins', 256)), output_mode='one_hot')(

@@ -65,6 +65,17 @@ def value_name(name: str) -> str:
   return features.transformed_name(name) + '_value'
 
 
+def phase_name(name: str) -> str:
+  """The transformed name of a periodic number's phase (Feature.period)."""
+  return features.transformed_name(name) + '_phase'
+
+
+def _phase(raw, period: float):
+  """Where raw sits in its period, in [0, 1): the same graph in Beam and in
+  serving, so a value on a period's edge gets one phase in both."""
+  return tf.math.floormod(tf.cast(raw, tf.float32), period) / period
+
+
 def _standardised_given(raw, default):
   """raw standardised over the values that are not its default; the default,
   which fills a missing value (in training and in a client's request alike),
@@ -79,12 +90,15 @@ def _standardised_given(raw, default):
 
 
 def _second_form(name, spec, raw):
-  """{transformed name: tensor} of a number's other form (none for ids)."""
+  """{transformed name: tensor} of a number's other forms (none for ids)."""
+  forms = {}
   if spec.kind in NUMERIC_KINDS:
-    return {quantile_name(name): tft.bucketize(tf.cast(raw, tf.float32), QUANTILE_BUCKETS)}
+    forms[quantile_name(name)] = tft.bucketize(tf.cast(raw, tf.float32), QUANTILE_BUCKETS)
   if spec.kind == 'bucket':
-    return {value_name(name): _standardised_given(raw, spec.default)}
-  return {}
+    forms[value_name(name)] = _standardised_given(raw, spec.default)
+  if spec.period:
+    forms[phase_name(name)] = _phase(raw, spec.period)
+  return forms
 
 
 def class_ids(names):

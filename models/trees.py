@@ -23,6 +23,7 @@ from tfx_bsl.public import tfxio
 import examples
 from models import features
 from models import model
+from models import preprocessing
 from models import signatures
 
 HPARAMS_FILE = os.path.join(os.path.dirname(__file__), 'trees_hyperparameters.json')
@@ -79,6 +80,9 @@ def feature_usages() -> List[tfdf.keras.FeatureUsage]:
                 else tfdf.keras.FeatureSemantic.NUMERICAL)
     usages.append(tfdf.keras.FeatureUsage(name=features.transformed_name(name),
                                           semantic=semantic))
+    if spec.period:
+      usages.append(tfdf.keras.FeatureUsage(name=preprocessing.phase_name(name),
+                                            semantic=tfdf.keras.FeatureSemantic.NUMERICAL))
   return usages
 
 

@@ -92,6 +92,8 @@ def _second_forms():
       forms[preprocessing.quantile_name(name)] = (name, spec.kind)
     elif spec.kind == 'bucket':
       forms[preprocessing.value_name(name)] = (name, spec.kind)
+    if spec.period:
+      forms[preprocessing.phase_name(name)] = (name, 'phase')
   return forms
 
 
@@ -124,6 +126,20 @@ def test_a_bucketed_number_is_also_its_standardised_value(synthetic):
                     for i in range(GENERIC_ROWS)], dtype=np.float64)
     got = [r[value] for r in synthetic]
     assert got == pytest.approx(list((raw - raw.mean()) / raw.std()), rel=1e-4, abs=1e-5)
+
+
+def _periodic():
+  return {n: f for n, f in features.model_features().items() if f.period}
+
+
+def test_a_periodic_number_is_also_its_place_in_its_period(synthetic):
+  if not _periodic():
+    pytest.skip(f'the {features.EXAMPLE_NAME} example has no feature with a period')
+  for name, spec in _periodic().items():
+    raw = np.array([_synthetic_value(spec, i) for i in range(GENERIC_ROWS)], np.float32)
+    got = [r[preprocessing.phase_name(name)] for r in synthetic]
+    assert got == pytest.approx(list(np.mod(raw, spec.period) / spec.period), abs=1e-6)
+    assert all(0 <= p < 1 for p in got)
 
 
 def _example(row):
@@ -206,6 +222,7 @@ def test_every_input_the_model_reads_is_a_transform_output(synthetic):
                  bucket_values=True)
   inputs = set(model.build_model(hparams).input_names)
   assert inputs <= set(synthetic[0])
+  assert {preprocessing.phase_name(n) for n in _periodic()} <= inputs
 
 
 # ---- the taxi example's own columns --------------------------------------------------------
@@ -253,6 +270,16 @@ def test_fares_are_log_scaled_then_standardised(transformed):
   expected = (logs - logs.mean()) / logs.std()
   got = [r[XF('fare')] for r in transformed]
   assert got == pytest.approx(list(expected), rel=1e-4)
+
+
+@pytest.mark.example('taxi')
+def test_a_fares_phase_is_where_it_sits_between_the_fares_a_whole_dollar_tip_crosses():
+  # A $2 tip is over 20 % of a $9.75 fare (phase 0.95) and not of $10 (phase 0).
+  rows = [_row(fare=f, tips=1.0, payment_type='Credit Card', trip_start_hour=8,
+               trip_start_day=2, trip_start_month=5, trip_miles=1.0, trip_seconds=300)
+          for f in (9.75, 10.0, 12.5, 0.0)]
+  phases = [r[preprocessing.phase_name('fare')] for r in _transform(rows)]
+  assert phases == pytest.approx([0.95, 0.0, 0.5, 0.0], abs=1e-6)
 
 
 @pytest.mark.example('taxi')

@@ -66,8 +66,11 @@ def test_the_default_familys_hyperparameters_are_refused_naming_the_file():
 def test_ids_are_categories_and_quantities_are_numbers():
   from models import trees
   import tensorflow_decision_forests as tfdf
+  from models import preprocessing
   semantics = {u.name: u.semantic for u in trees.feature_usages()}
-  assert set(semantics) == {features.transformed_name(n) for n in features.model_features()}
+  phases = {preprocessing.phase_name(n) for n, f in features.model_features().items() if f.period}
+  assert set(semantics) == {features.transformed_name(n) for n in features.model_features()} | phases
+  assert all(semantics[p] == tfdf.keras.FeatureSemantic.NUMERICAL for p in phases)
   categorical = tfdf.keras.FeatureSemantic.CATEGORICAL
   for name, spec in features.model_features().items():
     # Vocabulary ids and ints marked categorical are categories; a number,
