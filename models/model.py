@@ -94,7 +94,7 @@ def _phase_parts(phase):
   bins = keras.layers.Discretization(
       bin_boundaries=list(np.linspace(0., 1., PHASE_BINS + 1)[1:-1]))(phase)
   return (keras.layers.CategoryEncoding(PHASE_BINS, output_mode='one_hot')(bins),
-          keras.layers.Reshape((1,))(phase), bins)
+          keras.layers.Reshape((1,))(phase))
 
 
 def _crosses(hparams) -> List[List[str]]:
@@ -133,7 +133,7 @@ def build_model(hparams: Dict) -> keras.Model:
       deep_parts.append(
           keras.layers.Embedding(_num_ids(spec), int(hparams['embedding_dim']))(x))
     if spec.period:
-      wide, deep, ids[name + '_phase'] = _phase_parts(inputs[preprocessing.phase_name(name)])
+      wide, deep = _phase_parts(inputs[preprocessing.phase_name(name)])
       wide_parts.append(wide)
       deep_parts.append(deep)
   for a, b in _crosses(hparams):
