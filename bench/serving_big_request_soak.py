@@ -2,10 +2,13 @@
 
 Starts the server (a subprocess) on a pushed taxi model, then sends a large
 classify body (--classify-mb of examples) and a columnar predict_raw of
---rows rows at the same time, while polling the model-status endpoint and
-the Prometheus metrics every 10 ms. Reports how long the big requests took
-and what they got, the status/metrics latency (max, p50) while they were in
-flight, and the RSS of the server (and of its worker processes) before, at its peak and after.
+--rows rows at the same time, while another client (a process of its own,
+as other users are) polls the model-status endpoint and the Prometheus
+metrics every 10 ms. Reports how long the big requests took and what they
+got, the status/metrics latency (max, p99, p50, and the slowest polls with
+their time after the big requests started) while they were in flight, and
+the RSS of the server (and of its worker processes) before, at its peak and
+after.
 
     python bench/serving_big_request_soak.py \\
         --model_base_path /work/prebuilt/serving_model/taxi_big_tipper
@@ -20,6 +23,7 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 import argparse
 import json
+import multiprocessing
 import random
 import statistics
 import sys
@@ -67,17 +71,31 @@ def children_rss_mb(pid: int) -> float:
   return sum(c.memory_info().rss for c in psutil.Process(pid).children(recursive=True)) / 2**20
 
 
-def poll(session, url, latencies, each, deadline, timeout, busy=lambda: True):
-  """GETs the status and metrics endpoints every 10 ms until the deadline
-  (or while busy()), appending their latencies."""
-  while (deadline is None or time.perf_counter() < deadline) and busy():
-    for name, path in (('status', f'/v1/models/{MODEL}'),
-                       ('metrics', '/monitoring/prometheus/metrics')):
-      start = time.perf_counter()
-      session.get(url + path, timeout=timeout).raise_for_status()
-      latencies[name].append(time.perf_counter() - start)
-    each()
-    time.sleep(0.01)
+POLLED = {'status': f'/v1/models/{MODEL}', 'metrics': '/monitoring/prometheus/metrics'}
+
+
+def poll(url: str, timeout: float, stop, results) -> None:
+  """In its own process: GETs the status and metrics endpoints every 10 ms
+  until stop is set; sends back [(endpoint, wall-clock start, seconds)]."""
+  polls = []
+  with requests.Session() as session:
+    while not stop.is_set():
+      for name, path in POLLED.items():
+        started, start = time.time(), time.perf_counter()
+        session.get(url + path, timeout=timeout).raise_for_status()
+        polls.append((name, started, time.perf_counter() - start))
+      time.sleep(0.01)
+  results.send(polls)
+
+
+def latencies_between(polls, start: float, end: float) -> dict:
+  return {name: [s for n, t, s in polls if n == name and start <= t <= end] for name in POLLED}
+
+
+def slowest(polls, start: float, end: float, count: int = 5) -> list:
+  """The slowest polls while the big requests ran: (endpoint, s after they started, ms)."""
+  during = sorted((p for p in polls if start <= p[1] <= end), key=lambda p: -p[2])
+  return [(n, round(t - start, 2), round(s * 1e3, 1)) for n, t, s in during[:count]]
 
 
 def summary(latencies) -> dict:
@@ -131,18 +149,22 @@ def main():
         results[name] = {'status': None, 'seconds': time.perf_counter() - start, 'answer': str(e)}
 
     threads = [threading.Thread(target=big, args=(n,)) for n in bodies]
-    latencies = {'status': [], 'metrics': []}
-    idle = {'status': [], 'metrics': []}  # The same polls with no big request: the floor.
-    with requests.Session() as session:
-      poll(session, url, idle, lambda: False, deadline=time.perf_counter() + 3, timeout=args.timeout)
-      for thread in threads:
-        thread.start()
-
-      def sample_rss():
-        rss['peak'] = max(rss['peak'], rss_mb(server.pid))
-        worker_rss['peak'] = max(worker_rss['peak'], children_rss_mb(server.pid))
-      poll(session, url, latencies, sample_rss, deadline=None, timeout=args.timeout,
-           busy=lambda: any(t.is_alive() for t in threads))
+    context = multiprocessing.get_context('spawn')
+    stop, (received, sent) = context.Event(), context.Pipe(duplex=False)
+    poller = context.Process(target=poll, args=(url, args.timeout, stop, sent))
+    poller.start()
+    time.sleep(3)  # The same polls with no big request: the floor.
+    started = time.time()
+    for thread in threads:
+      thread.start()
+    while any(t.is_alive() for t in threads):
+      rss['peak'] = max(rss['peak'], rss_mb(server.pid))
+      worker_rss['peak'] = max(worker_rss['peak'], children_rss_mb(server.pid))
+      time.sleep(0.05)
+    ended = time.time()
+    stop.set()
+    polls = received.recv()
+    poller.join()
     time.sleep(2)  # Let the server give memory back.
     rss['after'] = rss_mb(server.pid)
     worker_rss['after'] = children_rss_mb(server.pid)
@@ -150,9 +172,10 @@ def main():
         'batching_parameters_file': args.batching_parameters_file or None,
         'bodies_mb': {n: round(len(b) / 1e6, 1) for n, b in bodies.items()},
         'big_requests': {n: {**r, 'seconds': round(r['seconds'], 2)} for n, r in results.items()},
-        'polls': len(latencies['status']),
-        'latency_ms': summary(latencies),
-        'latency_ms_idle': summary(idle),
+        'polls': len(latencies_between(polls, started, ended)['status']),
+        'latency_ms': summary(latencies_between(polls, started, ended)),
+        'latency_ms_idle': summary(latencies_between(polls, 0, started)),
+        'slowest_polls': slowest(polls, started, ended),
         'rss_mb': {k: round(v) for k, v in rss.items()},
         'worker_processes_rss_mb': {k: round(v) for k, v in worker_rss.items()},
         'server_alive': server.process.poll() is None,

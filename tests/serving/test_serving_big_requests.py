@@ -74,6 +74,44 @@ def test_a_big_predict_is_decoded_by_the_worker_process(big_server):
   assert len(worker_processes()) == 1
 
 
+def test_a_big_response_is_sent_whole_with_its_content_length(big_server):
+  # Written in pieces (rest._RESPONSE_PIECE_BYTES), but one body as TF
+  # Serving sends it: a Content-Length, not chunked.
+  response = post(big_server, 'predict', big({'instances': [1.25] * ROWS}))
+  assert response.status_code == 200, response.text[:300]
+  assert len(response.content) > 4 * rest._RESPONSE_PIECE_BYTES  # pylint: disable=protected-access
+  assert int(response.headers['Content-Length']) == len(response.content)
+  assert 'Transfer-Encoding' not in response.headers
+  assert response.headers['Content-Type'] == 'application/json'
+  assert len(response.json()['predictions']) == ROWS
+
+
+def test_a_workers_reply_travels_as_a_small_pickle_and_a_frame_per_buffer():
+  # A reply copied whole while unpickled holds the server's GIL, and with it
+  # the event loop (~25 ms for 30 MB): its arrays and slices come out of band.
+  import io
+  import numpy as np
+  from serving import json_worker
+  values = [b'x' * 40] * 20_000
+  reply = (True, ('sig', ({'a': np.arange(250_000, dtype=np.float32),
+                           's': json_worker._pack_array(np.array(values, object))}, False)))
+  stream = io.BytesIO()
+  json_worker._write_message(stream, reply)
+  stream.seek(0)
+  frames = []
+  while stream.tell() < len(stream.getvalue()):
+    frames.append(json_worker._read_frame(stream))
+  pickled, buffers = frames[1], frames[2:]
+  assert len(pickled) < 4096
+  assert len(buffers) == 1 + -(-len(values) // json_worker._SLICE)
+  assert max(len(b) for b in buffers) == 250_000 * 4
+  stream.seek(0)
+  ok, (name, (arrays, row_format)) = json_worker._read_message(stream)
+  assert (ok, name, row_format) == (True, 'sig', False)
+  np.testing.assert_array_equal(arrays['a'], np.arange(250_000, dtype=np.float32))
+  assert json_worker._unpack_array(arrays['s']).tolist() == values
+
+
 def test_a_big_columnar_predict_with_strings_and_defaults(big_server):
   words = ['w%d' % (i % 7) for i in range(ROWS)]
   body = big({'signature_name': 'raw', 'inputs': {'s': words}})
