@@ -40,10 +40,16 @@ def render(names: Optional[Dict[str, str]] = None) -> Dict[str, str]:
       undefined=jinja2.StrictUndefined,  # A misspelt name in a template is an error.
       keep_trailing_newline=True, autoescape=False)
   names = project.NAMES if names is None else names
-  files = {path: environment.get_template(path + '.j2').render(names) for path in RENDERED}
+  copied = {}
   for path in COPIED:
     with open(os.path.join(DEPLOY_DIR, path)) as f:
-      files[path] = f.read()
+      copied[path] = f.read()
+  # The k8s ConfigMap carries the copied configs as they are, not a copy in
+  # its template that could drift from them.
+  context = dict(names, batching_config=copied['batching.config'],
+                 monitoring_config=copied['monitoring.config'])
+  files = {path: environment.get_template(path + '.j2').render(context) for path in RENDERED}
+  files.update(copied)
   return files
 
 

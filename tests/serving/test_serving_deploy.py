@@ -24,8 +24,11 @@ def test_config_files_parse():
   # Every piece of the largest request taken fits the queue.
   pieces = -(-batching.max_batch_size.value // batching.max_execution_batch_size.value)
   assert pieces <= batching.max_enqueued_batches.value
-  configmap = yaml.safe_load(read('k8s/configmap.yaml'))['data']['batching.config']
-  assert text_format.Parse(configmap, protos.BatchingParameters()) == batching
+  # The ConfigMap carries the two files as they are (pipeline/deploy_files.py).
+  configmap = yaml.safe_load(read('k8s/configmap.yaml'))['data']
+  assert text_format.Parse(configmap['batching.config'], protos.BatchingParameters()) == batching
+  for name in ('batching.config', 'monitoring.config'):
+    assert configmap[name].strip() == read(name).strip(), name
   monitoring = text_format.Parse(read('monitoring.config'), protos.MonitoringConfig())
   assert monitoring.prometheus_config.path == '/monitoring/prometheus/metrics'
 
