@@ -168,12 +168,13 @@ def main():
     time.sleep(2)  # Let the server give memory back.
     rss['after'] = rss_mb(server.pid)
     worker_rss['after'] = children_rss_mb(server.pid)
+    during = latencies_between(polls, started, ended)
     report = {
         'batching_parameters_file': args.batching_parameters_file or None,
         'bodies_mb': {n: round(len(b) / 1e6, 1) for n, b in bodies.items()},
         'big_requests': {n: {**r, 'seconds': round(r['seconds'], 2)} for n, r in results.items()},
-        'polls': len(latencies_between(polls, started, ended)['status']),
-        'latency_ms': summary(latencies_between(polls, started, ended)),
+        'polls': len(during['status']),
+        'latency_ms': summary(during),
         'latency_ms_idle': summary(latencies_between(polls, 0, started)),
         'slowest_polls': slowest(polls, started, ended),
         'rss_mb': {k: round(v) for k, v in rss.items()},
