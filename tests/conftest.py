@@ -10,6 +10,7 @@ import csv  # pylint: disable=g-import-not-at-top
 import io
 import json
 import pathlib
+import shutil
 
 import pytest
 
@@ -116,6 +117,17 @@ def small_config(tmp: pathlib.Path, data_root: pathlib.Path, **overrides):
   return configs.load(values, environ={})
 
 
+@pytest.fixture
+def repo_copy(tmp_path, monkeypatch):
+  """A copy of the code and schema that the pipeline is built from, so a
+  test can edit it without touching the checkout."""
+  for folder in ('models', 'pipeline', 'compat', 'schema', 'examples'):
+    shutil.copytree(REPO / folder, tmp_path / folder,
+                    ignore=shutil.ignore_patterns('__pycache__'))
+  monkeypatch.setattr(configs, 'REPO_ROOT', str(tmp_path))
+  return tmp_path
+
+
 @pytest.fixture(scope='session')
 def sample_data_root(tmp_path_factory):
   root = tmp_path_factory.mktemp('data')
@@ -129,7 +141,11 @@ def pipeline_run(tmp_path_factory, sample_data_root):
   """One real LocalDagRunner run of the whole pipeline on the sample."""
   import local_runner
   tmp = tmp_path_factory.mktemp('run')
-  config = small_config(tmp, sample_data_root)
+  # Its own copy of the schema, which a test may edit (the checkout is never edited).
+  schema = tmp / 'schema.pbtxt'
+  shipped = configs.load({}, environ={})
+  shutil.copyfile(shipped.path(shipped.schema_file), schema)
+  config = small_config(tmp, sample_data_root, schema_file=str(schema))
   summary = local_runner.run(config, stream=io.StringIO())
   assert summary['succeeded'], summary['error']
   return config, summary

@@ -4,9 +4,6 @@ it, and only those. (A real rerun after an edit: test_pipeline.py.)"""
 
 import json
 import pathlib
-import shutil
-
-import pytest
 
 from pipeline import configs
 from pipeline import pipeline as pipeline_definition
@@ -17,17 +14,6 @@ REPO = pathlib.Path(configs.REPO_ROOT)
 EXAMPLES_CODE = {'examples/__init__.py', 'examples/description.py', 'examples/diabetes.py',
                  'examples/iris.py', 'examples/taxi.py', 'pipeline/__init__.py',
                  'pipeline/project.py'}
-
-
-@pytest.fixture
-def repo_copy(tmp_path, monkeypatch):
-  """A copy of the code and schema that the pipeline is built from, so a
-  test can edit it without touching the checkout."""
-  for folder in ('models', 'pipeline', 'compat', 'schema', 'examples'):
-    shutil.copytree(REPO / folder, tmp_path / folder,
-                    ignore=shutil.ignore_patterns('__pycache__'))
-  monkeypatch.setattr(configs, 'REPO_ROOT', str(tmp_path))
-  return tmp_path
 
 
 def _config():

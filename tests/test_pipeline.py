@@ -10,7 +10,7 @@ import local_runner
 from pipeline import configs
 from pipeline import pipeline as pipeline_definition
 from pipeline.components import infra_check
-from tests.conftest import BLESSING_METRIC, REPO, meets_the_threshold
+from tests.conftest import BLESSING_METRIC, meets_the_threshold
 
 EXPECTED_UPSTREAMS = {
     'CsvExampleGen': set(),
@@ -112,7 +112,8 @@ def test_summary_reports_each_component_once(pipeline_run):
 
 @contextlib.contextmanager
 def _edited(path: pathlib.Path):
-  """Appends a comment to a source file for the block, then restores it."""
+  """Appends a comment to a copy's file (code or schema) for the block, then
+  restores it."""
   original = path.read_bytes()
   try:
     path.write_bytes(original + b'\n# edited by a test\n')
@@ -136,7 +137,7 @@ def _record_standby_use(monkeypatch):
   return started, taken
 
 
-def test_reruns_exactly_what_an_edit_affects(pipeline_run, monkeypatch):
+def test_reruns_exactly_what_an_edit_affects(pipeline_run, repo_copy, monkeypatch):
   # One test, in order, to share the runs: each step starts from the cache
   # the previous one left.
   config, _ = pipeline_run
@@ -153,13 +154,13 @@ def test_reruns_exactly_what_an_edit_affects(pipeline_run, monkeypatch):
   assert sorted(os.listdir(config.push_dir)) == versions
   assert standby_started == [] and standby_taken == []
 
-  with _edited(REPO / 'models' / 'model.py'):
+  with _edited(repo_copy / 'models' / 'model.py'):
     assert _rerun(config) - always == after_training
   # The infra check served the candidate from the server started early.
   assert len(standby_started) == 1 and standby_taken[0] is not None
   assert infra_check._standby is None  # pylint: disable=protected-access
 
-  with _edited(REPO / 'models' / 'preprocessing.py'):
+  with _edited(repo_copy / 'models' / 'preprocessing.py'):
     assert _rerun(config) - always == {'Transform'} | after_training
 
   with _edited(pathlib.Path(config.path(config.schema_file))):
