@@ -60,8 +60,7 @@ def main(argv=None):
   parser.add_argument('--train-steps', type=int, default=300)
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
   args = parser.parse_args(argv)
-  overrides = {k: training_bench._value(v)  # pylint: disable=protected-access
-               for k, v in (s.split('=', 1) for s in args.set)}
+  overrides = training_bench.overrides(args.set)
   labels, members = None, []
   for seed in [int(s) for s in args.seeds.split(',')]:
     hparams = dict(model.default_hparams(), seed=seed, **overrides)

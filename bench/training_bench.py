@@ -62,6 +62,11 @@ def _value(text: str):
     return text
 
 
+def overrides(settings: list) -> dict:
+  """--set KEY=VALUE options as hyperparameters (VALUE as JSON, else a string)."""
+  return {k: _value(v) for k, v in (s.split('=', 1) for s in settings)}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--output-root', required=True)
@@ -71,12 +76,12 @@ def main(argv=None):
   parser.add_argument('--no-export', action='store_true',
                       help='skip the SavedModel export (quality sweeps)')
   args = parser.parse_args(argv)
-  overrides = {k: _value(v) for k, v in (s.split('=', 1) for s in args.set)}
+  changed = overrides(args.set)
   if args.no_export:
     model.signatures.export = lambda *a, **k: None
   rows = []
   for seed in [int(s) for s in args.seeds.split(',')]:
-    hparams = dict(model.default_hparams(), seed=seed, **overrides)
+    hparams = dict(model.default_hparams(), seed=seed, **changed)
     with tempfile.TemporaryDirectory() as out:
       fn_args = fn_args_for(args.output_root, hparams, args.train_steps, out)
       start, cpu = time.perf_counter(), time.process_time()
@@ -95,7 +100,7 @@ def main(argv=None):
     values = [r[key] for r in rows]
     print(f'{key}: mean {sum(values) / len(values):.4f} min {min(values):.4f} '
           f'max {max(values):.4f}')
-  print('overrides:', json.dumps(overrides), 'load average:', os.getloadavg()[0])
+  print('overrides:', json.dumps(changed), 'load average:', os.getloadavg()[0])
 
 
 if __name__ == '__main__':
