@@ -27,7 +27,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('OMP_NUM_THREADS', '1')  # As quality_bench.py: scikit-learn under load.
 
 import argparse  # pylint: disable=g-import-not-at-top
-import glob
 import json
 import pathlib
 import statistics
@@ -56,10 +55,8 @@ RESAMPLES = 4000
 def transformed(output_root: pathlib.Path, records: list) -> dict:
   """{transformed feature: values} of raw serialized examples, in their order,
   through the run's Transform graph."""
-  graph = sorted(glob.glob(str(output_root / '*' / 'Transform' / 'transform_graph' / '*')))
-  if not graph:
-    raise SystemExit(f'cv_bench: no Transform graph under {output_root}: run local_runner.py first')
-  transform_output = tft.TFTransformOutput(graph[-1])
+  transform_output = tft.TFTransformOutput(
+      training_bench.newest(str(output_root / '*' / 'Transform' / 'transform_graph' / '*')))
   layer = transform_output.transform_features_layer()
   batches = []
   for start in range(0, len(records), 1024):
@@ -102,7 +99,8 @@ def cross_validate(output_root: pathlib.Path, folds: int, seeds: list, overrides
   if not (x.pop(features.LABEL_KEY).reshape(-1) == y).all():
     raise SystemExit('cv_bench: the Transform graph labels the rows otherwise than '
                      'quality_bench.labels_of: fix one of them')
-  frame = quality_bench.model_frame(quality_bench.columns_of(records))
+  frame = quality_bench.model_frame(
+      {name: columns['train'][name] + columns['eval'][name] for name in columns['train']})
   predictions = {'ours': np.zeros((len(seeds), len(y))), 'trees': np.zeros((len(seeds), len(y)))}
   parts = fold_rows(len(y), folds)
   for k, scored in enumerate(parts):

@@ -29,7 +29,8 @@ from models import model  # noqa: E402
 from pipeline import project  # noqa: E402
 
 
-def _newest(pattern: str) -> str:
+def newest(pattern: str) -> str:
+  """The artifact folder matching pattern with the highest id (by number, not text)."""
   found = sorted(glob.glob(pattern), key=lambda p: int(os.path.basename(p)))
   if not found:
     raise SystemExit(f'training_bench: nothing matches {pattern}: run local_runner.py first')
@@ -39,11 +40,11 @@ def _newest(pattern: str) -> str:
 def fn_args_for(output_root: str, hparams: dict, train_steps: int, out_dir: str):
   transform = os.path.join(output_root, project.PIPELINE_NAME, 'Transform')
   examples = standard_artifacts.Examples()
-  examples.uri = _newest(os.path.join(transform, 'transformed_examples', '*'))
+  examples.uri = newest(os.path.join(transform, 'transformed_examples', '*'))
   examples.split_names = artifact_utils.encode_split_names(
       [os.path.basename(p)[len('Split-'):] for p in glob.glob(os.path.join(examples.uri, 'Split-*'))])
   graph = standard_artifacts.TransformGraph()
-  graph.uri = _newest(os.path.join(transform, 'transform_graph', '*'))
+  graph.uri = newest(os.path.join(transform, 'transform_graph', '*'))
   fn_args = fn_args_utils.get_common_fn_args(
       {'examples': [examples], 'transform_graph': [graph]},
       {'train_args': json.dumps({'num_steps': train_steps}), 'eval_args': '{}',
