@@ -154,8 +154,11 @@ def test_reruns_exactly_what_an_edit_affects(pipeline_run, repo_copy, monkeypatc
   assert sorted(os.listdir(config.push_dir)) == versions
   assert standby_started == [] and standby_taken == []
 
+  checkout_model = pathlib.Path(__file__).resolve().parents[1] / 'models' / 'model.py'
+  unedited = checkout_model.read_bytes()
   with _edited(repo_copy / 'models' / 'model.py'):
     assert _rerun(config) - always == after_training
+    assert checkout_model.read_bytes() == unedited  # The edit is the copy's alone.
   # The infra check served the candidate from the server started early.
   assert len(standby_started) == 1 and standby_taken[0] is not None
   assert infra_check._standby is None  # pylint: disable=protected-access
